@@ -1,0 +1,75 @@
+//! What a client asked for, in npm's words.
+
+/// A request, as routed: the host parses paths into this before any plugin runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NpmRequest {
+    /// `GET /{name}`: the package document, abbreviated when the client asked for it.
+    Packument {
+        /// The package name, validated (`@scope/name` for scoped packages).
+        name: String,
+        /// Whether the client asked for the abbreviated ("corgi") document.
+        abbreviated: bool,
+    },
+    /// `GET /{name}/{version-or-dist-tag}`: one version's manifest.
+    Version {
+        /// The package name.
+        name: String,
+        /// A version or a dist-tag.
+        spec: String,
+    },
+    /// `GET /{name}/-/{file}.tgz`: a tarball.
+    Tarball {
+        /// The package name.
+        name: String,
+        /// The tarball's file name, e.g. `express-4.21.2.tgz`.
+        file: String,
+    },
+    /// `GET /-/package/{name}/dist-tags`.
+    DistTags {
+        /// The package name.
+        name: String,
+    },
+    /// `GET /-/ping`.
+    Ping,
+    /// `GET /-/v1/search`.
+    Search(SearchQuery),
+    /// `GET /-/sluice/status`: sluice's own status document.
+    Status,
+}
+
+/// The parameters of `GET /-/v1/search`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SearchQuery {
+    /// The words searched for.
+    pub text: String,
+    /// How many results, at most 250.
+    pub size: usize,
+    /// Offset of the first result.
+    pub from: usize,
+}
+
+impl NpmRequest {
+    /// The package this request is about, if any.
+    pub fn package(&self) -> Option<&str> {
+        match self {
+            NpmRequest::Packument { name, .. }
+            | NpmRequest::Version { name, .. }
+            | NpmRequest::Tarball { name, .. }
+            | NpmRequest::DistTags { name } => Some(name),
+            NpmRequest::Ping | NpmRequest::Search(_) | NpmRequest::Status => None,
+        }
+    }
+
+    /// A short name of the route, for logs and metrics.
+    pub fn route(&self) -> &'static str {
+        match self {
+            NpmRequest::Packument { .. } => "packument",
+            NpmRequest::Version { .. } => "version",
+            NpmRequest::Tarball { .. } => "tarball",
+            NpmRequest::DistTags { .. } => "dist-tags",
+            NpmRequest::Ping => "ping",
+            NpmRequest::Search(_) => "search",
+            NpmRequest::Status => "status",
+        }
+    }
+}

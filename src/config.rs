@@ -1,0 +1,532 @@
+//! The configuration: the TOML file model (serde, unknown keys rejected) and the validated
+//! [`Config`] the rest of the program sees.
+
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The shipped default configuration, used when no file is found at the default path.
+pub const EMBEDDED: &str = include_str!("../conf/sluice.toml");
+
+/// The default configuration path, relative to the working folder.
+pub const DEFAULT_PATH: &str = "conf/sluice.toml";
+
+/// A configuration that cannot be used; the message names the file, the key and the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The configuration file.
+    pub file: String,
+    /// What is wrong, with the key and line when known.
+    pub message: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this configuration was read from (`<embedded>` for the built-in one).
+    pub source: String,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[upstream]`.
+    pub upstream: UpstreamConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[policy]`.
+    pub policy: PolicyConfig,
+    /// `[[plugins]]`, in run order.
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The base of every tarball link served, ending in `/`.
+    pub public_url: String,
+    /// How long SIGTERM waits for in-flight requests.
+    pub grace_period: Duration,
+    /// Worker threads of the HTTP server.
+    pub threads: usize,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The upstream registry's base URL, ending in `/`.
+    pub registry: String,
+    /// Connect and read timeout of upstream requests.
+    pub timeout: Duration,
+    /// The largest packument accepted from upstream, in bytes (after decompression).
+    pub max_packument: u64,
+    /// The largest tarball accepted from upstream, in bytes.
+    pub max_tarball: u64,
+    /// How many upstream requests background work (refresh, add-package) makes at once.
+    pub concurrency: usize,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The store's folder.
+    pub dir: PathBuf,
+    /// The bound of the in-memory hot cache, in bytes.
+    pub memory: u64,
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Which packages are served.
+    pub mode: Mode,
+    /// Whitelist mode: fetch and add unknown packages on request.
+    pub read_through: bool,
+    /// The whitelist file.
+    pub whitelist: PathBuf,
+    /// How long a stored packument is served before it is revalidated with upstream.
+    pub refresh: Duration,
+    /// Which tarballs background refresh copies eagerly.
+    pub tarballs: Tarballs,
+}
+
+/// `policy.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only packages on the whitelist (plus read-through additions).
+    Whitelist,
+    /// Every package.
+    Mirror,
+}
+
+/// `policy.tarballs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tarballs {
+    /// Tarballs are fetched when a client asks for them.
+    OnDemand,
+    /// The `latest` version's tarball is copied eagerly.
+    Latest,
+    /// Every version's tarball is copied eagerly.
+    All,
+}
+
+/// One `[[plugins]]` table.
+#[derive(Debug, Clone)]
+pub struct PluginConfig {
+    /// `kind = "…"`.
+    pub kind: String,
+    /// The table's other keys, for the plugin's own config.
+    pub table: toml::Table,
+    /// The line the table starts on.
+    pub line: usize,
+}
+
+/// The file model of the configuration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    server: ServerFile,
+    #[serde(default)]
+    upstream: UpstreamFile,
+    #[serde(default)]
+    storage: StorageFile,
+    #[serde(default)]
+    policy: PolicyFile,
+    #[serde(default)]
+    plugins: Vec<toml::Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    listen: Option<toml::Spanned<String>>,
+    public_url: Option<toml::Spanned<String>>,
+    grace_period: Option<HumanDuration>,
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    registry: Option<toml::Spanned<String>>,
+    timeout: Option<HumanDuration>,
+    max_packument: Option<ByteSize>,
+    max_tarball: Option<ByteSize>,
+    concurrency: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    dir: Option<String>,
+    memory: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    mode: Option<Mode>,
+    read_through: Option<bool>,
+    whitelist: Option<String>,
+    refresh: Option<HumanDuration>,
+    tarballs: Option<Tarballs>,
+}
+
+/// A duration written like `5s`, `10m`, `1h 30m`.
+#[derive(Debug, Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration ({e}); write e.g. \"30s\", \"10m\", \"1h\""
+                ))
+            })
+    }
+}
+
+/// A size written like `256MiB`, `1GB`, `512KiB` or a number of bytes.
+#[derive(Debug, Clone, Copy)]
+struct ByteSize(u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => parse_size(&text).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a size; write e.g. \"256MiB\", \"1GiB\", \"500MB\""
+                ))
+            }),
+        }
+    }
+}
+
+/// Parse `256MiB`, `1 GB`, `4096`, `100k` into bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        _ => return None,
+    };
+    let bytes = number * factor as f64;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Load the configuration from `path`, or the embedded default when `path` is `None` and
+    /// no file exists at [`DEFAULT_PATH`].
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => Self::load_file(path),
+            None if Path::new(DEFAULT_PATH).exists() => Self::load_file(Path::new(DEFAULT_PATH)),
+            None => {
+                // Paths in the embedded file resolve as if it were at ./conf/sluice.toml.
+                let base = std::env::current_dir()
+                    .unwrap_or_else(|_| PathBuf::from("."))
+                    .join("conf");
+                Self::parse(EMBEDDED, "<embedded conf/sluice.toml>", &base)
+            }
+        }
+    }
+
+    /// Load the configuration file at `path`.
+    pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = absolute
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parse configuration `text` read from `source`; relative paths are resolved from `base`.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
+        let fail = |message: String| ConfigError {
+            file: source.to_string(),
+            message,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|e| fail(e.to_string()))?;
+        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+
+        let listen = match &file.server.listen {
+            Some(listen) => listen.get_ref().parse::<SocketAddr>().map_err(|e| {
+                fail(format!(
+                    "line {}: server.listen = \"{}\" is not an address like \"127.0.0.1:4870\": {e}",
+                    at(listen.span()),
+                    listen.get_ref()
+                ))
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 4870)),
+        };
+        let public_url = match &file.server.public_url {
+            Some(url) => {
+                let value = url.get_ref();
+                check_http_url(value).map_err(|why| {
+                    fail(format!("line {}: server.public_url {why}", at(url.span())))
+                })?;
+                with_slash(value)
+            }
+            None => {
+                let host = if listen.ip().is_unspecified() {
+                    tracing::warn!(
+                        "server.listen is an unspecified address: tarball links use 127.0.0.1; set server.public_url to the address clients use"
+                    );
+                    SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+                } else {
+                    listen
+                };
+                format!("http://{host}/")
+            }
+        };
+        let registry = match &file.upstream.registry {
+            Some(url) => {
+                check_http_url(url.get_ref()).map_err(|why| {
+                    fail(format!("line {}: upstream.registry {why}", at(url.span())))
+                })?;
+                with_slash(url.get_ref())
+            }
+            None => npm_registry().map_err(fail)?,
+        };
+        let threads = file.server.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        let concurrency = file.upstream.concurrency.unwrap_or(16);
+        if threads == 0 || concurrency == 0 {
+            return Err(fail(
+                "server.threads and upstream.concurrency must be at least 1".into(),
+            ));
+        }
+        let mut plugins = Vec::new();
+        for spanned in &file.plugins {
+            let line = at(spanned.span());
+            let mut table = spanned.get_ref().clone();
+            let kind = match table.remove("kind") {
+                Some(toml::Value::String(kind)) => kind,
+                Some(_) => return Err(fail(format!("line {line}: [[plugins]] kind must be a string"))),
+                None => {
+                    return Err(fail(format!(
+                        "line {line}: a [[plugins]] table needs `kind = \"…\"`"
+                    )))
+                }
+            };
+            plugins.push(PluginConfig { kind, table, line });
+        }
+        let resolve = |p: &str| {
+            let p = Path::new(p);
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        Ok(Config {
+            source: source.to_string(),
+            server: ServerConfig {
+                listen,
+                public_url,
+                grace_period: file
+                    .server
+                    .grace_period
+                    .map_or(Duration::from_secs(5), |d| d.0),
+                threads,
+            },
+            upstream: UpstreamConfig {
+                registry,
+                timeout: file.upstream.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                max_packument: file.upstream.max_packument.map_or(200 << 20, |s| s.0),
+                max_tarball: file.upstream.max_tarball.map_or(1 << 30, |s| s.0),
+                concurrency,
+            },
+            storage: StorageConfig {
+                dir: resolve(file.storage.dir.as_deref().unwrap_or("data")),
+                memory: file.storage.memory.map_or(256 << 20, |s| s.0),
+            },
+            policy: PolicyConfig {
+                mode: file.policy.mode.unwrap_or(Mode::Whitelist),
+                read_through: file.policy.read_through.unwrap_or(false),
+                whitelist: resolve(file.policy.whitelist.as_deref().unwrap_or("whitelist")),
+                refresh: file.policy.refresh.map_or(Duration::from_secs(600), |d| d.0),
+                tarballs: file.policy.tarballs.unwrap_or(Tarballs::OnDemand),
+            },
+            plugins,
+        })
+    }
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') {
+        url.to_string()
+    } else {
+        format!("{url}/")
+    }
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("= \"{url}\" is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("= \"{url}\" must be an http:// or https:// URL"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("= \"{url}\" must not have a query or fragment"));
+    }
+    Ok(())
+}
+
+/// The registry the local npm client is configured with.
+fn npm_registry() -> Result<String, String> {
+    let output = std::process::Command::new("npm")
+        .args(["config", "get", "registry"])
+        .output()
+        .map_err(|e| {
+            format!("upstream.registry is not set and `npm config get registry` could not run ({e}); set upstream.registry")
+        })?;
+    let url = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() || url.is_empty() || url == "undefined" {
+        return Err(
+            "upstream.registry is not set and `npm config get registry` printed nothing; set upstream.registry".into(),
+        );
+    }
+    check_http_url(&url).map_err(|why| format!("`npm config get registry` {why}"))?;
+    Ok(with_slash(&url))
+}
+
+impl fmt::Display for Config {
+    /// The effective configuration, as TOML.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let _ = writeln!(out, "# effective configuration of {}", self.source);
+        let _ = writeln!(out, "[server]");
+        let _ = writeln!(out, "listen = \"{}\"", self.server.listen);
+        let _ = writeln!(out, "public_url = \"{}\"", self.server.public_url);
+        let _ = writeln!(out, "grace_period = \"{}\"", humantime::format_duration(self.server.grace_period));
+        let _ = writeln!(out, "threads = {}", self.server.threads);
+        let _ = writeln!(out, "\n[upstream]");
+        let _ = writeln!(out, "registry = \"{}\"", self.upstream.registry);
+        let _ = writeln!(out, "timeout = \"{}\"", humantime::format_duration(self.upstream.timeout));
+        let _ = writeln!(out, "max_packument = {}", self.upstream.max_packument);
+        let _ = writeln!(out, "max_tarball = {}", self.upstream.max_tarball);
+        let _ = writeln!(out, "concurrency = {}", self.upstream.concurrency);
+        let _ = writeln!(out, "\n[storage]");
+        let _ = writeln!(out, "dir = {:?}", self.storage.dir.display().to_string());
+        let _ = writeln!(out, "memory = {}", self.storage.memory);
+        let _ = writeln!(out, "\n[policy]");
+        let mode = match self.policy.mode {
+            Mode::Whitelist => "whitelist",
+            Mode::Mirror => "mirror",
+        };
+        let _ = writeln!(out, "mode = \"{mode}\"");
+        let _ = writeln!(out, "read_through = {}", self.policy.read_through);
+        let _ = writeln!(out, "whitelist = {:?}", self.policy.whitelist.display().to_string());
+        let _ = writeln!(out, "refresh = \"{}\"", humantime::format_duration(self.policy.refresh));
+        let tarballs = match self.policy.tarballs {
+            Tarballs::OnDemand => "on-demand",
+            Tarballs::Latest => "latest",
+            Tarballs::All => "all",
+        };
+        let _ = writeln!(out, "tarballs = \"{tarballs}\"");
+        for plugin in &self.plugins {
+            let _ = writeln!(out, "\n[[plugins]]\nkind = \"{}\"", plugin.kind);
+            let rest = toml::to_string(&plugin.table).unwrap_or_default();
+            out.push_str(&rest);
+        }
+        f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, "test.toml", Path::new("/etc/sluice"))
+    }
+
+    const UPSTREAM: &str = "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n";
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let config = parse(UPSTREAM).unwrap();
+        assert_eq!(config.server.public_url, "http://127.0.0.1:4870/");
+        assert_eq!(config.storage.dir, PathBuf::from("/etc/sluice/data"));
+        assert_eq!(config.policy.whitelist, PathBuf::from("/etc/sluice/whitelist"));
+        assert!(!config.policy.read_through);
+        assert_eq!(config.policy.mode, Mode::Whitelist);
+        assert_eq!(config.storage.memory, 256 << 20);
+        assert_eq!(config.server.grace_period, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_file_key_and_line() {
+        let err = parse(&format!("{UPSTREAM}\n[storage]\nmemroy = \"1GiB\"\n")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("test.toml: "), "{message}");
+        assert!(message.contains("line 5"), "{message}");
+        assert!(message.contains("memroy"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_their_line() {
+        let err = parse(&format!("{UPSTREAM}[server]\ngrace_period = \"5 parsecs\"\n")).unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+        let err = parse("[upstream]\nregistry = \"ftp://x/\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = parse(&format!("{UPSTREAM}[[plugins]]\ndays = 3\n")).unwrap_err();
+        assert!(err.to_string().contains("kind"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Some(256 << 20));
+        assert_eq!(parse_size("1 GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    #[test]
+    fn the_shipped_config_parses_with_read_through_on() {
+        let config = Config::parse(EMBEDDED, "conf/sluice.toml", Path::new("/x/conf")).unwrap();
+        assert!(config.policy.read_through);
+        assert_eq!(config.storage.dir, PathBuf::from("/x/conf/../data"));
+    }
+}

@@ -1,0 +1,233 @@
+//! The pingora `ProxyHttp` implementation: it only dispatches. Every request is answered in
+//! `request_filter` from the registry core; sluice never proxies a client's request as is.
+
+mod respond;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use serde_json::json;
+use sluice_plugin_api::{CacheStatus, Ctx, Decision, NpmRequest};
+
+use crate::registry::{Error as CoreError, Registry};
+use crate::route::{self, RouteError, CORGI};
+use crate::upstream::UpstreamError;
+use respond::Answer;
+
+/// The per-request state.
+pub struct RequestCtx {
+    started: Instant,
+    plugin: Ctx,
+    route: &'static str,
+    status: u16,
+    bytes: usize,
+}
+
+/// The HTTP front of sluice.
+pub struct SluiceProxy {
+    registry: Arc<Registry>,
+    next_id: AtomicU64,
+}
+
+impl SluiceProxy {
+    /// A proxy answering from `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            registry,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    async fn answer(&self, session: &Session, ctx: &mut RequestCtx) -> Answer {
+        let header = session.req_header();
+        if header.method == http::Method::CONNECT {
+            return Answer::error(405, "CONNECT is not supported: sluice is not a forward proxy");
+        }
+        if header.uri.authority().is_some() || header.uri.scheme().is_some() {
+            return Answer::error(400, "absolute-form request targets are refused: sluice is not a forward proxy");
+        }
+        let accept = header.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        let request = match route::route(
+            header.method.as_str(),
+            header.uri.path(),
+            header.uri.query(),
+            accept,
+        ) {
+            Ok(request) => request,
+            Err(RouteError { status, message }) => return Answer::error(status, message),
+        };
+        ctx.route = request.route();
+        for plugin in &self.registry.plugins {
+            match plugin.on_request(&request, &header.headers, &mut ctx.plugin) {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Respond(response)) => {
+                    return Answer::error(response.status, response.message)
+                }
+                Err(error) => {
+                    tracing::error!(%error, "plugin failed");
+                    return Answer::error(500, error.to_string());
+                }
+            }
+        }
+        if let Some(refusal) = ctx.plugin.refusal.take() {
+            return Answer::error(refusal.response.status, refusal.response.message);
+        }
+        let gzip = accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING));
+        let answer = self.dispatch(&request, gzip, ctx).await;
+        if answer.status < 400 && ctx.plugin.read_through {
+            if let Some(name) = request.package() {
+                for plugin in &self.registry.plugins {
+                    if let Err(error) = plugin.on_fetched(name, &ctx.plugin) {
+                        tracing::error!(package = name, %error, "plugin failed after a fetch");
+                    }
+                }
+            }
+        }
+        answer
+    }
+
+    async fn dispatch(&self, request: &NpmRequest, gzip: bool, ctx: &mut RequestCtx) -> Answer {
+        let registry = &self.registry;
+        let result = match request {
+            NpmRequest::Packument { name, abbreviated } => registry
+                .rendered(name, *abbreviated, gzip)
+                .await
+                .map(|(rendered, status)| {
+                    ctx.plugin.cache_status = Some(status);
+                    let content_type = if *abbreviated { CORGI } else { "application/json" };
+                    Answer::rendered(rendered, content_type, gzip).with_vary()
+                }),
+            NpmRequest::Version { name, spec } => registry.version(name, spec).await.map(|(v, status)| {
+                ctx.plugin.cache_status = Some(status);
+                Answer::json(200, &v)
+            }),
+            NpmRequest::DistTags { name } => registry.dist_tags(name).await.map(|(v, status)| {
+                ctx.plugin.cache_status = Some(status);
+                Answer::json(200, &v)
+            }),
+            NpmRequest::Tarball { name, file } => registry.tarball(name, file).await.map(|(bytes, status)| {
+                ctx.plugin.cache_status = Some(status);
+                Answer::tarball(bytes)
+            }),
+            NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
+            NpmRequest::Status => Ok(Answer::json(200, &crate::status::status(registry))),
+            NpmRequest::Search(query) => Ok(Answer::json(200, &crate::status::search(registry, query).await)),
+        };
+        result.unwrap_or_else(|error| error_answer(request, &error))
+    }
+}
+
+/// Whether an `Accept-Encoding` header allows gzip.
+fn accepts_gzip(value: Option<&http::HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    value.split(',').any(|part| {
+        let mut pieces = part.split(';');
+        let coding = pieces.next().unwrap_or("").trim();
+        let refused = pieces.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
+    let what = request.package().unwrap_or("the request");
+    match error {
+        CoreError::NotFound(message) => Answer::error(404, message.clone()),
+        CoreError::Upstream(UpstreamError::Integrity(_)) => Answer::error(502, error.to_string()),
+        CoreError::Upstream(e) if e.is_timeout() => Answer::error(
+            504,
+            format!("{e}; {what} is not in sluice's store yet, try again later"),
+        ),
+        CoreError::Upstream(e) => Answer::error(
+            502,
+            format!("{e}; {what} is not in sluice's store yet, try again later"),
+        ),
+        CoreError::Packument { .. } => Answer::error(502, error.to_string()),
+        CoreError::Store(e) => {
+            tracing::error!(error = %e, "store failure");
+            Answer::error(503, format!("sluice's store failed ({e}); try again later"))
+        }
+        CoreError::Plugin(e) => Answer::error(500, e.to_string()),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for SluiceProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            plugin: Ctx::new(self.next_id.fetch_add(1, Ordering::Relaxed)),
+            route: "-",
+            status: 0,
+            bytes: 0,
+        }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response compression module: bodies are compressed once, when rendered.
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let answer = self.answer(session, ctx).await;
+        let header = session.req_header();
+        let head = header.method == http::Method::HEAD;
+        let if_none_match = header
+            .headers
+            .get(http::header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (mut response, body) = answer.into_response(if_none_match.as_deref())?;
+        if let Some(status) = ctx.plugin.cache_status {
+            response.insert_header("x-cache-status", status.as_str())?;
+        }
+        let mut extra = http::HeaderMap::new();
+        for plugin in &self.registry.plugins {
+            plugin.on_response(&mut extra, &ctx.plugin);
+        }
+        for (name, value) in &extra {
+            response.insert_header(name.clone(), value.clone())?;
+        }
+        ctx.status = response.status.as_u16();
+        ctx.bytes = if head { 0 } else { body.len() };
+        let send_body = !head && !body.is_empty();
+        session
+            .write_response_header(Box::new(response), !send_body)
+            .await?;
+        if send_body {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        pingora::Error::e_explain(ErrorType::InternalError, "sluice answers every request itself")
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        let header = session.req_header();
+        let cache = ctx.plugin.cache_status.map_or("-", CacheStatus::as_str);
+        tracing::info!(
+            target: "sluice::access",
+            id = ctx.plugin.request_id,
+            method = %header.method,
+            path = %header.uri.path(),
+            route = ctx.route,
+            status = ctx.status,
+            cache,
+            bytes = ctx.bytes,
+            ms = ctx.started.elapsed().as_secs_f64() * 1000.0,
+            error = error.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Answers as values, turned into a response header and body in one place: content-length
+//! on every answer (keep-alive), conditional requests, and npm-style error bodies.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::Result;
+use serde_json::json;
+
+use crate::store::Rendered;
+
+/// A response about to be sent.
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    content_type: &'static str,
+    body: Bytes,
+    etag: Option<Arc<str>>,
+    gzip: bool,
+    vary: bool,
+    cache_control: Option<&'static str>,
+}
+
+impl Answer {
+    /// An npm-style error: `{"error": message}`.
+    pub fn error(status: u16, message: impl Into<String>) -> Self {
+        let message: String = message.into();
+        Self::json(status, &json!({ "error": message }))
+    }
+
+    /// A JSON body.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: Bytes::from(value.to_string()),
+            etag: None,
+            gzip: false,
+            vary: false,
+            cache_control: None,
+        }
+    }
+
+    /// A rendered packument body.
+    pub fn rendered(rendered: Arc<Rendered>, content_type: &'static str, gzip: bool) -> Self {
+        Self {
+            status: 200,
+            content_type,
+            body: rendered.body.clone(),
+            etag: Some(rendered.etag.clone()),
+            gzip,
+            vary: false,
+            cache_control: Some("public, max-age=300"),
+        }
+    }
+
+    /// A tarball body; tarballs never change, so their ETag is stable.
+    pub fn tarball(bytes: Bytes) -> Self {
+        let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
+        Self {
+            status: 200,
+            content_type: "application/octet-stream",
+            body: bytes,
+            etag: Some(format!("\"{hash:032x}\"").into()),
+            gzip: false,
+            vary: false,
+            cache_control: Some("public, max-age=31536000, immutable"),
+        }
+    }
+
+    /// Mark the answer as varying with `Accept` and `Accept-Encoding`.
+    pub fn with_vary(mut self) -> Self {
+        self.vary = true;
+        self
+    }
+
+    /// The response header and body; a matching `If-None-Match` gives 304 without a body.
+    pub fn into_response(self, if_none_match: Option<&str>) -> Result<(ResponseHeader, Bytes)> {
+        let not_modified = match (&self.etag, if_none_match) {
+            (Some(etag), Some(header)) if self.status == 200 => header
+                .split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == "*" || t == &**etag),
+            _ => false,
+        };
+        let status = if not_modified { 304 } else { self.status };
+        let mut response = ResponseHeader::build(status, Some(8))?;
+        if let Some(etag) = &self.etag {
+            response.insert_header("etag", &**etag)?;
+        }
+        if let Some(cache_control) = self.cache_control {
+            response.insert_header("cache-control", cache_control)?;
+        }
+        if self.vary {
+            response.insert_header("vary", "Accept, Accept-Encoding")?;
+        }
+        if not_modified {
+            response.insert_header("content-length", "0")?;
+            return Ok((response, Bytes::new()));
+        }
+        response.insert_header("content-type", self.content_type)?;
+        if self.gzip {
+            response.insert_header("content-encoding", "gzip")?;
+        }
+        response.insert_header("content-length", self.body.len().to_string())?;
+        Ok((response, self.body))
+    }
+}

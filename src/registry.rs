@@ -1,0 +1,412 @@
+//! The registry core: packuments and tarballs through hot cache → store → upstream, with
+//! single-flight misses, stale-while-revalidate and stale-if-error. Used by the proxy and by
+//! the command line alike.
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use sluice_plugin_api::{CacheStatus, Packument, Plugin, PluginError};
+use ssri::Integrity;
+
+use crate::config::Config;
+use crate::flight::SingleFlight;
+use crate::plugins::Plugins;
+use sluice_plugin_whitelist::Whitelist;
+use crate::packument::{self, PackumentError};
+use crate::store::{now_ms, HotCache, HotKey, PackumentMeta, Rendered, Store, StoreError, StoredPackument};
+use crate::upstream::{Fetched, Upstream, UpstreamError};
+
+/// Why a package or tarball cannot be served; the proxy maps it to an HTTP answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Upstream failed and nothing is stored.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// Upstream has no such package, version or tarball.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed (disk full, permissions…).
+    #[error("{0}")]
+    Store(Arc<StoreError>),
+    /// Upstream sent a package document that cannot be used.
+    #[error("upstream sent a bad document for {name}: {error}")]
+    Packument {
+        /// The package.
+        name: String,
+        /// What was wrong.
+        error: PackumentError,
+    },
+    /// A plugin failed.
+    #[error("{0}")]
+    Plugin(Arc<PluginError>),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(Arc::new(e))
+    }
+}
+
+impl From<PluginError> for Error {
+    fn from(e: PluginError) -> Self {
+        Error::Plugin(Arc::new(e))
+    }
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Answers served from memory or store.
+    pub hits: AtomicU64,
+    /// Answers that needed upstream.
+    pub misses: AtomicU64,
+    /// Answers served stale.
+    pub stale: AtomicU64,
+    /// Revalidations done (background or not).
+    pub revalidations: AtomicU64,
+}
+
+type Shared<T> = Result<T, Error>;
+
+/// The registry core.
+pub struct Registry {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The disk store.
+    pub store: Store,
+    /// The in-memory cache of rendered bodies.
+    pub hot: HotCache,
+    /// The upstream client.
+    pub upstream: Upstream,
+    /// The plugins, in run order.
+    pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The live whitelist, in whitelist mode.
+    pub whitelist: Option<Arc<Whitelist>>,
+    /// Counters.
+    pub stats: Stats,
+    packument_flights: SingleFlight<Arc<str>, Shared<StoredPackument>>,
+    render_flights: SingleFlight<HotKey, Shared<Arc<Rendered>>>,
+    tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<Bytes>>,
+    /// When upstream last confirmed each packument we served (unix ms), in memory.
+    confirmed: moka::sync::Cache<Arc<str>, u64>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("store", &self.store)
+            .field("hot", &self.hot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Build the core from a configuration and its plugins.
+    pub fn new(config: Arc<Config>, plugins: Plugins) -> Result<Self, UpstreamError> {
+        crate::tls::install_crypto_provider();
+        Ok(Self {
+            store: Store::new(&config.storage.dir),
+            hot: HotCache::new(config.storage.memory),
+            upstream: Upstream::new(&config.upstream)?,
+            plugins: plugins.list,
+            whitelist: plugins.whitelist,
+            stats: Stats::default(),
+            packument_flights: SingleFlight::default(),
+            render_flights: SingleFlight::default(),
+            tarball_flights: SingleFlight::default(),
+            confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            config,
+        })
+    }
+
+    fn is_fresh(&self, fetched_at: u64) -> bool {
+        now_ms().saturating_sub(fetched_at) < self.config.policy.refresh.as_millis() as u64
+    }
+
+    /// The stored packument of `name`, fetched from upstream when absent; a stale copy is
+    /// served at once and revalidated in the background.
+    pub async fn packument(self: &Arc<Self>, name: &str) -> Result<(StoredPackument, CacheStatus), Error> {
+        if let Some(stored) = self.store.packument(name).await? {
+            self.confirmed.insert(name.into(), stored.meta.fetched_at);
+            if self.is_fresh(stored.meta.fetched_at) {
+                return Ok((stored, CacheStatus::Hit));
+            }
+            self.revalidate_in_background(name);
+            return Ok((stored, CacheStatus::Stale));
+        }
+        let (result, _) = self.fetch_packument(name).await;
+        Ok((result?, CacheStatus::Miss))
+    }
+
+    /// Revalidate `name` with upstream now (one request however many callers ask at once).
+    ///
+    /// Returns the stored document and whether this caller's request did the fetch.
+    pub async fn fetch_packument(self: &Arc<Self>, name: &str) -> (Shared<StoredPackument>, bool) {
+        let key: Arc<str> = name.into();
+        let this = self.clone();
+        let task_name = key.clone();
+        self.packument_flights
+            .run(key, async move { this.revalidate(&task_name).await })
+            .await
+    }
+
+    fn revalidate_in_background(self: &Arc<Self>, name: &str) {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let (result, _) = this.fetch_packument(&name).await;
+            if let Err(error) = result {
+                tracing::warn!(package = %name, %error, "revalidation failed: serving the stored copy");
+            }
+        });
+    }
+
+    /// Ask upstream for `name` (conditionally when we hold it) and store the merged result.
+    async fn revalidate(&self, name: &str) -> Shared<StoredPackument> {
+        let held = self.store.packument(name).await?;
+        let (etag, last_modified) = held
+            .as_ref()
+            .map(|h| (h.meta.etag.as_deref(), h.meta.last_modified.as_deref()))
+            .unwrap_or((None, None));
+        self.stats.revalidations.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.upstream.packument(name, etag, last_modified).await;
+        let now = now_ms();
+        match (fetched, held) {
+            (Ok(Fetched::Document { bytes, etag, last_modified }), held) => {
+                let mut fresh = packument::parse(&bytes, name).map_err(|error| Error::Packument {
+                    name: name.to_string(),
+                    error,
+                })?;
+                let mut to_store = bytes;
+                if let Some(held) = &held {
+                    if let Ok(held_doc) = packument::parse(&held.bytes, name) {
+                        let restored = packument::merge(&mut fresh, &held_doc);
+                        if !restored.is_empty() {
+                            tracing::info!(package = name, versions = ?restored, "keeping versions upstream no longer lists");
+                            to_store = Bytes::from(serde_json::to_vec(&fresh.doc).map_err(|e| {
+                                Error::NotFound(format!("cannot serialize {name}: {e}"))
+                            })?);
+                        }
+                    }
+                }
+                let meta = PackumentMeta { etag, last_modified, fetched_at: now };
+                let integrity = self.store.put_packument(name, &to_store, &meta).await?;
+                if held.as_ref().is_none_or(|h| h.integrity != integrity) {
+                    self.hot.invalidate_packument(name).await;
+                }
+                self.confirmed.insert(name.into(), now);
+                Ok(StoredPackument { bytes: to_store, meta, integrity })
+            }
+            (Ok(Fetched::NotModified), Some(held)) => self.touch(name, held, now).await,
+            (Ok(Fetched::NotFound), Some(held)) => {
+                tracing::warn!(package = name, "upstream no longer has this package: keeping our copy");
+                self.touch(name, held, now).await
+            }
+            (Ok(Fetched::NotModified | Fetched::NotFound), None) => Err(Error::NotFound(format!(
+                "{name} is not in the upstream registry"
+            ))),
+            (Err(error), Some(held)) => {
+                tracing::warn!(package = name, %error, "upstream failed: serving the stored copy");
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                Ok(held)
+            }
+            (Err(error), None) => Err(error.into()),
+        }
+    }
+
+    async fn touch(&self, name: &str, held: StoredPackument, now: u64) -> Shared<StoredPackument> {
+        let meta = PackumentMeta { fetched_at: now, ..held.meta.clone() };
+        self.store
+            .touch_packument(name, &held.integrity, held.bytes.len(), &meta)
+            .await?;
+        self.confirmed.insert(name.into(), now);
+        Ok(StoredPackument { meta, ..held })
+    }
+
+    /// The packument as served: plugins applied, invariants repaired (links not yet rewritten).
+    pub fn filtered(&self, name: &str, stored: &StoredPackument) -> Result<Packument, Error> {
+        let mut doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
+            name: name.to_string(),
+            error,
+        })?;
+        for plugin in &self.plugins {
+            plugin.on_packument(&mut doc)?;
+        }
+        packument::repair(&mut doc);
+        Ok(doc)
+    }
+
+    /// The rendered packument body of `name` for a client, from the hot cache when possible.
+    pub async fn rendered(
+        self: &Arc<Self>,
+        name: &str,
+        abbreviated: bool,
+        gzip: bool,
+    ) -> Result<(Arc<Rendered>, CacheStatus), Error> {
+        let key = HotKey::Packument { name: name.into(), abbreviated, gzip };
+        if let Some(rendered) = self.hot.get(&key).await {
+            match self.confirmed.get(name) {
+                Some(at) if self.is_fresh(at) => return Ok((rendered, CacheStatus::Hit)),
+                _ => {
+                    self.revalidate_in_background(name);
+                    return Ok((rendered, CacheStatus::Stale));
+                }
+            }
+        }
+        let (stored, status) = self.packument(name).await?;
+        let this = self.clone();
+        let task_key = key.clone();
+        let (rendered, _) = self
+            .render_flights
+            .run(key, async move { this.render(task_key, stored).await })
+            .await;
+        Ok((rendered?, status))
+    }
+
+    async fn render(self: Arc<Self>, key: HotKey, stored: StoredPackument) -> Shared<Arc<Rendered>> {
+        let HotKey::Packument { name, abbreviated, gzip } = key.clone() else {
+            return Err(Error::NotFound("not a packument".into()));
+        };
+        if gzip {
+            // Compress the identity body, rendering it first when needed.
+            let identity_key = HotKey::Packument { name: name.clone(), abbreviated, gzip: false };
+            let identity = match self.hot.get(&identity_key).await {
+                Some(identity) => identity,
+                None => Box::pin(self.clone().render(identity_key, stored)).await?,
+            };
+            let body = identity.body.clone();
+            let compressed = tokio::task::spawn_blocking(move || gzip_bytes(&body))
+                .await
+                .map_err(|e| Error::NotFound(format!("render failed: {e}")))?;
+            let rendered = Arc::new(Rendered {
+                body: compressed,
+                etag: format!("{}-gz\"", identity.etag.trim_end_matches('"')).into(),
+                last_modified: identity.last_modified.clone(),
+            });
+            self.hot.insert(key, rendered.clone()).await;
+            return Ok(rendered);
+        }
+        let this = self.clone();
+        let render_name = name.clone();
+        let rendered = tokio::task::spawn_blocking(move || -> Shared<Arc<Rendered>> {
+            let mut doc = this.filtered(&render_name, &stored)?;
+            packument::rewrite(&mut doc, &this.config.server.public_url);
+            let body = if abbreviated {
+                serde_json::to_vec(&packument::abbreviate(&doc))
+            } else {
+                serde_json::to_vec(&doc.doc)
+            }
+            .map_err(|e| Error::NotFound(format!("cannot render {render_name}: {e}")))?;
+            Ok(Arc::new(Rendered::new(Bytes::from(body), None)))
+        })
+        .await
+        .map_err(|e| Error::NotFound(format!("render failed: {e}")))??;
+        self.hot.insert(key, rendered.clone()).await;
+        Ok(rendered)
+    }
+
+    /// One version's manifest (by version or dist-tag), links rewritten.
+    pub async fn version(self: &Arc<Self>, name: &str, spec: &str) -> Result<(Value, CacheStatus), Error> {
+        let (stored, status) = self.packument(name).await?;
+        let doc = self.filtered(name, &stored)?;
+        let mut manifest = packument::manifest(&doc, spec)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("{name} has no version or dist-tag `{spec}`")))?;
+        packument::rewrite_manifest(&mut manifest, name, &self.config.server.public_url);
+        Ok((manifest, status))
+    }
+
+    /// The dist-tags of `name`.
+    pub async fn dist_tags(self: &Arc<Self>, name: &str) -> Result<(Value, CacheStatus), Error> {
+        let (stored, status) = self.packument(name).await?;
+        let doc = self.filtered(name, &stored)?;
+        Ok((doc.doc.get("dist-tags").cloned().unwrap_or(Value::Object(Default::default())), status))
+    }
+
+    /// Tarball `file` of `name`: from memory, the store, or upstream (verified, then stored).
+    pub async fn tarball(self: &Arc<Self>, name: &str, file: &str) -> Result<(Bytes, CacheStatus), Error> {
+        let key = HotKey::Tarball { name: name.into(), file: file.into() };
+        if let Some(hit) = self.hot.get(&key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((hit.body.clone(), CacheStatus::Hit));
+        }
+        if let Some(bytes) = self.store.tarball(name, file).await? {
+            self.hot.insert(key, Arc::new(Rendered::new(bytes.clone(), None))).await;
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((bytes, CacheStatus::Hit));
+        }
+        let this = self.clone();
+        let (task_name, task_file) = (name.to_string(), file.to_string());
+        let (bytes, _) = self
+            .tarball_flights
+            .run((name.into(), file.into()), async move {
+                this.fetch_tarball(&task_name, &task_file).await
+            })
+            .await;
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        Ok((bytes?, CacheStatus::Miss))
+    }
+
+    /// Fetch a tarball from upstream, verify it against the integrity its packument
+    /// publishes, store it and return it.
+    pub async fn fetch_tarball(self: &Arc<Self>, name: &str, file: &str) -> Shared<Bytes> {
+        if let Some(bytes) = self.store.tarball(name, file).await? {
+            return Ok(bytes);
+        }
+        let (stored, _) = self.packument(name).await?;
+        let doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
+            name: name.to_string(),
+            error,
+        })?;
+        let manifest = packument::find_tarball(&doc, file)
+            .ok_or_else(|| Error::NotFound(format!("no version of {name} has the tarball {file}")))?;
+        let integrity = published_integrity(manifest).ok_or_else(|| {
+            Error::Upstream(UpstreamError::Invalid(format!(
+                "{name}/-/{file} has no integrity or shasum to verify it against"
+            )))
+        })?;
+        let published = manifest
+            .get("dist")
+            .and_then(|d| d.get("tarball"))
+            .and_then(Value::as_str);
+        let bytes = self
+            .upstream
+            .tarball(name, file, published, &integrity)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("the upstream registry has no tarball {name}/-/{file}")))?;
+        self.store.put_tarball(name, file, &bytes).await?;
+        let key = HotKey::Tarball { name: name.into(), file: file.into() };
+        self.hot.insert(key, Arc::new(Rendered::new(bytes.clone(), None))).await;
+        Ok(bytes)
+    }
+
+    /// Whether every plugin allows `name` (background work has no request to ask with).
+    pub fn allows(&self, name: &str) -> bool {
+        self.plugins.iter().all(|p| p.allows(name))
+    }
+}
+
+/// The integrity a version publishes: `dist.integrity`, else its sha1 `dist.shasum`.
+pub fn published_integrity(manifest: &Value) -> Option<Integrity> {
+    let dist = manifest.get("dist")?;
+    if let Some(sri) = dist.get("integrity").and_then(Value::as_str) {
+        if let Ok(integrity) = sri.parse::<Integrity>() {
+            return Some(integrity);
+        }
+    }
+    let shasum = dist.get("shasum").and_then(Value::as_str)?;
+    Integrity::from_hex(shasum, ssri::Algorithm::Sha1).ok()
+}
+
+/// Gzip `body` once, at a level that pays off for bodies served many times.
+pub fn gzip_bytes(body: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 6),
+        flate2::Compression::new(6),
+    );
+    let _ = encoder.write_all(body);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}

@@ -1,0 +1,298 @@
+//! Routing: method + path + headers → [`NpmRequest`], or the error answer for a bad request.
+//!
+//! Paths are percent-decoded exactly once; whatever still looks encoded afterwards (`%252e`
+//! becomes `%2e`) is refused as an invalid name. Names are validated with npm's rules, so no
+//! path traversal shape survives routing, and no path on disk is ever built from a name.
+
+use percent_encoding::percent_decode_str;
+use sluice_plugin_api::name::{check_name, is_name_char};
+use sluice_plugin_api::{NpmRequest, SearchQuery};
+
+/// The abbreviated ("corgi") document's media type.
+pub const CORGI: &str = "application/vnd.npm.install-v1+json";
+
+/// A request that cannot be routed, with the status and message to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// HTTP status.
+    pub status: u16,
+    /// The `error` message.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> RouteError {
+    RouteError {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+fn not_found(message: impl Into<String>) -> RouteError {
+    RouteError {
+        status: 404,
+        message: message.into(),
+    }
+}
+
+/// Route a request. `path` is the raw (still encoded) path, `query` the raw query string.
+pub fn route(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    accept: Option<&str>,
+) -> Result<NpmRequest, RouteError> {
+    match method {
+        "GET" | "HEAD" => {}
+        _ => {
+            return Err(RouteError {
+                status: 405,
+                message: "sluice is a read-only mirror".into(),
+            })
+        }
+    }
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| bad("the path is not valid UTF-8 once decoded"))?;
+    if decoded.contains(['\0', '\\', '%', ';', '\r', '\n']) {
+        return Err(bad(format!(
+            "`{}` is not a valid package path",
+            decoded.escape_default()
+        )));
+    }
+    let Some(rest) = decoded.strip_prefix('/') else {
+        return Err(bad("the path must start with `/`"));
+    };
+    let segments: Vec<&str> = rest.split('/').collect();
+    if segments.first() == Some(&"-") {
+        return special(&segments[1..], query);
+    }
+    if rest.is_empty() {
+        return Err(not_found("this is an npm registry: ask for a package, e.g. GET /express"));
+    }
+    let (name, rest) = split_name(&segments)?;
+    match rest {
+        [] => Ok(NpmRequest::Packument {
+            name,
+            abbreviated: accept.is_some_and(wants_corgi),
+        }),
+        [spec] => {
+            check_spec(spec)?;
+            Ok(NpmRequest::Version {
+                name,
+                spec: (*spec).to_string(),
+            })
+        }
+        ["-", file] => {
+            check_tarball_file(file)?;
+            Ok(NpmRequest::Tarball {
+                name,
+                file: (*file).to_string(),
+            })
+        }
+        _ => Err(not_found(format!("no such route for package {name}"))),
+    }
+}
+
+/// Split `@scope`, `name` (or `name`) off the segments, validating the name.
+fn split_name<'a, 'b>(segments: &'b [&'a str]) -> Result<(String, &'b [&'a str]), RouteError> {
+    let (name, rest) = match segments {
+        [scope, base, rest @ ..] if scope.starts_with('@') => (format!("{scope}/{base}"), rest),
+        [base, rest @ ..] => ((*base).to_string(), rest),
+        [] => return Err(bad("no package name")),
+    };
+    check_name(&name).map_err(|why| bad(format!("invalid package name: {why}")))?;
+    Ok((name, rest))
+}
+
+/// Whether an `Accept` header prefers the abbreviated document.
+fn wants_corgi(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|part| part.trim().split(';').next().map(str::trim) == Some(CORGI))
+}
+
+fn check_spec(spec: &str) -> Result<(), RouteError> {
+    let ok = !spec.is_empty()
+        && spec.len() <= 256
+        && !spec.starts_with('.')
+        && spec
+            .chars()
+            .all(|c| is_name_char(c) || matches!(c, '+' | '^' | '<' | '>' | '=' | ' ' | '|'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("`{spec}` is not a version or dist-tag")))
+    }
+}
+
+fn check_tarball_file(file: &str) -> Result<(), RouteError> {
+    let ok = file.len() > 4
+        && file.len() <= 300
+        && file.ends_with(".tgz")
+        && !file.starts_with(['.', '_'])
+        && file.chars().all(|c| is_name_char(c) || c == '+');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("`{file}` is not a tarball file name")))
+    }
+}
+
+/// Routes under `/-/`.
+fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteError> {
+    match segments {
+        ["ping"] => Ok(NpmRequest::Ping),
+        ["sluice", "status"] => Ok(NpmRequest::Status),
+        ["v1", "search"] => Ok(NpmRequest::Search(search_query(query.unwrap_or("")))),
+        ["package", rest @ ..] => {
+            let (name, rest) = split_name(rest)?;
+            match rest {
+                ["dist-tags"] => Ok(NpmRequest::DistTags { name }),
+                _ => Err(not_found("no such route")),
+            }
+        }
+        _ => Err(not_found("no such route")),
+    }
+}
+
+fn search_query(query: &str) -> SearchQuery {
+    let mut search = SearchQuery {
+        size: 20,
+        ..SearchQuery::default()
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode_str(&value.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned();
+        match key {
+            "text" => search.text = value,
+            "size" => search.size = value.parse().unwrap_or(20).clamp(1, 250),
+            "from" => search.from = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    search
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn get(path: &str) -> Result<NpmRequest, RouteError> {
+        route("GET", path, None, None)
+    }
+
+    fn packument(name: &str) -> NpmRequest {
+        NpmRequest::Packument {
+            name: name.into(),
+            abbreviated: false,
+        }
+    }
+
+    #[test]
+    fn every_scoped_name_encoding_routes_to_the_same_package() {
+        for path in [
+            "/@types%2fnode",
+            "/@types%2Fnode",
+            "/%40types%2fnode",
+            "/%40types%2Fnode",
+            "/@types/node",
+        ] {
+            assert_eq!(get(path).unwrap(), packument("@types/node"), "{path}");
+        }
+        assert_eq!(get("/JSONStream").unwrap(), packument("JSONStream"));
+    }
+
+    #[test]
+    fn versions_and_tarballs() {
+        assert_eq!(
+            get("/express/4.21.2").unwrap(),
+            NpmRequest::Version {
+                name: "express".into(),
+                spec: "4.21.2".into()
+            }
+        );
+        assert_eq!(
+            get("/@types/node/-/node-20.1.0.tgz").unwrap(),
+            NpmRequest::Tarball {
+                name: "@types/node".into(),
+                file: "node-20.1.0.tgz".into()
+            }
+        );
+        assert_eq!(
+            get("/@types%2fnode/-/node-20.1.0.tgz").unwrap(),
+            NpmRequest::Tarball {
+                name: "@types/node".into(),
+                file: "node-20.1.0.tgz".into()
+            }
+        );
+    }
+
+    #[test]
+    fn corgi_accept_asks_for_the_abbreviated_document() {
+        let accept = "application/vnd.npm.install-v1+json; q=1.0, application/json; q=0.8, */*";
+        assert_eq!(
+            route("GET", "/express", None, Some(accept)).unwrap(),
+            NpmRequest::Packument {
+                name: "express".into(),
+                abbreviated: true
+            }
+        );
+        assert_eq!(
+            route("GET", "/express", None, Some("application/json")).unwrap(),
+            packument("express")
+        );
+    }
+
+    #[test]
+    fn traversal_and_odd_names_are_refused_with_400() {
+        for path in [
+            "/%2e%2e",
+            "/..",
+            "/%2e%2e/%2e%2e/etc/passwd",
+            "/%252e%252e",
+            "/a%00b",
+            "/%2F%2F..%2F",
+            "/a\\b",
+            "/a%5cb",
+            "/express;x=1",
+            "/%ff",
+            "/@..%2fx",
+            "/@.%2fx",
+            "/.hidden",
+            "/_private",
+            "/node_modules",
+            "/express/-/..%2fx.tgz",
+            "/express/-/__proto__",
+            "/express/-/.x.tgz",
+        ] {
+            let err = get(path).unwrap_err();
+            assert!(
+                err.status == 400 || err.status == 404,
+                "{path}: {err:?}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(215));
+        assert_eq!(get(&long).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn writes_are_refused_and_special_routes_route() {
+        assert_eq!(route("PUT", "/express", None, None).unwrap_err().status, 405);
+        assert_eq!(route("DELETE", "/express", None, None).unwrap_err().status, 405);
+        assert_eq!(get("/-/ping").unwrap(), NpmRequest::Ping);
+        assert_eq!(
+            get("/-/package/@a%2fb/dist-tags").unwrap(),
+            NpmRequest::DistTags { name: "@a/b".into() }
+        );
+        match route("GET", "/-/v1/search", Some("text=foo+bar&size=900"), None).unwrap() {
+            NpmRequest::Search(q) => {
+                assert_eq!(q.text, "foo bar");
+                assert_eq!(q.size, 250);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The server: pingora with the sluice proxy service and the background services
+//! (whitelist watcher, refresher), run until SIGTERM or a test's stop signal.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+
+use crate::config::Config;
+use crate::plugins;
+use crate::proxy::SluiceProxy;
+use crate::registry::Registry;
+
+/// Build the registry core of `config`: plugins (fail closed), store, upstream.
+pub fn registry(config: Config) -> anyhow::Result<Arc<Registry>> {
+    let plugins = plugins::build(&config)?;
+    Ok(Arc::new(Registry::new(Arc::new(config), plugins)?))
+}
+
+/// Watches the whitelist file while the server runs.
+struct WhitelistWatcher {
+    registry: Arc<Registry>,
+}
+
+#[async_trait]
+impl BackgroundService for WhitelistWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(list) = self.registry.whitelist.clone() else {
+            return;
+        };
+        let handle = match sluice_plugin_whitelist::watch(
+            list,
+            Duration::from_millis(150),
+            Duration::from_secs(5),
+        ) {
+            Ok(handle) => handle,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch the whitelist file: edits need a restart");
+                return;
+            }
+        };
+        let _ = shutdown.changed().await;
+        drop(handle);
+    }
+}
+
+/// Revalidates every whitelisted packument on schedule.
+struct Refresher {
+    registry: Arc<Registry>,
+}
+
+#[async_trait]
+impl BackgroundService for Refresher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = crate::sync::refresh_loop(self.registry.clone()) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+fn build(registry: Arc<Registry>) -> Server {
+    let config = registry.config.clone();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        SluiceProxy::new(registry.clone()),
+        "sluice",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+    server.add_service(proxy);
+    server.add_service(background_service(
+        "whitelist watcher",
+        WhitelistWatcher { registry: registry.clone() },
+    ));
+    server.add_service(background_service("refresher", Refresher { registry }));
+    server
+}
+
+/// Serve until SIGTERM (graceful, within `server.grace_period`) or SIGINT.
+pub fn serve(registry: Arc<Registry>) -> anyhow::Result<()> {
+    let listen = registry.config.server.listen;
+    // Fail with a clear message rather than a panic in the listener.
+    TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
+    tracing::info!(
+        %listen,
+        public_url = %registry.config.server.public_url,
+        upstream = %registry.config.upstream.registry,
+        store = %registry.config.storage.dir.display(),
+        "sluice serving"
+    );
+    build(registry).run(RunArgs::default());
+    Ok(())
+}
+
+struct ChannelSignal(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A server running in this process (for tests and embedding); dropping it stops it.
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Its registry core.
+    pub registry: Arc<Registry>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The base URL clients use.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// Stop the server and wait for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Start a server for `config` on a thread; returns once it accepts connections.
+pub fn spawn(mut config: Config) -> anyhow::Result<Running> {
+    config.server.grace_period = Duration::ZERO;
+    let addr = config.server.listen;
+    let registry = registry(config)?;
+    let (stop, rx) = tokio::sync::oneshot::channel();
+    let server = build(registry.clone());
+    let thread = std::thread::Builder::new()
+        .name("sluice-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(ChannelSignal(tokio::sync::Mutex::new(Some(rx)))),
+            });
+        })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("sluice did not start listening on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(Running {
+        addr,
+        registry,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
+
+/// A free port on 127.0.0.1 (bound, read, released: a small race the caller retries on).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
