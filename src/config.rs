@@ -342,7 +342,11 @@ impl Config {
             let mut table = spanned.get_ref().clone();
             let kind = match table.remove("kind") {
                 Some(toml::Value::String(kind)) => kind,
-                Some(_) => return Err(fail(format!("line {line}: [[plugins]] kind must be a string"))),
+                Some(_) => {
+                    return Err(fail(format!(
+                        "line {line}: [[plugins]] kind must be a string"
+                    )))
+                }
                 None => {
                     return Err(fail(format!(
                         "line {line}: a [[plugins]] table needs `kind = \"…\"`"
@@ -372,7 +376,10 @@ impl Config {
             },
             upstream: UpstreamConfig {
                 registry,
-                timeout: file.upstream.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                timeout: file
+                    .upstream
+                    .timeout
+                    .map_or(Duration::from_secs(30), |d| d.0),
                 max_packument: file.upstream.max_packument.map_or(200 << 20, |s| s.0),
                 max_tarball: file.upstream.max_tarball.map_or(1 << 30, |s| s.0),
                 concurrency,
@@ -385,7 +392,10 @@ impl Config {
                 mode: file.policy.mode.unwrap_or(Mode::Whitelist),
                 read_through: file.policy.read_through.unwrap_or(false),
                 whitelist: resolve(file.policy.whitelist.as_deref().unwrap_or("whitelist")),
-                refresh: file.policy.refresh.map_or(Duration::from_secs(600), |d| d.0),
+                refresh: file
+                    .policy
+                    .refresh
+                    .map_or(Duration::from_secs(600), |d| d.0),
                 tarballs: file.policy.tarballs.unwrap_or(Tarballs::OnDemand),
             },
             plugins,
@@ -438,11 +448,19 @@ impl fmt::Display for Config {
         let _ = writeln!(out, "[server]");
         let _ = writeln!(out, "listen = \"{}\"", self.server.listen);
         let _ = writeln!(out, "public_url = \"{}\"", self.server.public_url);
-        let _ = writeln!(out, "grace_period = \"{}\"", humantime::format_duration(self.server.grace_period));
+        let _ = writeln!(
+            out,
+            "grace_period = \"{}\"",
+            humantime::format_duration(self.server.grace_period)
+        );
         let _ = writeln!(out, "threads = {}", self.server.threads);
         let _ = writeln!(out, "\n[upstream]");
         let _ = writeln!(out, "registry = \"{}\"", self.upstream.registry);
-        let _ = writeln!(out, "timeout = \"{}\"", humantime::format_duration(self.upstream.timeout));
+        let _ = writeln!(
+            out,
+            "timeout = \"{}\"",
+            humantime::format_duration(self.upstream.timeout)
+        );
         let _ = writeln!(out, "max_packument = {}", self.upstream.max_packument);
         let _ = writeln!(out, "max_tarball = {}", self.upstream.max_tarball);
         let _ = writeln!(out, "concurrency = {}", self.upstream.concurrency);
@@ -456,8 +474,16 @@ impl fmt::Display for Config {
         };
         let _ = writeln!(out, "mode = \"{mode}\"");
         let _ = writeln!(out, "read_through = {}", self.policy.read_through);
-        let _ = writeln!(out, "whitelist = {:?}", self.policy.whitelist.display().to_string());
-        let _ = writeln!(out, "refresh = \"{}\"", humantime::format_duration(self.policy.refresh));
+        let _ = writeln!(
+            out,
+            "whitelist = {:?}",
+            self.policy.whitelist.display().to_string()
+        );
+        let _ = writeln!(
+            out,
+            "refresh = \"{}\"",
+            humantime::format_duration(self.policy.refresh)
+        );
         let tarballs = match self.policy.tarballs {
             Tarballs::OnDemand => "on-demand",
             Tarballs::Latest => "latest",
@@ -489,7 +515,10 @@ mod tests {
         let config = parse(UPSTREAM).unwrap();
         assert_eq!(config.server.public_url, "http://127.0.0.1:4870/");
         assert_eq!(config.storage.dir, PathBuf::from("/etc/sluice/data"));
-        assert_eq!(config.policy.whitelist, PathBuf::from("/etc/sluice/whitelist"));
+        assert_eq!(
+            config.policy.whitelist,
+            PathBuf::from("/etc/sluice/whitelist")
+        );
         assert!(!config.policy.read_through);
         assert_eq!(config.policy.mode, Mode::Whitelist);
         assert_eq!(config.storage.memory, 256 << 20);
@@ -507,7 +536,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_line() {
-        let err = parse(&format!("{UPSTREAM}[server]\ngrace_period = \"5 parsecs\"\n")).unwrap_err();
+        let err = parse(&format!(
+            "{UPSTREAM}[server]\ngrace_period = \"5 parsecs\"\n"
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("line 4"), "{err}");
         let err = parse("[upstream]\nregistry = \"ftp://x/\"\n").unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");

@@ -37,7 +37,8 @@ pub fn build(config: &Config) -> Result<Plugins, BuildError> {
     let mut whitelist = None;
     if config.policy.mode == Mode::Whitelist {
         let live = Arc::new(
-            Whitelist::load(&config.policy.whitelist).map_err(|e| fail(format!("policy.whitelist: {e}")))?,
+            Whitelist::load(&config.policy.whitelist)
+                .map_err(|e| fail(format!("policy.whitelist: {e}")))?,
         );
         list.push(Arc::new(WhitelistPlugin::new(live.clone())));
         if config.policy.read_through {
@@ -45,6 +46,7 @@ pub fn build(config: &Config) -> Result<Plugins, BuildError> {
         }
         whitelist = Some(live);
     }
+    #[allow(clippy::never_loop)] // every kind but the built-in ones is refused for now
     for plugin in &config.plugins {
         let line = plugin.line;
         match plugin.kind.as_str() {

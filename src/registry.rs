@@ -13,11 +13,13 @@ use ssri::Integrity;
 
 use crate::config::Config;
 use crate::flight::SingleFlight;
-use crate::plugins::Plugins;
-use sluice_plugin_whitelist::Whitelist;
 use crate::packument::{self, PackumentError};
-use crate::store::{now_ms, HotCache, HotKey, PackumentMeta, Rendered, Store, StoreError, StoredPackument};
+use crate::plugins::Plugins;
+use crate::store::{
+    now_ms, HotCache, HotKey, PackumentMeta, Rendered, Store, StoreError, StoredPackument,
+};
 use crate::upstream::{Fetched, Upstream, UpstreamError};
+use sluice_plugin_whitelist::Whitelist;
 
 /// Why a package or tarball cannot be served; the proxy maps it to an HTTP answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -128,7 +130,10 @@ impl Registry {
 
     /// The stored packument of `name`, fetched from upstream when absent; a stale copy is
     /// served at once and revalidated in the background.
-    pub async fn packument(self: &Arc<Self>, name: &str) -> Result<(StoredPackument, CacheStatus), Error> {
+    pub async fn packument(
+        self: &Arc<Self>,
+        name: &str,
+    ) -> Result<(StoredPackument, CacheStatus), Error> {
         if let Some(stored) = self.store.packument(name).await? {
             self.confirmed.insert(name.into(), stored.meta.fetched_at);
             if self.is_fresh(stored.meta.fetched_at) {
@@ -175,34 +180,54 @@ impl Registry {
         let fetched = self.upstream.packument(name, etag, last_modified).await;
         let now = now_ms();
         match (fetched, held) {
-            (Ok(Fetched::Document { bytes, etag, last_modified }), held) => {
-                let mut fresh = packument::parse(&bytes, name).map_err(|error| Error::Packument {
-                    name: name.to_string(),
-                    error,
-                })?;
+            (
+                Ok(Fetched::Document {
+                    bytes,
+                    etag,
+                    last_modified,
+                }),
+                held,
+            ) => {
+                let mut fresh =
+                    packument::parse(&bytes, name).map_err(|error| Error::Packument {
+                        name: name.to_string(),
+                        error,
+                    })?;
                 let mut to_store = bytes;
                 if let Some(held) = &held {
                     if let Ok(held_doc) = packument::parse(&held.bytes, name) {
                         let restored = packument::merge(&mut fresh, &held_doc);
                         if !restored.is_empty() {
                             tracing::info!(package = name, versions = ?restored, "keeping versions upstream no longer lists");
-                            to_store = Bytes::from(serde_json::to_vec(&fresh.doc).map_err(|e| {
-                                Error::NotFound(format!("cannot serialize {name}: {e}"))
-                            })?);
+                            to_store =
+                                Bytes::from(serde_json::to_vec(&fresh.doc).map_err(|e| {
+                                    Error::NotFound(format!("cannot serialize {name}: {e}"))
+                                })?);
                         }
                     }
                 }
-                let meta = PackumentMeta { etag, last_modified, fetched_at: now };
+                let meta = PackumentMeta {
+                    etag,
+                    last_modified,
+                    fetched_at: now,
+                };
                 let integrity = self.store.put_packument(name, &to_store, &meta).await?;
                 if held.as_ref().is_none_or(|h| h.integrity != integrity) {
                     self.hot.invalidate_packument(name).await;
                 }
                 self.confirmed.insert(name.into(), now);
-                Ok(StoredPackument { bytes: to_store, meta, integrity })
+                Ok(StoredPackument {
+                    bytes: to_store,
+                    meta,
+                    integrity,
+                })
             }
             (Ok(Fetched::NotModified), Some(held)) => self.touch(name, held, now).await,
             (Ok(Fetched::NotFound), Some(held)) => {
-                tracing::warn!(package = name, "upstream no longer has this package: keeping our copy");
+                tracing::warn!(
+                    package = name,
+                    "upstream no longer has this package: keeping our copy"
+                );
                 self.touch(name, held, now).await
             }
             (Ok(Fetched::NotModified | Fetched::NotFound), None) => Err(Error::NotFound(format!(
@@ -218,7 +243,10 @@ impl Registry {
     }
 
     async fn touch(&self, name: &str, held: StoredPackument, now: u64) -> Shared<StoredPackument> {
-        let meta = PackumentMeta { fetched_at: now, ..held.meta.clone() };
+        let meta = PackumentMeta {
+            fetched_at: now,
+            ..held.meta.clone()
+        };
         self.store
             .touch_packument(name, &held.integrity, held.bytes.len(), &meta)
             .await?;
@@ -246,7 +274,11 @@ impl Registry {
         abbreviated: bool,
         gzip: bool,
     ) -> Result<(Arc<Rendered>, CacheStatus), Error> {
-        let key = HotKey::Packument { name: name.into(), abbreviated, gzip };
+        let key = HotKey::Packument {
+            name: name.into(),
+            abbreviated,
+            gzip,
+        };
         if let Some(rendered) = self.hot.get(&key).await {
             match self.confirmed.get(name) {
                 Some(at) if self.is_fresh(at) => return Ok((rendered, CacheStatus::Hit)),
@@ -266,13 +298,26 @@ impl Registry {
         Ok((rendered?, status))
     }
 
-    async fn render(self: Arc<Self>, key: HotKey, stored: StoredPackument) -> Shared<Arc<Rendered>> {
-        let HotKey::Packument { name, abbreviated, gzip } = key.clone() else {
+    async fn render(
+        self: Arc<Self>,
+        key: HotKey,
+        stored: StoredPackument,
+    ) -> Shared<Arc<Rendered>> {
+        let HotKey::Packument {
+            name,
+            abbreviated,
+            gzip,
+        } = key.clone()
+        else {
             return Err(Error::NotFound("not a packument".into()));
         };
         if gzip {
             // Compress the identity body, rendering it first when needed.
-            let identity_key = HotKey::Packument { name: name.clone(), abbreviated, gzip: false };
+            let identity_key = HotKey::Packument {
+                name: name.clone(),
+                abbreviated,
+                gzip: false,
+            };
             let identity = match self.hot.get(&identity_key).await {
                 Some(identity) => identity,
                 None => Box::pin(self.clone().render(identity_key, stored)).await?,
@@ -309,12 +354,16 @@ impl Registry {
     }
 
     /// One version's manifest (by version or dist-tag), links rewritten.
-    pub async fn version(self: &Arc<Self>, name: &str, spec: &str) -> Result<(Value, CacheStatus), Error> {
+    pub async fn version(
+        self: &Arc<Self>,
+        name: &str,
+        spec: &str,
+    ) -> Result<(Value, CacheStatus), Error> {
         let (stored, status) = self.packument(name).await?;
         let doc = self.filtered(name, &stored)?;
-        let mut manifest = packument::manifest(&doc, spec)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("{name} has no version or dist-tag `{spec}`")))?;
+        let mut manifest = packument::manifest(&doc, spec).cloned().ok_or_else(|| {
+            Error::NotFound(format!("{name} has no version or dist-tag `{spec}`"))
+        })?;
         packument::rewrite_manifest(&mut manifest, name, &self.config.server.public_url);
         Ok((manifest, status))
     }
@@ -323,18 +372,33 @@ impl Registry {
     pub async fn dist_tags(self: &Arc<Self>, name: &str) -> Result<(Value, CacheStatus), Error> {
         let (stored, status) = self.packument(name).await?;
         let doc = self.filtered(name, &stored)?;
-        Ok((doc.doc.get("dist-tags").cloned().unwrap_or(Value::Object(Default::default())), status))
+        Ok((
+            doc.doc
+                .get("dist-tags")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default())),
+            status,
+        ))
     }
 
     /// Tarball `file` of `name`: from memory, the store, or upstream (verified, then stored).
-    pub async fn tarball(self: &Arc<Self>, name: &str, file: &str) -> Result<(Bytes, CacheStatus), Error> {
-        let key = HotKey::Tarball { name: name.into(), file: file.into() };
+    pub async fn tarball(
+        self: &Arc<Self>,
+        name: &str,
+        file: &str,
+    ) -> Result<(Bytes, CacheStatus), Error> {
+        let key = HotKey::Tarball {
+            name: name.into(),
+            file: file.into(),
+        };
         if let Some(hit) = self.hot.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((hit.body.clone(), CacheStatus::Hit));
         }
         if let Some(bytes) = self.store.tarball(name, file).await? {
-            self.hot.insert(key, Arc::new(Rendered::new(bytes.clone(), None))).await;
+            self.hot
+                .insert(key, Arc::new(Rendered::new(bytes.clone(), None)))
+                .await;
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((bytes, CacheStatus::Hit));
         }
@@ -361,8 +425,9 @@ impl Registry {
             name: name.to_string(),
             error,
         })?;
-        let manifest = packument::find_tarball(&doc, file)
-            .ok_or_else(|| Error::NotFound(format!("no version of {name} has the tarball {file}")))?;
+        let manifest = packument::find_tarball(&doc, file).ok_or_else(|| {
+            Error::NotFound(format!("no version of {name} has the tarball {file}"))
+        })?;
         let integrity = published_integrity(manifest).ok_or_else(|| {
             Error::Upstream(UpstreamError::Invalid(format!(
                 "{name}/-/{file} has no integrity or shasum to verify it against"
@@ -376,10 +441,19 @@ impl Registry {
             .upstream
             .tarball(name, file, published, &integrity)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("the upstream registry has no tarball {name}/-/{file}")))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "the upstream registry has no tarball {name}/-/{file}"
+                ))
+            })?;
         self.store.put_tarball(name, file, &bytes).await?;
-        let key = HotKey::Tarball { name: name.into(), file: file.into() };
-        self.hot.insert(key, Arc::new(Rendered::new(bytes.clone(), None))).await;
+        let key = HotKey::Tarball {
+            name: name.into(),
+            file: file.into(),
+        };
+        self.hot
+            .insert(key, Arc::new(Rendered::new(bytes.clone(), None)))
+            .await;
         Ok(bytes)
     }
 

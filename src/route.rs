@@ -67,7 +67,9 @@ pub fn route(
         return special(&segments[1..], query);
     }
     if rest.is_empty() {
-        return Err(not_found("this is an npm registry: ask for a package, e.g. GET /express"));
+        return Err(not_found(
+            "this is an npm registry: ask for a package, e.g. GET /express",
+        ));
     }
     let (name, rest) = split_name(&segments)?;
     match rest {
@@ -269,10 +271,7 @@ mod tests {
             "/express/-/.x.tgz",
         ] {
             let err = get(path).unwrap_err();
-            assert!(
-                err.status == 400 || err.status == 404,
-                "{path}: {err:?}"
-            );
+            assert!(err.status == 400 || err.status == 404, "{path}: {err:?}");
         }
         let long = format!("/{}", "a".repeat(215));
         assert_eq!(get(&long).unwrap_err().status, 400);
@@ -280,12 +279,20 @@ mod tests {
 
     #[test]
     fn writes_are_refused_and_special_routes_route() {
-        assert_eq!(route("PUT", "/express", None, None).unwrap_err().status, 405);
-        assert_eq!(route("DELETE", "/express", None, None).unwrap_err().status, 405);
+        assert_eq!(
+            route("PUT", "/express", None, None).unwrap_err().status,
+            405
+        );
+        assert_eq!(
+            route("DELETE", "/express", None, None).unwrap_err().status,
+            405
+        );
         assert_eq!(get("/-/ping").unwrap(), NpmRequest::Ping);
         assert_eq!(
             get("/-/package/@a%2fb/dist-tags").unwrap(),
-            NpmRequest::DistTags { name: "@a/b".into() }
+            NpmRequest::DistTags {
+                name: "@a/b".into()
+            }
         );
         match route("GET", "/-/v1/search", Some("text=foo+bar&size=900"), None).unwrap() {
             NpmRequest::Search(q) => {

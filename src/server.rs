@@ -84,7 +84,9 @@ fn build(registry: Arc<Registry>) -> Server {
     server.add_service(proxy);
     server.add_service(background_service(
         "whitelist watcher",
-        WhitelistWatcher { registry: registry.clone() },
+        WhitelistWatcher {
+            registry: registry.clone(),
+        },
     ));
     server.add_service(background_service("refresher", Refresher { registry }));
     server

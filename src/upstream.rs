@@ -395,7 +395,11 @@ mod tests {
             "http://other.invalid/a/-/a-1.tgz",
         ] {
             let url = up.tarball_url("a", "a-1.tgz", Some(published)).unwrap();
-            assert_eq!(url.as_str(), "http://127.0.0.1:9/r/a/-/a-1.tgz", "{published}");
+            assert_eq!(
+                url.as_str(),
+                "http://127.0.0.1:9/r/a/-/a-1.tgz",
+                "{published}"
+            );
         }
         let scoped = up.tarball_url("@s/a", "a-1.tgz", None).unwrap();
         assert_eq!(scoped.as_str(), "http://127.0.0.1:9/r/@s/a/-/a-1.tgz");
@@ -409,7 +413,10 @@ mod tests {
             assert!(breaker.check().is_ok());
         }
         breaker.failure(None);
-        assert!(matches!(breaker.check(), Err(UpstreamError::CircuitOpen(_))));
+        assert!(matches!(
+            breaker.check(),
+            Err(UpstreamError::CircuitOpen(_))
+        ));
         let breaker = Breaker::default();
         breaker.failure(Some(Duration::from_secs(7)));
         assert!(matches!(breaker.check(), Err(UpstreamError::CircuitOpen(s)) if s >= 6));

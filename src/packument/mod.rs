@@ -40,7 +40,9 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Packument, PackumentError> {
         .get("versions")
         .is_some_and(|versions| !versions.is_object())
     {
-        return Err(PackumentError::NotJson("`versions` is not an object".into()));
+        return Err(PackumentError::NotJson(
+            "`versions` is not an object".into(),
+        ));
     }
     Ok(packument)
 }
@@ -313,8 +315,14 @@ mod tests {
     fn parse_refuses_other_packages_and_non_json() {
         let bytes = serde_json::to_vec(&sample().doc).unwrap();
         assert!(parse(&bytes, "@a/b").is_ok());
-        assert!(matches!(parse(&bytes, "@a/c"), Err(PackumentError::WrongName { .. })));
-        assert!(matches!(parse(b"<html>", "@a/b"), Err(PackumentError::NotJson(_))));
+        assert!(matches!(
+            parse(&bytes, "@a/c"),
+            Err(PackumentError::WrongName { .. })
+        ));
+        assert!(matches!(
+            parse(b"<html>", "@a/b"),
+            Err(PackumentError::NotJson(_))
+        ));
     }
 
     #[test]
@@ -323,12 +331,18 @@ mod tests {
         let mut fresh = sample();
         fresh.remove_version("1.1.0");
         fresh.time_mut().shift_remove("1.1.0");
-        fresh.dist_tags_mut().insert("latest".into(), json!("1.0.0"));
+        fresh
+            .dist_tags_mut()
+            .insert("latest".into(), json!("1.0.0"));
         let restored = merge(&mut fresh, &held);
         assert_eq!(restored, vec!["1.1.0".to_string()]);
         assert!(fresh.versions().unwrap().contains_key("1.1.0"));
         assert_eq!(fresh.published("1.1.0"), Some("2020-06-01T00:00:00.000Z"));
-        assert_eq!(fresh.dist_tags().unwrap()["latest"], json!("1.0.0"), "tags follow upstream");
+        assert_eq!(
+            fresh.dist_tags().unwrap()["latest"],
+            json!("1.0.0"),
+            "tags follow upstream"
+        );
     }
 
     #[test]
@@ -347,7 +361,10 @@ mod tests {
         rewrite(&mut p, "http://sluice.corp:4870/");
         let url = p.versions().unwrap()["1.0.0"]["dist"]["tarball"].clone();
         assert_eq!(url, json!("http://sluice.corp:4870/@a/b/-/b-1.0.0.tgz"));
-        assert_eq!(p.versions().unwrap()["1.0.0"]["dist"]["integrity"], json!("sha512-x"));
+        assert_eq!(
+            p.versions().unwrap()["1.0.0"]["dist"]["integrity"],
+            json!("sha512-x")
+        );
     }
 
     #[test]
@@ -358,7 +375,10 @@ mod tests {
         assert!(v.get("readme").is_none());
         assert!(v.get("scripts").is_none());
         assert_eq!(v["hasInstallScript"], json!(true));
-        assert_eq!(small["versions"]["1.1.0"]["dependencies"], json!({"c": "^1"}));
+        assert_eq!(
+            small["versions"]["1.1.0"]["dependencies"],
+            json!({"c": "^1"})
+        );
         assert!(small.get("time").is_none());
     }
 
@@ -368,6 +388,9 @@ mod tests {
         assert_eq!(manifest(&p, "latest").unwrap()["version"], json!("1.1.0"));
         assert_eq!(manifest(&p, "1.0.0").unwrap()["version"], json!("1.0.0"));
         assert!(manifest(&p, "9.9.9").is_none());
-        assert_eq!(find_tarball(&p, "b-1.1.0.tgz").unwrap()["version"], json!("1.1.0"));
+        assert_eq!(
+            find_tarball(&p, "b-1.1.0.tgz").unwrap()["version"],
+            json!("1.1.0")
+        );
     }
 }

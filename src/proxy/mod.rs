@@ -45,12 +45,21 @@ impl SluiceProxy {
     async fn answer(&self, session: &Session, ctx: &mut RequestCtx) -> Answer {
         let header = session.req_header();
         if header.method == http::Method::CONNECT {
-            return Answer::error(405, "CONNECT is not supported: sluice is not a forward proxy");
+            return Answer::error(
+                405,
+                "CONNECT is not supported: sluice is not a forward proxy",
+            );
         }
         if header.uri.authority().is_some() || header.uri.scheme().is_some() {
-            return Answer::error(400, "absolute-form request targets are refused: sluice is not a forward proxy");
+            return Answer::error(
+                400,
+                "absolute-form request targets are refused: sluice is not a forward proxy",
+            );
         }
-        let accept = header.headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        let accept = header
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
         let request = match route::route(
             header.method.as_str(),
             header.uri.path(),
@@ -98,24 +107,35 @@ impl SluiceProxy {
                 .await
                 .map(|(rendered, status)| {
                     ctx.plugin.cache_status = Some(status);
-                    let content_type = if *abbreviated { CORGI } else { "application/json" };
+                    let content_type = if *abbreviated {
+                        CORGI
+                    } else {
+                        "application/json"
+                    };
                     Answer::rendered(rendered, content_type, gzip).with_vary()
                 }),
-            NpmRequest::Version { name, spec } => registry.version(name, spec).await.map(|(v, status)| {
-                ctx.plugin.cache_status = Some(status);
-                Answer::json(200, &v)
-            }),
+            NpmRequest::Version { name, spec } => {
+                registry.version(name, spec).await.map(|(v, status)| {
+                    ctx.plugin.cache_status = Some(status);
+                    Answer::json(200, &v)
+                })
+            }
             NpmRequest::DistTags { name } => registry.dist_tags(name).await.map(|(v, status)| {
                 ctx.plugin.cache_status = Some(status);
                 Answer::json(200, &v)
             }),
-            NpmRequest::Tarball { name, file } => registry.tarball(name, file).await.map(|(bytes, status)| {
-                ctx.plugin.cache_status = Some(status);
-                Answer::tarball(bytes)
-            }),
+            NpmRequest::Tarball { name, file } => {
+                registry.tarball(name, file).await.map(|(bytes, status)| {
+                    ctx.plugin.cache_status = Some(status);
+                    Answer::tarball(bytes)
+                })
+            }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
             NpmRequest::Status => Ok(Answer::json(200, &crate::status::status(registry))),
-            NpmRequest::Search(query) => Ok(Answer::json(200, &crate::status::search(registry, query).await)),
+            NpmRequest::Search(query) => Ok(Answer::json(
+                200,
+                &crate::status::search(registry, query).await,
+            )),
         };
         result.unwrap_or_else(|error| error_answer(request, &error))
     }
@@ -197,6 +217,20 @@ impl ProxyHttp for SluiceProxy {
         for (name, value) in &extra {
             response.insert_header(name.clone(), value.clone())?;
         }
+        // Read a small request body we did not use, so the connection stays usable; a large
+        // one closes the connection instead.
+        if !session.is_body_empty() {
+            let small = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|len| len <= 1 << 20);
+            if !small || session.drain_request_body().await.is_err() {
+                session.set_keepalive(None);
+            }
+        }
         ctx.status = response.status.as_u16();
         ctx.bytes = if head { 0 } else { body.len() };
         let send_body = !head && !body.is_empty();
@@ -209,11 +243,23 @@ impl ProxyHttp for SluiceProxy {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        pingora::Error::e_explain(ErrorType::InternalError, "sluice answers every request itself")
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        pingora::Error::e_explain(
+            ErrorType::InternalError,
+            "sluice answers every request itself",
+        )
     }
 
-    async fn logging(&self, session: &mut Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
         let header = session.req_header();
         let cache = ctx.plugin.cache_status.map_or("-", CacheStatus::as_str);
         tracing::info!(

@@ -174,7 +174,12 @@ impl Store {
     }
 
     /// Store tarball bytes that were already verified against their published integrity.
-    pub async fn put_tarball(&self, name: &str, file: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    pub async fn put_tarball(
+        &self,
+        name: &str,
+        file: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
         let mut writer = cacache::WriteOpts::new()
             .algorithm(Algorithm::Sha512)
             .size(bytes.len())
@@ -222,7 +227,10 @@ impl Store {
         match cacache::read_hash(&self.dir, sri).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(cacache::Error::IntegrityError(_)) => {
-                tracing::warn!(key, "stored entry is corrupt: dropped, it will be fetched again");
+                tracing::warn!(
+                    key,
+                    "stored entry is corrupt: dropped, it will be fetched again"
+                );
                 let _ = cacache::remove_hash(&self.dir, sri).await;
                 let _ = cacache::remove(&self.dir, key).await;
                 Ok(None)
@@ -255,7 +263,10 @@ mod tests {
     async fn a_flipped_byte_is_a_miss_and_the_entry_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path());
-        store.put_tarball("a", "a-1.0.0.tgz", b"hello tarball").await.unwrap();
+        store
+            .put_tarball("a", "a-1.0.0.tgz", b"hello tarball")
+            .await
+            .unwrap();
         assert_eq!(
             store.tarball("a", "a-1.0.0.tgz").await.unwrap().as_deref(),
             Some(&b"hello tarball"[..])

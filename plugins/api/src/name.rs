@@ -59,7 +59,13 @@ mod tests {
 
     #[test]
     fn valid_names_pass() {
-        for name in ["express", "JSONStream", "@types/node", "lodash.merge", "a-b_c~d"] {
+        for name in [
+            "express",
+            "JSONStream",
+            "@types/node",
+            "lodash.merge",
+            "a-b_c~d",
+        ] {
             assert!(is_valid_name(name), "{name}");
         }
     }
@@ -68,8 +74,22 @@ mod tests {
     fn invalid_names_fail() {
         let long = "a".repeat(215);
         for name in [
-            "", "..", ".hidden", "_private", "node_modules", "@../x", "@./x", "@scope", "@s/",
-            "a/b", "a b", "a\\b", "a;b", "a\0b", "a%2e", &long,
+            "",
+            "..",
+            ".hidden",
+            "_private",
+            "node_modules",
+            "@../x",
+            "@./x",
+            "@scope",
+            "@s/",
+            "a/b",
+            "a b",
+            "a\\b",
+            "a;b",
+            "a\0b",
+            "a%2e",
+            &long,
         ] {
             assert!(!is_valid_name(name), "{name:?}");
         }

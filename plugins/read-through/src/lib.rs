@@ -82,7 +82,9 @@ mod tests {
         let mut ctx = Ctx::new(1);
         whitelist.on_request(&request, &headers, &mut ctx).unwrap();
         assert!(ctx.refusal.is_some());
-        read_through.on_request(&request, &headers, &mut ctx).unwrap();
+        read_through
+            .on_request(&request, &headers, &mut ctx)
+            .unwrap();
         assert!(ctx.refusal.is_none() && ctx.read_through);
         read_through.on_fetched("lodash", &ctx).unwrap();
         assert!(list.allows("lodash"));
@@ -93,7 +95,9 @@ mod tests {
             kind: RefusalKind::Denied,
             response: Response::error(403, "denied"),
         });
-        read_through.on_request(&request, &headers, &mut denied).unwrap();
+        read_through
+            .on_request(&request, &headers, &mut denied)
+            .unwrap();
         assert!(denied.refusal.is_some() && !denied.read_through);
     }
 }

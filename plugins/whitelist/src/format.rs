@@ -21,7 +21,9 @@ impl Entry {
         if let Some(scope) = text.strip_suffix("/*") {
             check_name(&format!("{scope}/x"))?;
             if !scope.starts_with('@') {
-                return Err(format!("`{text}`: only a scope can end in `/*`, as in `@scope/*`"));
+                return Err(format!(
+                    "`{text}`: only a scope can end in `/*`, as in `@scope/*`"
+                ));
             }
             return Ok(Entry::Scope(scope.to_string()));
         }
@@ -146,7 +148,8 @@ mod tests {
 
     #[test]
     fn reads_names_scopes_comments_crlf_and_bom() {
-        let text = "\u{feff}# approved\r\nexpress\r\n\r\n@types/*  # all types\nJSONStream\nexpress\n";
+        let text =
+            "\u{feff}# approved\r\nexpress\r\n\r\n@types/*  # all types\nJSONStream\nexpress\n";
         let parsed = parse(text);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
         assert_eq!(
@@ -161,7 +164,10 @@ mod tests {
         assert!(matcher.allows("express"));
         assert!(matcher.allows("@types/node"));
         assert!(matcher.allows("JSONStream"));
-        assert!(!matcher.allows("jsonstream"), "names match case-sensitively");
+        assert!(
+            !matcher.allows("jsonstream"),
+            "names match case-sensitively"
+        );
         assert!(!matcher.allows("@typesx/node"));
         assert!(!matcher.allows("lodash"));
     }

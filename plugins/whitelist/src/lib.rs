@@ -259,12 +259,8 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn read_text(path: &Path) -> io::Result<String> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not UTF-8 text: {e}"),
-        )
-    })
+    String::from_utf8(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))
 }
 
 fn log_errors(path: &Path, errors: &[LineError]) {
@@ -343,7 +339,12 @@ mod tests {
         fs::write(&path, "# ours\r\nexpress\n@types/*").unwrap();
         let list = Whitelist::load(&path).unwrap();
         let added = list
-            .add(&["lodash".into(), "express".into(), "@types/node".into(), "lodash".into()])
+            .add(&[
+                "lodash".into(),
+                "express".into(),
+                "@types/node".into(),
+                "lodash".into(),
+            ])
             .unwrap();
         assert_eq!(added, vec!["lodash".to_string()]);
         assert_eq!(

@@ -47,9 +47,12 @@ pub fn watch(
     let events = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        if matches!(event.kind, EventKind::Access(notify::event::AccessKind::Close(
-            notify::event::AccessMode::Write
-        ))) || matches!(
+        if matches!(
+            event.kind,
+            EventKind::Access(notify::event::AccessKind::Close(
+                notify::event::AccessMode::Write
+            ))
+        ) || matches!(
             event.kind,
             EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
         ) {
@@ -84,7 +87,7 @@ pub fn watch(
     thread::Builder::new()
         .name("sluice-whitelist-watch".into())
         .spawn(move || run(&list, &rx, debounce, poll))
-        .map_err(|e| notify::Error::io(e))?;
+        .map_err(notify::Error::io)?;
     Ok(WatchHandle {
         _watcher: watcher,
         stop: tx,

@@ -1,0 +1,284 @@
+//! Test support: the fake registry, an in-process sluice, and the real npm client.
+#![allow(dead_code)]
+
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub use fake::{FakeRegistry, Faults};
+use sluice::config::Config;
+use sluice::server::{free_port, spawn, Running};
+
+/// A sluice started in this process against a fake registry, with its own folder.
+pub struct Sluice {
+    pub dir: tempfile::TempDir,
+    pub server: Option<Running>,
+    pub config_path: PathBuf,
+}
+
+impl Sluice {
+    /// Start sluice with the configuration `extra` (TOML sections) added to the defaults:
+    /// upstream = the fake registry, a free port, the store and whitelist in a temp folder.
+    pub fn start(upstream: &FakeRegistry, whitelist: &str, extra: &str) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("whitelist"), whitelist).unwrap();
+        Self::start_in(dir, upstream, extra)
+    }
+
+    /// Start with an existing folder (keeps its store and whitelist).
+    pub fn start_in(dir: tempfile::TempDir, upstream: &FakeRegistry, extra: &str) -> Sluice {
+        Self::start_with_registry(dir, &upstream.url(), extra)
+    }
+
+    pub fn start_with_registry(dir: tempfile::TempDir, registry: &str, extra: &str) -> Sluice {
+        let config_path = dir.path().join("sluice.toml");
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port().unwrap();
+            let text = config_text(port, registry, extra);
+            std::fs::write(&config_path, &text).unwrap();
+            let config = Config::load_file(&config_path).unwrap();
+            match spawn(config) {
+                Ok(server) => {
+                    return Sluice {
+                        dir,
+                        server: Some(server),
+                        config_path,
+                    }
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        panic!("sluice did not start: {last_error:?}");
+    }
+
+    pub fn url(&self) -> String {
+        self.server.as_ref().unwrap().url()
+    }
+
+    pub fn whitelist_path(&self) -> PathBuf {
+        self.dir.path().join("whitelist")
+    }
+
+    pub fn whitelist(&self) -> String {
+        std::fs::read_to_string(self.whitelist_path()).unwrap()
+    }
+
+    /// Stop the server, keeping its folder.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(server) = self.server.take() {
+            server.stop();
+        }
+        self.dir
+    }
+
+    /// GET a path with headers; returns status, headers and body.
+    pub fn get(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        http_get(
+            &format!("{}{}", self.url(), path.trim_start_matches('/')),
+            headers,
+        )
+    }
+
+    /// GET a path and parse the body as JSON.
+    pub fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.get(path, &[]);
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+fn config_text(port: u16, registry: &str, extra: &str) -> String {
+    // Sections in `extra` replace the defaults of the same name.
+    let mut sections = vec![
+        ("[server]", format!("listen = \"127.0.0.1:{port}\"\n")),
+        (
+            "[upstream]",
+            format!("registry = \"{registry}\"\ntimeout = \"5s\"\n"),
+        ),
+        (
+            "[storage]",
+            "dir = \"data\"\nmemory = \"64MiB\"\n".to_string(),
+        ),
+        ("[policy]", "whitelist = \"whitelist\"\n".to_string()),
+    ];
+    let mut rest = String::new();
+    let mut current: Option<usize> = None;
+    for line in extra.lines() {
+        let trimmed = line.trim();
+        if let Some(i) = sections.iter().position(|(h, _)| *h == trimmed) {
+            current = Some(i);
+            continue;
+        }
+        if trimmed.starts_with('[') {
+            current = None;
+        }
+        match current {
+            Some(i) => {
+                sections[i].1.push_str(line);
+                sections[i].1.push('\n');
+            }
+            None => {
+                rest.push_str(line);
+                rest.push('\n');
+            }
+        }
+    }
+    let mut text = String::new();
+    for (header, body) in sections {
+        text.push_str(&format!("{header}\n{body}\n"));
+    }
+    text.push_str(&rest);
+    text
+}
+
+/// A blocking GET.
+pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    sluice::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder().no_gzip().build().unwrap();
+        let mut request = client.get(url);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap().to_vec();
+        (status, headers, body)
+    })
+}
+
+/// A fresh npm project folder with an empty npm cache and user config.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"name":"app","version":"1.0.0","private":true}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(".npmrc-empty"), "").unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run npm with `args` against `registry`, with this project's own cache.
+    pub fn npm(&self, registry: &str, args: &[&str]) -> Output {
+        let cache = self.dir.path().join(".npm-cache");
+        Command::new("npm")
+            .args(args)
+            .arg("--registry")
+            .arg(registry)
+            .arg("--cache")
+            .arg(&cache)
+            .args([
+                "--no-audit",
+                "--no-fund",
+                "--no-update-notifier",
+                "--fetch-retries=0",
+            ])
+            .env(
+                "npm_config_userconfig",
+                self.dir.path().join(".npmrc-empty"),
+            )
+            .env_remove("npm_config_registry")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("npm runs (install Node.js and npm)")
+    }
+
+    /// `npm install <packages>`; panics with npm's output when it fails.
+    pub fn install(&self, registry: &str, packages: &[&str]) {
+        let mut args = vec!["install"];
+        args.extend_from_slice(packages);
+        let out = self.npm(registry, &args);
+        assert!(
+            out.status.success(),
+            "npm install {packages:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What `require(name)` gives in this project (our fake packages export "name@version").
+    pub fn require(&self, name: &str) -> String {
+        let out = Command::new("node")
+            .arg("-e")
+            .arg(format!(
+                "process.stdout.write(String(require({})))",
+                serde_json::json!(name)
+            ))
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "require({name}) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Wait until `check` holds, up to `secs` seconds.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    check()
+}
+
+/// Send raw bytes on a new connection and read one answer (head and content-length body).
+pub fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if seen.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&seen).to_string(),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
