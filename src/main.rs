@@ -32,6 +32,26 @@ enum Command {
     Serve,
     /// Validate the configuration and print the effective one.
     Check,
+    /// Put packages and their whole dependency closure on the whitelist and mirror them.
+    #[command(name = "add-package")]
+    AddPackage {
+        /// Package specs: `express`, `react@^18`, `@types/node@20`, `name@tag`.
+        #[arg(required = true)]
+        specs: Vec<String>,
+        /// Follow the dependencies of every version, not only the selected one's.
+        #[arg(long)]
+        all_versions: bool,
+        /// Upstream requests at once (default: upstream.concurrency).
+        #[arg(long, short = 'j')]
+        concurrency: Option<usize>,
+    },
+    /// Take packages off the whitelist (the store keeps their data).
+    #[command(name = "remove-package")]
+    RemovePackage {
+        /// Package names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 fn init_logs(format: LogFormat) {
@@ -66,10 +86,87 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{config}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::AddPackage {
+            specs,
+            all_versions,
+            concurrency,
+        } => add_package(config, &specs, all_versions, concurrency),
+        Command::RemovePackage { names } => {
+            let plugins = sluice::plugins::build(&config)?;
+            let Some(list) = plugins.whitelist else {
+                anyhow::bail!("policy.mode is \"mirror\": there is no whitelist to edit");
+            };
+            let mut code = ExitCode::SUCCESS;
+            for name in names {
+                if list.remove(&name)? {
+                    println!(
+                        "removed {name} from {} (its stored data stays)",
+                        list.path().display()
+                    );
+                } else {
+                    eprintln!("{name} is not a line of {}", list.path().display());
+                    code = ExitCode::FAILURE;
+                }
+            }
+            Ok(code)
+        }
         Command::Serve => {
             let registry = sluice::server::registry(config)?;
             sluice::server::serve(registry)?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn add_package(
+    config: Config,
+    specs: &[String],
+    all_versions: bool,
+    concurrency: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    use sluice::sync::closure::{add_packages, parse_spec, AddOptions};
+    use std::io::IsTerminal;
+
+    let wants = specs
+        .iter()
+        .map(|s| parse_spec(s).map_err(|e| anyhow::anyhow!("`{s}`: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let options = AddOptions {
+        all_versions,
+        concurrency: concurrency.unwrap_or(config.upstream.concurrency).max(1),
+        progress: std::io::stderr().is_terminal(),
+    };
+    let registry = sluice::server::registry(config)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(add_packages(&registry, wants, &options));
+    let whitelist = registry
+        .whitelist
+        .as_ref()
+        .map(|l| l.path().display().to_string())
+        .unwrap_or_else(|| "(mirror mode: no whitelist)".into());
+    println!(
+        "{} packages in the closure, {} added to {whitelist}{}",
+        summary.names.len(),
+        summary.added.len(),
+        if summary.added.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", summary.added.join(", "))
+        }
+    );
+    println!(
+        "{} versions, {} tarballs stored ({:.1} MB) in {:.1}s",
+        summary.versions,
+        summary.tarballs,
+        summary.bytes as f64 / 1e6,
+        summary.elapsed.as_secs_f64()
+    );
+    if summary.failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for failure in &summary.failures {
+            eprintln!("failed: {failure}");
+        }
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -1,12 +1,16 @@
 //! Background and command-line synchronisation with upstream: the refresher, and the
 //! dependency closure of `add-package`.
 
+pub mod closure;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::config::Tarballs;
 use crate::registry::Registry;
+use sluice_plugin_api::Packument;
 
 /// Revalidate every whitelisted packument every `policy.refresh`, with bounded concurrency
 /// and jitter. Runs forever.
@@ -54,6 +58,55 @@ pub async fn refresh_once(registry: &Arc<Registry>) {
                 let (result, _) = registry.fetch_packument(&name).await;
                 if let Err(error) = result {
                     tracing::warn!(package = %name, %error, "refresh failed; the stored copy stays");
+                    return;
+                }
+                prefetch_tarballs(&registry, &name).await;
+            }
+        })
+        .await;
+}
+
+/// Copy the tarballs `policy.tarballs` asks for (`latest` or `all`) of `name` into the store.
+pub async fn prefetch_tarballs(registry: &Arc<Registry>, name: &str) {
+    let which = registry.config.policy.tarballs;
+    if which == Tarballs::OnDemand {
+        return;
+    }
+    let Ok(Some(stored)) = registry.store.packument(name).await else {
+        return;
+    };
+    let Ok(doc) = registry.filtered(name, &stored) else {
+        return;
+    };
+    let manifests: Vec<serde_json::Value> = match which {
+        Tarballs::All => doc
+            .versions()
+            .map(|v| v.values().cloned().collect())
+            .unwrap_or_default(),
+        _ => crate::packument::manifest(&doc, "latest")
+            .cloned()
+            .into_iter()
+            .collect(),
+    };
+    let files: Vec<String> = manifests
+        .iter()
+        .filter_map(|m| Packument::tarball_file(m).map(str::to_string))
+        .collect();
+    futures::stream::iter(files)
+        .for_each_concurrent(registry.config.upstream.concurrency, |file| {
+            let registry = registry.clone();
+            let name = name.to_string();
+            async move {
+                if registry
+                    .store
+                    .has_tarball(&name, &file)
+                    .await
+                    .unwrap_or(false)
+                {
+                    return;
+                }
+                if let Err(error) = registry.fetch_tarball(&name, &file).await {
+                    tracing::warn!(package = %name, %file, %error, "tarball prefetch failed");
                 }
             }
         })

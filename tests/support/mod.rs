@@ -1,4 +1,5 @@
 //! Test support: the fake registry, an in-process sluice, and the real npm client.
+#![allow(unused_imports)]
 #![allow(dead_code)]
 
 pub mod fake;

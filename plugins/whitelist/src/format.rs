@@ -115,6 +115,14 @@ impl Matcher {
         self.names.insert(name.to_string());
     }
 
+    /// Whether `entry` itself is in the list.
+    pub fn has(&self, entry: &Entry) -> bool {
+        match entry {
+            Entry::Name(name) => self.names.contains(name),
+            Entry::Scope(scope) => self.scopes.contains(scope),
+        }
+    }
+
     /// Whether `name` is listed, by name or by scope.
     pub fn allows(&self, name: &str) -> bool {
         if self.names.contains(name) {

@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use sluice_plugin_api::{
     Ctx, Decision, NpmRequest, Plugin, Refusal, RefusalKind, Response, Result as PluginResult,
@@ -53,7 +54,13 @@ pub struct Whitelist {
     live: RwLock<Arc<Matcher>>,
     /// The last text read (applied or not), to skip reloads that change nothing.
     last_text: Mutex<Option<String>>,
+    /// Names this process appended recently, to restore them if a concurrent edit made
+    /// from an older copy of the file drops them.
+    appended: Mutex<Vec<(String, Instant)>>,
 }
+
+/// How long after appending a name sluice watches for an edit that loses it.
+const RESTORE_WINDOW: Duration = Duration::from_secs(600);
 
 impl Whitelist {
     /// Load the list from `path`, creating an empty file when there is none.
@@ -82,6 +89,7 @@ impl Whitelist {
         Ok(Self {
             live: RwLock::new(Arc::new(Matcher::new(&parsed.entries))),
             last_text: Mutex::new(Some(text)),
+            appended: Mutex::new(Vec::new()),
             path,
         })
     }
@@ -143,9 +151,38 @@ impl Whitelist {
             return Ok(Reload::EmptyPending);
         }
         let entries = parsed.entries.len();
-        self.set_live(Matcher::new(&parsed.entries));
+        let previous = self.snapshot();
+        let next = Matcher::new(&parsed.entries);
+        let lost = self.lost_appends(&previous, &next, &parsed.entries);
+        self.set_live(next);
         tracing::info!(path = %self.path.display(), entries, "whitelist reloaded");
+        if !lost.is_empty() {
+            tracing::warn!(
+                names = ?lost,
+                "an edit made from an older copy of the whitelist dropped names sluice had just added: appending them again"
+            );
+            self.add(&lost)?;
+        }
         Ok(Reload::Applied { entries })
+    }
+
+    /// Names we appended recently that `next` drops while it also adds entries of its own:
+    /// the mark of an editor saving over our append. A pure removal is the admin's choice.
+    fn lost_appends(&self, previous: &Matcher, next: &Matcher, entries: &[Entry]) -> Vec<String> {
+        let mut appended = self
+            .appended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        appended.retain(|(_, at)| at.elapsed() < RESTORE_WINDOW);
+        let edited_too = entries.iter().any(|e| !previous.has(e));
+        if !edited_too {
+            return Vec::new();
+        }
+        appended
+            .iter()
+            .filter(|(name, _)| previous.allows(name) && !next.allows(name))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Append the names not yet listed to the file, keeping every other line as it is.
@@ -183,11 +220,18 @@ impl Whitelist {
             .map_err(err)?;
         file.write_all(chunk.as_bytes()).map_err(err)?;
         file.sync_data().map_err(err)?;
+        // What we wrote is known: the watcher's re-read of it changes nothing.
+        *self.last_text() = Some(format!("{text}{chunk}"));
         let mut updated = (*self.snapshot()).clone();
         for name in &added {
             updated.insert_name(name);
         }
         self.set_live(updated);
+        let now = Instant::now();
+        self.appended
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(added.iter().map(|n| (n.clone(), now)));
         Ok(added)
     }
 
@@ -365,6 +409,27 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "# ours\nexpress\n");
         assert!(!list.allows("lodash"));
         assert!(list.allows("express"));
+    }
+
+    #[test]
+    fn an_edit_from_an_older_copy_does_not_lose_an_appended_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whitelist");
+        fs::write(&path, "express\n").unwrap();
+        let list = Whitelist::load(&path).unwrap();
+        list.add(&["lodash".into()]).unwrap();
+        // An editor that loaded the file before the append saves its own addition.
+        fs::write(&path, "express\nreact\n").unwrap();
+        list.reload(false).unwrap();
+        assert!(list.allows("lodash") && list.allows("react"));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "express\nreact\nlodash\n"
+        );
+        // A pure removal is the admin's decision.
+        fs::write(&path, "express\nreact\n").unwrap();
+        list.reload(false).unwrap();
+        assert!(!list.allows("lodash"));
     }
 
     #[test]

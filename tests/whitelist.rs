@@ -1,0 +1,327 @@
+//! The whitelist, operated: hot reload, add-package with the dependency closure, refresh,
+//! offline installs and unpublish retention.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{eventually, FakeRegistry, Project, Sluice};
+
+fn status(sluice: &Sluice, path: &str) -> u16 {
+    sluice.get(path, &[]).0
+}
+
+fn small_tree(upstream: &FakeRegistry) {
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("left", "1.1.0", &[]);
+    upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+    upstream.publish("extra", "1.0.0", &[]);
+}
+
+#[test]
+fn whitelist_edits_are_live_without_restart_whatever_the_editor_does() {
+    let upstream = FakeRegistry::start();
+    small_tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let path = sluice.whitelist_path();
+    let dir = sluice.dir.path().to_path_buf();
+    assert_eq!(status(&sluice, "/right"), 403);
+
+    // 1. In place: truncate, then write (as `echo > file` or many editors do).
+    fs::write(&path, "left\nright\n").unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/right") == 200),
+        "in-place write"
+    );
+
+    // 2. Rename over (vim, `sed -i`).
+    let temp = dir.join("whitelist.swp");
+    fs::write(&temp, "left\nextra\n").unwrap();
+    fs::rename(&temp, &path).unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/extra") == 200),
+        "rename-over"
+    );
+    assert!(eventually(3, || status(&sluice, "/right") == 403));
+
+    // 3. Delete, then recreate.
+    fs::remove_file(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        status(&sluice, "/left"),
+        200,
+        "a missing file keeps the last good list"
+    );
+    fs::write(&path, "right\n").unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/right") == 200),
+        "recreate"
+    );
+    assert!(eventually(3, || status(&sluice, "/left") == 403));
+
+    // 4. Symlink swap (a Kubernetes ConfigMap swaps a link to a new folder).
+    let v1 = dir.join("..v1");
+    fs::create_dir(&v1).unwrap();
+    fs::write(v1.join("whitelist"), "left\nright\nextra\n").unwrap();
+    let link = dir.join("whitelist.new");
+    std::os::unix::fs::symlink(v1.join("whitelist"), &link).unwrap();
+    fs::rename(&link, &path).unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/extra") == 200),
+        "symlink swap"
+    );
+    let v2 = dir.join("..v2");
+    fs::create_dir(&v2).unwrap();
+    fs::write(v2.join("whitelist"), "left\n").unwrap();
+    std::os::unix::fs::symlink(v2.join("whitelist"), &link).unwrap();
+    fs::rename(&link, &path).unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/extra") == 403),
+        "second symlink swap"
+    );
+
+    // A broken file keeps the last good list.
+    fs::write(dir.join("whitelist.tmp"), "left\nright\n../broken\n").unwrap();
+    fs::rename(dir.join("whitelist.tmp"), &path).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        status(&sluice, "/right"),
+        403,
+        "a file with bad lines is not applied"
+    );
+    assert_eq!(status(&sluice, "/left"), 200);
+
+    // CRLF and a BOM are fine.
+    fs::write(dir.join("whitelist.tmp"), "\u{feff}left\r\nright\r\n").unwrap();
+    fs::rename(dir.join("whitelist.tmp"), &path).unwrap();
+    assert!(
+        eventually(3, || status(&sluice, "/right") == 200),
+        "CRLF + BOM"
+    );
+}
+
+#[test]
+fn an_empty_file_after_a_truncate_is_not_applied_unless_it_stays_empty() {
+    let upstream = FakeRegistry::start();
+    small_tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let path = sluice.whitelist_path();
+    // Truncate, then write shortly after: the list never becomes empty.
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    drop(file);
+    std::thread::sleep(Duration::from_millis(60));
+    fs::write(&path, "left\nright\n").unwrap();
+    for _ in 0..20 {
+        assert_eq!(status(&sluice, "/left"), 200);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(eventually(3, || status(&sluice, "/right") == 200));
+    // An empty file that stays empty is applied.
+    fs::write(&path, "").unwrap();
+    assert!(eventually(3, || status(&sluice, "/left") == 403));
+}
+
+/// A deep tree with a cycle, a peer dependency, an optional dependency, a prerelease, an
+/// alias and a git dependency (skipped).
+fn deep_tree(upstream: &FakeRegistry) {
+    use serde_json::json;
+    upstream.publish_with(
+        "app",
+        "1.0.0",
+        json!({"dependencies": {"lib-a": "^1.0.0", "lib-b": "~2.1.0", "aliased": "npm:lib-f@^2.0.0-beta.0"}}),
+        None,
+    );
+    upstream.publish("lib-a", "1.0.0", &[("lib-c", "1.x")]);
+    upstream.publish_with(
+        "lib-a",
+        "1.2.0",
+        json!({"dependencies": {"lib-c": "1.x"}, "peerDependencies": {"lib-d": ">=3"}}),
+        None,
+    );
+    upstream.publish("lib-a", "2.0.0", &[("never-needed", "1")]);
+    upstream.publish_with(
+        "lib-b",
+        "2.1.5",
+        json!({"optionalDependencies": {"lib-e": "*"}}),
+        None,
+    );
+    upstream.publish("lib-c", "1.4.0", &[("lib-a", "^1.0.0")]); // a cycle back to lib-a
+    upstream.publish("lib-d", "3.1.0", &[]);
+    upstream.publish("lib-e", "0.0.1", &[]);
+    upstream.publish("lib-f", "2.0.0-beta.2", &[]);
+    upstream.publish("never-needed", "1.0.0", &[]);
+}
+
+fn sluice_cli(sluice: &Sluice, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(&sluice.config_path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn add_package_mirrors_the_closure_and_npm_installs_it_with_upstream_down() {
+    let upstream = FakeRegistry::start();
+    deep_tree(&upstream);
+    let sluice = Sluice::start(&upstream, "# approved\nleft-alone\n", "");
+    let out = sluice_cli(&sluice, &["add-package", "app"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("7 packages in the closure"), "{stdout}");
+    let list = sluice.whitelist();
+    assert!(list.starts_with("# approved\nleft-alone\n"), "{list}");
+    for name in ["app", "lib-a", "lib-b", "lib-c", "lib-d", "lib-e", "lib-f"] {
+        assert_eq!(
+            list.lines().filter(|l| *l == name).count(),
+            1,
+            "{name}: {list}"
+        );
+    }
+    assert!(!list.contains("never-needed"), "{list}");
+    assert!(!list.contains("someone"), "{list}");
+
+    // Idempotent: a second run adds nothing.
+    let out = sluice_cli(&sluice, &["add-package", "app"]);
+    assert!(out.status.success());
+    assert_eq!(sluice.whitelist(), list);
+
+    // The running server picked the edit up; upstream goes away; npm still installs.
+    assert!(eventually(3, || status(&sluice, "/app") == 200));
+    upstream.set_down(true);
+    let project = Project::new();
+    project.install(&sluice.url(), &["app"]);
+    assert_eq!(project.require("app"), "app@1.0.0");
+    assert_eq!(project.require("lib-a"), "lib-a@1.2.0");
+    assert_eq!(project.require("aliased"), "lib-f@2.0.0-beta.2");
+
+    // remove-package takes the name off and keeps comments.
+    let out = sluice_cli(&sluice, &["remove-package", "lib-e"]);
+    assert!(out.status.success());
+    assert!(!sluice.whitelist().lines().any(|l| l == "lib-e"));
+    assert!(sluice.whitelist().starts_with("# approved\n"));
+}
+
+#[test]
+fn read_through_appends_never_lose_a_concurrent_manual_edit() {
+    let upstream = FakeRegistry::start();
+    for i in 0..20 {
+        upstream.publish(&format!("rt-{i}"), "1.0.0", &[]);
+    }
+    let sluice = Sluice::start(
+        &upstream,
+        "# admins' list\nleft\n",
+        "[policy]\nread_through = true\n",
+    );
+    let path = sluice.whitelist_path();
+    let url = sluice.url();
+    let fetcher = std::thread::spawn(move || {
+        for i in 0..20 {
+            let (status, _, _) = support::http_get(&format!("{url}rt-{i}"), &[]);
+            assert_eq!(status, 200);
+        }
+    });
+    // Meanwhile an admin appends lines by hand.
+    for i in 0..20 {
+        use std::io::Write;
+        let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        writeln!(file, "manual-{i}").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fetcher.join().unwrap();
+    let list = fs::read_to_string(&path).unwrap();
+    assert!(list.starts_with("# admins' list\nleft\n"), "{list}");
+    for i in 0..20 {
+        for name in [format!("rt-{i}"), format!("manual-{i}")] {
+            assert_eq!(
+                list.lines().filter(|l| **l == *name).count(),
+                1,
+                "{name}:\n{list}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unpublished_versions_and_packages_stay_installable() {
+    let upstream = FakeRegistry::start();
+    small_tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\nright\n", "[policy]\nrefresh = \"1s\"\n");
+    let project = Project::new();
+    project.install(&sluice.url(), &["left@1.1.0", "right"]);
+
+    upstream.unpublish_version("left", "1.1.0");
+    upstream.unpublish("right");
+    std::thread::sleep(Duration::from_millis(1200));
+    // A request after the refresh period revalidates in the background; wait until the
+    // upstream view has been merged in.
+    let before = upstream.count("/left");
+    sluice.get("/left", &[]);
+    assert!(eventually(5, || upstream.count("/left") > before));
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, doc) = sluice.get_json("/left");
+    assert!(doc["versions"]["1.1.0"].is_object(), "{doc}");
+    assert_eq!(doc["time"]["1.1.0"], "2020-01-01T00:00:00.000Z");
+    let (status, doc) = sluice.get_json("/right");
+    assert_eq!(status, 200);
+    assert!(doc["versions"]["2.0.0"].is_object());
+
+    let fresh = Project::new();
+    fresh.install(&sluice.url(), &["left@1.1.0", "right@2.0.0"]);
+    assert_eq!(fresh.require("left"), "left@1.1.0");
+    assert_eq!(fresh.require("right"), "right@2.0.0");
+}
+
+#[test]
+fn refresh_picks_up_new_versions_and_upstream_failure_serves_stale() {
+    let upstream = FakeRegistry::start();
+    small_tree(&upstream);
+    let sluice = Sluice::start(
+        &upstream,
+        "left\nright\n",
+        "[policy]\nrefresh = \"1s\"\ntarballs = \"latest\"\n",
+    );
+    let (status, _) = sluice.get_json("/left");
+    assert_eq!(status, 200);
+    upstream.publish("left", "1.2.0", &[]);
+    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // No client asks; the refresher stores the new version and its tarball (tarballs = latest).
+    assert!(eventually(10, || {
+        runtime
+            .block_on(registry.store.has_tarball("left", "left-1.2.0.tgz"))
+            .unwrap()
+    }));
+    let stored = runtime
+        .block_on(registry.store.packument("left"))
+        .unwrap()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&stored.bytes).unwrap();
+    assert!(doc["versions"]["1.2.0"].is_object());
+    assert!(runtime
+        .block_on(registry.store.has_tarball("right", "right-2.0.0.tgz"))
+        .unwrap());
+
+    // Upstream down: everything mirrored still installs, answers say STALE when due.
+    upstream.set_down(true);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (status, headers, _) = sluice.get("/left", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-cache-status"], "STALE");
+    let project = Project::new();
+    project.install(&sluice.url(), &["right"]);
+    assert_eq!(project.require("left"), "left@1.2.0");
+}
