@@ -137,6 +137,9 @@ pub fn dependencies_of(manifest: &Value) -> Vec<Want> {
     out
 }
 
+/// The versions selected from one package: (version, manifest).
+type Selected = Vec<(String, Value)>;
+
 /// Options of `add-package`.
 #[derive(Debug, Clone)]
 pub struct AddOptions {
@@ -197,7 +200,7 @@ pub async fn add_packages(
     let mut mirrored: HashSet<(String, String)> = HashSet::new();
     let mut selected: HashSet<String> = HashSet::new();
     while !frontier.is_empty() {
-        let results: Vec<(Want, Result<Vec<(String, Value)>, Error>)> =
+        let results: Vec<(Want, Result<Selected, Error>)> =
             futures::stream::iter(frontier.drain(..))
                 .map(|want| {
                     let registry = registry.clone();
@@ -284,7 +287,7 @@ async fn resolve(
     registry: &Arc<Registry>,
     want: &Want,
     all_versions: bool,
-) -> Result<Vec<(String, Value)>, Error> {
+) -> Result<Selected, Error> {
     let (stored, _) = registry.fetch_packument(&want.name).await;
     let stored = stored?;
     let doc = registry.filtered(&want.name, &stored)?;
