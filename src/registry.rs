@@ -94,6 +94,8 @@ pub struct Registry {
     tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<Bytes>>,
     /// When upstream last confirmed each packument we served (unix ms), in memory.
     confirmed: moka::sync::Cache<Arc<str>, u64>,
+    /// Recently parsed documents by the integrity they were parsed from, for tarball checks.
+    parsed: moka::sync::Cache<Arc<str>, (Integrity, Arc<Packument>)>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -111,7 +113,10 @@ impl Registry {
         crate::tls::install_crypto_provider();
         Ok(Self {
             store: Store::new(&config.storage.dir),
-            hot: HotCache::new(config.storage.memory),
+            hot: HotCache::new(
+                config.storage.memory,
+                config.policy.refresh.max(std::time::Duration::from_secs(1)),
+            ),
             upstream: Upstream::new(&config.upstream)?,
             plugins: plugins.list,
             whitelist: plugins.whitelist,
@@ -120,6 +125,7 @@ impl Registry {
             render_flights: SingleFlight::default(),
             tarball_flights: SingleFlight::default(),
             confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            parsed: moka::sync::Cache::builder().max_capacity(32).build(),
             config,
         })
     }
@@ -455,6 +461,47 @@ impl Registry {
             .insert(key, Arc::new(Rendered::new(bytes.clone(), None)))
             .await;
         Ok(bytes)
+    }
+
+    /// The answer plugins give for tarball `file` of `name` (min-age, deny ranges…), if one
+    /// refuses it. Only plugins that check tarballs cost a packument lookup.
+    pub async fn tarball_refusal(
+        self: &Arc<Self>,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<sluice_plugin_api::Response>, Error> {
+        if !self.plugins.iter().any(|p| p.checks_tarballs()) {
+            return Ok(None);
+        }
+        let (stored, _) = self.packument(name).await?;
+        let doc = match self.parsed.get(name) {
+            Some((integrity, doc)) if integrity == stored.integrity => doc,
+            _ => {
+                let doc = Arc::new(packument::parse(&stored.bytes, name).map_err(|error| {
+                    Error::Packument {
+                        name: name.to_string(),
+                        error,
+                    }
+                })?);
+                self.parsed
+                    .insert(name.into(), (stored.integrity.clone(), doc.clone()));
+                doc
+            }
+        };
+        let Some(version) = packument::find_tarball(&doc, file)
+            .and_then(|m| m.get("version"))
+            .and_then(Value::as_str)
+        else {
+            return Ok(None);
+        };
+        for plugin in self.plugins.iter().filter(|p| p.checks_tarballs()) {
+            if let sluice_plugin_api::Decision::Respond(response) =
+                plugin.on_tarball(name, version, &doc)?
+            {
+                return Ok(Some(response));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether every plugin allows `name` (background work has no request to ask with).

@@ -65,10 +65,12 @@ impl std::fmt::Debug for HotCache {
 }
 
 impl HotCache {
-    /// A cache holding at most `max_bytes` of bodies.
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache holding at most `max_bytes` of bodies, each for at most `ttl` (plugins such as
+    /// min-age change what a document renders to as time passes).
+    pub fn new(max_bytes: u64, ttl: std::time::Duration) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
+            .time_to_live(ttl)
             .weigher(|key: &HotKey, value: &Arc<Rendered>| {
                 let key_len = match key {
                     HotKey::Packument { name, .. } => name.len(),

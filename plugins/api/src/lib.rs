@@ -173,6 +173,23 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// Whether this plugin implements [`Plugin::on_tarball`]; the host only looks up a
+    /// tarball's version for plugins that ask.
+    ///
+    /// By default `false`.
+    fn checks_tarballs(&self) -> bool {
+        false
+    }
+
+    /// Decide whether the tarball of `version` of `name` may be served, knowing the package
+    /// document as upstream published it (before any plugin filtered it).
+    ///
+    /// Returns [`Decision::Respond`] to refuse it (e.g. a 403 naming the rule).
+    /// By default this returns [`Decision::Continue`].
+    fn on_tarball(&self, _name: &str, _version: &str, _packument: &Packument) -> Result<Decision> {
+        Ok(Decision::Continue)
+    }
+
     /// Adjust the response headers.
     ///
     /// By default this does nothing.
