@@ -37,6 +37,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[policy]`.
     pub policy: PolicyConfig,
+    /// `[mirror]`.
+    pub mirror: MirrorConfig,
     /// `[[plugins]]`, in run order.
     pub plugins: Vec<PluginConfig>,
 }
@@ -67,6 +69,30 @@ pub struct UpstreamConfig {
     pub max_tarball: u64,
     /// How many upstream requests background work (refresh, add-package) makes at once.
     pub concurrency: usize,
+    /// The replication feed's base URL (mirror mode), ending in `/`.
+    pub changes: Option<String>,
+}
+
+/// `[mirror]`: the replication follower of mirror mode.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// Where to start when the store has no checkpoint.
+    pub since: Since,
+    /// How long to wait between polls once caught up.
+    pub interval: Duration,
+    /// Changes asked for per page (at most 10000).
+    pub batch: usize,
+    /// How many recent pages are re-read each cycle, for entries the feed inserts late.
+    pub window: usize,
+}
+
+/// `mirror.since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// Follow from the feed's head.
+    Now,
+    /// From this sequence (`"0"` backfills everything the feed lists).
+    Seq(String),
 }
 
 /// `[storage]`.
@@ -124,6 +150,8 @@ pub struct PluginConfig {
     pub table: toml::Table,
     /// The line the table starts on.
     pub line: usize,
+    /// The configuration file's folder, to resolve the plugin's relative paths from.
+    pub base: PathBuf,
 }
 
 /// The file model of the configuration.
@@ -138,6 +166,8 @@ struct FileConfig {
     storage: StorageFile,
     #[serde(default)]
     policy: PolicyFile,
+    #[serde(default)]
+    mirror: MirrorFile,
     #[serde(default)]
     plugins: Vec<toml::Spanned<toml::Table>>,
 }
@@ -159,6 +189,16 @@ struct UpstreamFile {
     max_packument: Option<ByteSize>,
     max_tarball: Option<ByteSize>,
     concurrency: Option<usize>,
+    changes: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MirrorFile {
+    since: Option<toml::Spanned<toml::Value>>,
+    interval: Option<HumanDuration>,
+    batch: Option<toml::Spanned<usize>>,
+    window: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,6 +376,39 @@ impl Config {
                 "server.threads and upstream.concurrency must be at least 1".into(),
             ));
         }
+        let changes = match &file.upstream.changes {
+            Some(url) => {
+                check_http_url(url.get_ref()).map_err(|why| {
+                    fail(format!("line {}: upstream.changes {why}", at(url.span())))
+                })?;
+                Some(with_slash(url.get_ref()))
+            }
+            None => None,
+        };
+        let since = match &file.mirror.since {
+            None => Since::Now,
+            Some(value) => match value.get_ref() {
+                toml::Value::String(s) if s == "now" => Since::Now,
+                toml::Value::String(s) if !s.trim().is_empty() => Since::Seq(s.trim().to_string()),
+                toml::Value::Integer(n) if *n >= 0 => Since::Seq(n.to_string()),
+                _ => {
+                    return Err(fail(format!(
+                        "line {}: mirror.since must be \"now\", \"0\" or a sequence from the feed",
+                        at(value.span())
+                    )))
+                }
+            },
+        };
+        let batch = match &file.mirror.batch {
+            Some(batch) if *batch.get_ref() == 0 || *batch.get_ref() > 10_000 => {
+                return Err(fail(format!(
+                    "line {}: mirror.batch must be between 1 and 10000",
+                    at(batch.span())
+                )))
+            }
+            Some(batch) => *batch.get_ref(),
+            None => 1000,
+        };
         let mut plugins = Vec::new();
         for spanned in &file.plugins {
             let line = at(spanned.span());
@@ -353,7 +426,12 @@ impl Config {
                     )))
                 }
             };
-            plugins.push(PluginConfig { kind, table, line });
+            plugins.push(PluginConfig {
+                kind,
+                table,
+                line,
+                base: base.to_path_buf(),
+            });
         }
         let resolve = |p: &str| {
             let p = Path::new(p);
@@ -383,6 +461,7 @@ impl Config {
                 max_packument: file.upstream.max_packument.map_or(200 << 20, |s| s.0),
                 max_tarball: file.upstream.max_tarball.map_or(1 << 30, |s| s.0),
                 concurrency,
+                changes,
             },
             storage: StorageConfig {
                 dir: resolve(file.storage.dir.as_deref().unwrap_or("data")),
@@ -397,6 +476,15 @@ impl Config {
                     .refresh
                     .map_or(Duration::from_secs(600), |d| d.0),
                 tarballs: file.policy.tarballs.unwrap_or(Tarballs::OnDemand),
+            },
+            mirror: MirrorConfig {
+                since,
+                interval: file
+                    .mirror
+                    .interval
+                    .map_or(Duration::from_secs(30), |d| d.0),
+                batch,
+                window: file.mirror.window.unwrap_or(2),
             },
             plugins,
         })
@@ -464,6 +552,9 @@ impl fmt::Display for Config {
         let _ = writeln!(out, "max_packument = {}", self.upstream.max_packument);
         let _ = writeln!(out, "max_tarball = {}", self.upstream.max_tarball);
         let _ = writeln!(out, "concurrency = {}", self.upstream.concurrency);
+        if let Some(changes) = &self.upstream.changes {
+            let _ = writeln!(out, "changes = \"{changes}\"");
+        }
         let _ = writeln!(out, "\n[storage]");
         let _ = writeln!(out, "dir = {:?}", self.storage.dir.display().to_string());
         let _ = writeln!(out, "memory = {}", self.storage.memory);
@@ -490,6 +581,19 @@ impl fmt::Display for Config {
             Tarballs::All => "all",
         };
         let _ = writeln!(out, "tarballs = \"{tarballs}\"");
+        let _ = writeln!(out, "\n[mirror]");
+        let since = match &self.mirror.since {
+            Since::Now => "now".to_string(),
+            Since::Seq(seq) => seq.clone(),
+        };
+        let _ = writeln!(out, "since = \"{since}\"");
+        let _ = writeln!(
+            out,
+            "interval = \"{}\"",
+            humantime::format_duration(self.mirror.interval)
+        );
+        let _ = writeln!(out, "batch = {}", self.mirror.batch);
+        let _ = writeln!(out, "window = {}", self.mirror.window);
         for plugin in &self.plugins {
             let _ = writeln!(out, "\n[[plugins]]\nkind = \"{}\"", plugin.kind);
             let rest = toml::to_string(&plugin.table).unwrap_or_default();

@@ -45,6 +45,12 @@ enum Command {
         #[arg(long, short = 'j')]
         concurrency: Option<usize>,
     },
+    /// Mirror mode: follow the replication feed from the checkpoint to its head.
+    Mirror {
+        /// Catch up once and exit (the only way for now; `serve` follows continuously).
+        #[arg(long)]
+        once: bool,
+    },
     /// Take packages off the whitelist (the store keeps their data).
     #[command(name = "remove-package")]
     RemovePackage {
@@ -91,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             all_versions,
             concurrency,
         } => add_package(config, &specs, all_versions, concurrency),
+        Command::Mirror { once } => mirror(config, once),
         Command::RemovePackage { names } => {
             let plugins = sluice::plugins::build(&config)?;
             let Some(list) = plugins.whitelist else {
@@ -169,4 +176,40 @@ fn add_package(
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if !once {
+        anyhow::bail!("use `sluice mirror --once` to catch up and exit, or `sluice serve` with policy.mode = \"mirror\" to follow continuously");
+    }
+    let registry = sluice::server::registry(config)?;
+    let follower =
+        sluice::sync::mirror::Follower::new(registry.clone()).map_err(anyhow::Error::msg)?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let summary = runtime.block_on(follower.catch_up(&bar))?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "caught up to {} (head {}): {} changes read, {} packages stored, {} failed, in {secs:.1}s ({:.0} packages/s)",
+        summary.checkpoint,
+        summary.head,
+        summary.changes,
+        summary.packages,
+        summary.failed,
+        summary.packages as f64 / secs.max(0.001)
+    );
+    Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -89,6 +89,8 @@ pub struct Registry {
     pub whitelist: Option<Arc<Whitelist>>,
     /// Counters.
     pub stats: Stats,
+    /// The replication follower's progress (mirror mode).
+    pub mirror: std::sync::Mutex<crate::sync::mirror::MirrorStatus>,
     packument_flights: SingleFlight<Arc<str>, Shared<StoredPackument>>,
     render_flights: SingleFlight<HotKey, Shared<Arc<Rendered>>>,
     tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<Bytes>>,
@@ -121,6 +123,7 @@ impl Registry {
             plugins: plugins.list,
             whitelist: plugins.whitelist,
             stats: Stats::default(),
+            mirror: std::sync::Mutex::default(),
             packument_flights: SingleFlight::default(),
             render_flights: SingleFlight::default(),
             tarball_flights: SingleFlight::default(),

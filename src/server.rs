@@ -58,8 +58,18 @@ struct Refresher {
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let registry = self.registry.clone();
+        let work = async move {
+            let mirror = registry.config.policy.mode == crate::config::Mode::Mirror;
+            if mirror && registry.config.upstream.changes.is_some() {
+                // The feed keeps every package fresh; no schedule needed.
+                crate::sync::mirror::follow(registry).await;
+            } else {
+                crate::sync::refresh_loop(registry).await;
+            }
+        };
         tokio::select! {
-            _ = crate::sync::refresh_loop(self.registry.clone()) => {}
+            _ = work => {}
             _ = shutdown.changed() => {}
         }
     }

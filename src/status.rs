@@ -26,6 +26,10 @@ pub fn status(registry: &Registry) -> Value {
         "revalidations": load(&stats.revalidations),
         "upstream_requests": load(&registry.upstream.stats.requests),
         "upstream_failures": load(&registry.upstream.stats.failures),
+        "mirror": (registry.config.policy.mode == Mode::Mirror).then(|| {
+            let status = registry.mirror.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            serde_json::to_value(status).unwrap_or(Value::Null)
+        }),
     })
 }
 

@@ -328,6 +328,26 @@ impl Upstream {
         Err(UpstreamError::Status(status.as_u16()))
     }
 
+    /// GET a JSON document (the replication feed), at most `max_packument` bytes.
+    pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, UpstreamError> {
+        let url = Url::parse(url).map_err(|e| UpstreamError::Invalid(format!("{url}: {e}")))?;
+        let response = self
+            .send(
+                self.client
+                    .get(url.clone())
+                    .header(header::ACCEPT, "application/json"),
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(UpstreamError::Status(response.status().as_u16()));
+        }
+        let bytes = self
+            .body(response, self.max_packument, url.as_str(), "max_packument")
+            .await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| UpstreamError::Invalid(format!("{url} is not JSON: {e}")))
+    }
+
     /// Read a whole body, at most `limit` bytes after decompression.
     async fn body(
         &self,
@@ -379,6 +399,7 @@ mod tests {
             max_packument: 1000,
             max_tarball: 1000,
             concurrency: 1,
+            changes: None,
         })
         .unwrap()
     }

@@ -2,6 +2,7 @@
 //! dependency closure of `add-package`.
 
 pub mod closure;
+pub mod mirror;
 
 use std::sync::Arc;
 use std::time::Duration;

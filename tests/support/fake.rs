@@ -64,7 +64,7 @@ impl FakeRegistry {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
-            next_seq: 1,
+            next_seq: 10,
             ..State::default()
         }));
         let served = state.clone();
@@ -163,8 +163,22 @@ impl FakeRegistry {
                 .insert("latest".into(), latest);
         }
         let seq = state.next_seq;
-        state.next_seq += 1;
+        state.next_seq += 10;
         state.feed.push((seq, name.to_string(), false));
+    }
+
+    /// Publish `name@version` with a feed entry inserted behind the entries already listed
+    /// (the replication feed is known to do this): its seq is `behind` less than the newest.
+    pub fn publish_late(&self, name: &str, version: &str, behind: u64) {
+        self.publish(name, version, &[]);
+        let mut state = self.state.lock().unwrap();
+        if let Some(entry) = state.feed.pop() {
+            let newest = state.feed.iter().map(|e| e.0).max().unwrap_or(0);
+            // Seqs are spaced by 10, so a late entry fits between two others.
+            state
+                .feed
+                .push((newest.saturating_sub(behind * 10) + 5, entry.1, entry.2));
+        }
     }
 
     /// Set a dist-tag.
@@ -190,7 +204,7 @@ impl FakeRegistry {
         let mut state = self.state.lock().unwrap();
         state.gone.insert(name.to_string());
         let seq = state.next_seq;
-        state.next_seq += 1;
+        state.next_seq += 10;
         state.feed.push((seq, name.to_string(), true));
     }
 
@@ -400,7 +414,7 @@ fn answer(
         None,
     );
     if decoded == "/" || decoded.is_empty() {
-        let body = json!({"update_seq": state.next_seq - 1}).to_string();
+        let body = json!({"update_seq": state.next_seq - 10}).to_string();
         return (200, "application/json", body.into_bytes(), None);
     }
     if decoded == "/_changes" {
@@ -470,8 +484,9 @@ fn changes(state: &State, query: &str) -> String {
             _ => {}
         }
     }
-    let results: Vec<Value> = state
-        .feed
+    let mut feed = state.feed.clone();
+    feed.sort_by_key(|e| e.0);
+    let results: Vec<Value> = feed
         .iter()
         .filter(|(seq, _, _)| *seq > since)
         .take(limit)
