@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod flight;
+pub mod metrics;
 pub mod packument;
 pub mod plugins;
 pub mod proxy;

@@ -51,6 +51,10 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Check every stored entry's integrity; drop corrupt ones (refetched on demand).
+    ///
+    /// Exits non-zero when it found any.
+    Verify,
     /// Take packages off the whitelist (the store keeps their data).
     #[command(name = "remove-package")]
     RemovePackage {
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
         } => add_package(config, &specs, all_versions, concurrency),
         Command::Mirror { once } => mirror(config, once),
+        Command::Verify => verify(config),
         Command::RemovePackage { names } => {
             let plugins = sluice::plugins::build(&config)?;
             let Some(list) = plugins.whitelist else {
@@ -208,6 +213,41 @@ fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
         summary.packages as f64 / secs.max(0.001)
     );
     Ok(if summary.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn verify(config: Config) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let store = sluice::store::Store::new(&config.storage.dir);
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(store.verify(|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    }))?;
+    bar.finish_and_clear();
+    for key in &report.corrupt {
+        println!("corrupt, removed: {key}");
+    }
+    for key in &report.missing {
+        println!("content missing, removed: {key}");
+    }
+    println!(
+        "{} entries checked in {}: {} good, {} corrupt, {} missing",
+        report.ok as usize + report.corrupt.len() + report.missing.len(),
+        config.storage.dir.display(),
+        report.ok,
+        report.corrupt.len(),
+        report.missing.len()
+    );
+    Ok(if report.corrupt.is_empty() && report.missing.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -89,6 +89,10 @@ pub struct Registry {
     pub whitelist: Option<Arc<Whitelist>>,
     /// Counters.
     pub stats: Stats,
+    /// Request counters for metrics and the status page.
+    pub metrics: crate::metrics::Metrics,
+    /// Relayed answers (signing keys, attestations), kept for a while.
+    pub relayed: moka::future::Cache<String, (u16, String, Bytes)>,
     /// The replication follower's progress (mirror mode).
     pub mirror: std::sync::Mutex<crate::sync::mirror::MirrorStatus>,
     packument_flights: SingleFlight<Arc<str>, Shared<StoredPackument>>,
@@ -123,6 +127,11 @@ impl Registry {
             plugins: plugins.list,
             whitelist: plugins.whitelist,
             stats: Stats::default(),
+            metrics: crate::metrics::Metrics::default(),
+            relayed: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(600))
+                .build(),
             mirror: std::sync::Mutex::default(),
             packument_flights: SingleFlight::default(),
             render_flights: SingleFlight::default(),

@@ -27,6 +27,13 @@ fn bad(message: impl Into<String>) -> RouteError {
     }
 }
 
+fn read_only() -> RouteError {
+    RouteError {
+        status: 405,
+        message: "sluice is a read-only mirror".into(),
+    }
+}
+
 fn not_found(message: impl Into<String>) -> RouteError {
     RouteError {
         status: 404,
@@ -41,14 +48,19 @@ pub fn route(
     query: Option<&str>,
     accept: Option<&str>,
 ) -> Result<NpmRequest, RouteError> {
-    match method {
-        "GET" | "HEAD" => {}
-        _ => {
-            return Err(RouteError {
-                status: 405,
-                message: "sluice is a read-only mirror".into(),
-            })
-        }
+    if method == "POST" {
+        // The only writes sluice takes are npm audit's, relayed to upstream as they are.
+        return match path {
+            "/-/npm/v1/security/advisories/bulk" | "/-/npm/v1/security/audits/quick" => {
+                Ok(NpmRequest::Audit {
+                    path: path.to_string(),
+                })
+            }
+            _ => Err(read_only()),
+        };
+    }
+    if !matches!(method, "GET" | "HEAD") {
+        return Err(read_only());
     }
     let decoded = percent_decode_str(path)
         .decode_utf8()
@@ -145,6 +157,29 @@ fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteEr
     match segments {
         ["ping"] => Ok(NpmRequest::Ping),
         ["sluice", "status"] => Ok(NpmRequest::Status),
+        ["sluice", ""] | ["sluice"] => Ok(NpmRequest::StatusPage),
+        ["metrics"] => Ok(NpmRequest::Metrics),
+        ["npm", "v1", "keys"] => Ok(NpmRequest::Passthrough {
+            path: "-/npm/v1/keys".into(),
+            package: None,
+        }),
+        ["npm", "v1", "attestations", rest @ ..] => {
+            // `{name}@{version}`, the name possibly scoped (`@scope/name@1.0.0`).
+            let spec = rest.join("/");
+            let (name, version) = spec
+                .rsplit_once('@')
+                .filter(|(name, _)| !name.is_empty())
+                .ok_or_else(|| bad("attestations are asked for as {name}@{version}"))?;
+            check_name(name).map_err(|why| bad(format!("invalid package name: {why}")))?;
+            check_spec(version)?;
+            Ok(NpmRequest::Passthrough {
+                path: format!(
+                    "-/npm/v1/attestations/{}@{version}",
+                    name.replacen('/', "%2f", 1)
+                ),
+                package: Some(name.to_string()),
+            })
+        }
         ["v1", "search"] => Ok(NpmRequest::Search(search_query(query.unwrap_or("")))),
         ["package", rest @ ..] => {
             let (name, rest) = split_name(rest)?;

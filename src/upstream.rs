@@ -196,6 +196,11 @@ impl Upstream {
         })
     }
 
+    /// Whether the circuit breaker is open (upstream failing, not asked for a while).
+    pub fn is_open(&self) -> bool {
+        self.breaker.check().is_err()
+    }
+
     /// The upstream registry's base URL.
     pub fn registry(&self) -> &Url {
         &self.registry
@@ -326,6 +331,57 @@ impl Upstream {
             self.breaker.failure(retry_after);
         }
         Err(UpstreamError::Status(status.as_u16()))
+    }
+
+    /// Relay a request to upstream as it is (audit, keys, attestations): `body` for POST.
+    ///
+    /// Returns upstream's status, content type and (decompressed) body, whatever the status.
+    pub async fn relay(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<(u16, String, Bytes), UpstreamError> {
+        let url = self
+            .registry
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| UpstreamError::Invalid(e.to_string()))?;
+        let mut request = self
+            .client
+            .request(method, url)
+            .header(header::ACCEPT, "application/json");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(content_encoding) = content_encoding {
+            request = request.header(header::CONTENT_ENCODING, content_encoding);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
+        }
+        self.breaker.check()?;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let response = request.send().await.map_err(|e| {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            self.breaker.failure(None);
+            UpstreamError::from_reqwest(&e)
+        })?;
+        let status = response.status().as_u16();
+        if status >= 500 {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let body = self
+            .body(response, self.max_packument, path, "max_packument")
+            .await?;
+        Ok((status, content_type, body))
     }
 
     /// GET a JSON document (the replication feed), at most `max_packument` bytes.

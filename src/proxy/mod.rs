@@ -21,6 +21,7 @@ use respond::Answer;
 /// The per-request state.
 pub struct RequestCtx {
     started: Instant,
+    package: Option<String>,
     plugin: Ctx,
     route: &'static str,
     status: u16,
@@ -42,8 +43,8 @@ impl SluiceProxy {
         }
     }
 
-    async fn answer(&self, session: &Session, ctx: &mut RequestCtx) -> Answer {
-        let header = session.req_header();
+    async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
+        let header = session.req_header().clone();
         if header.method == http::Method::CONNECT {
             return Answer::error(
                 405,
@@ -70,6 +71,7 @@ impl SluiceProxy {
             Err(RouteError { status, message }) => return Answer::error(status, message),
         };
         ctx.route = request.route();
+        ctx.package = request.package().map(str::to_string);
         for plugin in &self.registry.plugins {
             match plugin.on_request(&request, &header.headers, &mut ctx.plugin) {
                 Ok(Decision::Continue) => {}
@@ -85,6 +87,9 @@ impl SluiceProxy {
         if let Some(refusal) = ctx.plugin.refusal.take() {
             return Answer::error(refusal.response.status, refusal.response.message);
         }
+        if let NpmRequest::Audit { path } = &request {
+            return self.audit(session, path).await;
+        }
         let gzip = accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING));
         let answer = self.dispatch(&request, gzip, ctx).await;
         if answer.status < 400 && ctx.plugin.read_through {
@@ -97,6 +102,79 @@ impl SluiceProxy {
             }
         }
         answer
+    }
+
+    /// Relay `npm audit`'s POST to upstream with its (possibly gzip-encoded) body.
+    async fn audit(&self, session: &mut Session, path: &str) -> Answer {
+        let header = session.req_header();
+        let text = |name: http::header::HeaderName| {
+            header
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let content_type = text(http::header::CONTENT_TYPE);
+        let content_encoding = text(http::header::CONTENT_ENCODING);
+        let mut body = bytes::BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_AUDIT_BODY {
+                        session.set_keepalive(None);
+                        return Answer::error(413, "the audit request is larger than 16 MiB");
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Answer::error(400, format!("cannot read the request body: {e}")),
+            }
+        }
+        match self
+            .registry
+            .upstream
+            .relay(
+                reqwest::Method::POST,
+                path,
+                content_type.as_deref(),
+                content_encoding.as_deref(),
+                Some(body.freeze()),
+            )
+            .await
+        {
+            Ok((status, content_type, body)) => Answer::relayed(status, content_type, body),
+            Err(e) => Answer::error(
+                503,
+                format!("npm audit needs the upstream registry, which cannot be reached: {e}"),
+            ),
+        }
+    }
+
+    /// Relay a GET (signing keys, attestations), cached for a while when it succeeds.
+    async fn relay(&self, path: &str) -> Answer {
+        if let Some((status, content_type, body)) = self.registry.relayed.get(path).await {
+            return Answer::relayed(status, content_type, body);
+        }
+        match self
+            .registry
+            .upstream
+            .relay(reqwest::Method::GET, path, None, None, None)
+            .await
+        {
+            Ok((status, content_type, body)) => {
+                if status == 200 {
+                    self.registry
+                        .relayed
+                        .insert(
+                            path.to_string(),
+                            (status, content_type.clone(), body.clone()),
+                        )
+                        .await;
+                }
+                Answer::relayed(status, content_type, body)
+            }
+            Err(e) => Answer::error(503, format!("the upstream registry cannot be reached: {e}")),
+        }
     }
 
     async fn dispatch(&self, request: &NpmRequest, gzip: bool, ctx: &mut RequestCtx) -> Answer {
@@ -131,6 +209,16 @@ impl SluiceProxy {
                 })
             }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
+            NpmRequest::Metrics => Ok(Answer::text(
+                "text/plain; version=0.0.4",
+                crate::metrics::render(registry).await,
+            )),
+            NpmRequest::StatusPage => Ok(Answer::text(
+                "text/html; charset=utf-8",
+                crate::metrics::page(registry).await,
+            )),
+            NpmRequest::Passthrough { path, .. } => Ok(self.relay(path).await),
+            NpmRequest::Audit { .. } => Ok(Answer::error(405, "audit requests are POSTs")),
             NpmRequest::Status => Ok(Answer::json(200, &crate::status::status(registry))),
             NpmRequest::Search(query) => Ok(Answer::json(
                 200,
@@ -140,6 +228,9 @@ impl SluiceProxy {
         result.unwrap_or_else(|error| error_answer(request, &error))
     }
 }
+
+/// The largest `npm audit` body relayed.
+const MAX_AUDIT_BODY: usize = 16 << 20;
 
 /// Whether an `Accept-Encoding` header allows gzip.
 fn accepts_gzip(value: Option<&http::HeaderValue>) -> bool {
@@ -186,6 +277,7 @@ impl ProxyHttp for SluiceProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
+            package: None,
             plugin: Ctx::new(self.next_id.fetch_add(1, Ordering::Relaxed)),
             route: "-",
             status: 0,
@@ -262,6 +354,13 @@ impl ProxyHttp for SluiceProxy {
     ) {
         let header = session.req_header();
         let cache = ctx.plugin.cache_status.map_or("-", CacheStatus::as_str);
+        self.registry.metrics.record(
+            ctx.route,
+            ctx.status,
+            cache,
+            ctx.bytes,
+            ctx.package.as_deref(),
+        );
         tracing::info!(
             target: "sluice::access",
             id = ctx.plugin.request_id,

@@ -10,11 +10,16 @@ use serde_json::json;
 
 use crate::store::Rendered;
 
+enum ContentType {
+    Static(&'static str),
+    Owned(String),
+}
+
 /// A response about to be sent.
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
-    content_type: &'static str,
+    content_type: ContentType,
     body: Bytes,
     etag: Option<Arc<str>>,
     gzip: bool,
@@ -33,8 +38,34 @@ impl Answer {
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
         Self {
             status,
-            content_type: "application/json",
+            content_type: ContentType::Static("application/json"),
             body: Bytes::from(value.to_string()),
+            etag: None,
+            gzip: false,
+            vary: false,
+            cache_control: None,
+        }
+    }
+
+    /// A text body (metrics, the status page).
+    pub fn text(content_type: &'static str, body: String) -> Self {
+        Self {
+            status: 200,
+            content_type: ContentType::Static(content_type),
+            body: Bytes::from(body),
+            etag: None,
+            gzip: false,
+            vary: false,
+            cache_control: Some("no-cache"),
+        }
+    }
+
+    /// An upstream answer relayed as it is.
+    pub fn relayed(status: u16, content_type: String, body: Bytes) -> Self {
+        Self {
+            status,
+            content_type: ContentType::Owned(content_type),
+            body,
             etag: None,
             gzip: false,
             vary: false,
@@ -46,7 +77,7 @@ impl Answer {
     pub fn rendered(rendered: Arc<Rendered>, content_type: &'static str, gzip: bool) -> Self {
         Self {
             status: 200,
-            content_type,
+            content_type: ContentType::Static(content_type),
             body: rendered.body.clone(),
             etag: Some(rendered.etag.clone()),
             gzip,
@@ -60,7 +91,7 @@ impl Answer {
         let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
         Self {
             status: 200,
-            content_type: "application/octet-stream",
+            content_type: ContentType::Static("application/octet-stream"),
             body: bytes,
             etag: Some(format!("\"{hash:032x}\"").into()),
             gzip: false,
@@ -99,7 +130,10 @@ impl Answer {
             response.insert_header("content-length", "0")?;
             return Ok((response, Bytes::new()));
         }
-        response.insert_header("content-type", self.content_type)?;
+        match &self.content_type {
+            ContentType::Static(t) => response.insert_header("content-type", *t)?,
+            ContentType::Owned(t) => response.insert_header("content-type", t.as_str())?,
+        }
         if self.gzip {
             response.insert_header("content-encoding", "gzip")?;
         }

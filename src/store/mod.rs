@@ -51,6 +51,17 @@ pub struct StoredPackument {
     pub integrity: Integrity,
 }
 
+/// What `verify` found.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyReport {
+    /// Entries whose content matched.
+    pub ok: u64,
+    /// Keys whose content did not match (dropped).
+    pub corrupt: Vec<String>,
+    /// Keys whose content file was gone (dropped).
+    pub missing: Vec<String>,
+}
+
 /// Unix time in milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -209,6 +220,35 @@ impl Store {
             .collect()
     }
 
+    /// Check every entry's content against its integrity; drop the corrupt or missing ones
+    /// (they are fetched again on demand). `progress` is called after each entry with
+    /// (done, total).
+    pub async fn verify(&self, progress: impl Fn(u64, u64)) -> Result<VerifyReport, StoreError> {
+        let store = self.clone();
+        let entries = tokio::task::spawn_blocking(move || store.entries())
+            .await
+            .map_err(|e| self.fail(e))?;
+        let total = entries.len() as u64;
+        let mut report = VerifyReport::default();
+        for (done, (key, sri)) in entries.into_iter().enumerate() {
+            match cacache::read_hash(&self.dir, &sri).await {
+                Ok(_) => report.ok += 1,
+                Err(cacache::Error::IntegrityError(_)) => {
+                    let _ = cacache::remove_hash(&self.dir, &sri).await;
+                    let _ = cacache::remove(&self.dir, &key).await;
+                    report.corrupt.push(key);
+                }
+                Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = cacache::remove(&self.dir, &key).await;
+                    report.missing.push(key);
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+            progress(done as u64 + 1, total);
+        }
+        Ok(report)
+    }
+
     /// Drop the entry `key` (its content is left for cacache to reuse or collect).
     pub async fn remove_key(&self, key: &str) -> Result<(), StoreError> {
         cacache::remove(&self.dir, key)
@@ -277,6 +317,8 @@ mod tests {
             bytes[0] ^= 1;
             std::fs::write(&entry, bytes).unwrap();
         }
+        let report = store.verify(|_, _| {}).await.unwrap();
+        assert_eq!(report.corrupt, vec!["tarball:a/a-1.0.0.tgz".to_string()]);
         assert!(store.tarball("a", "a-1.0.0.tgz").await.unwrap().is_none());
         assert!(!store.has_tarball("a", "a-1.0.0.tgz").await.unwrap());
     }

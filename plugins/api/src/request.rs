@@ -35,6 +35,23 @@ pub enum NpmRequest {
     Search(SearchQuery),
     /// `GET /-/sluice/status`: sluice's own status document.
     Status,
+    /// `GET /-/sluice/`: the status page (HTML).
+    StatusPage,
+    /// `GET /-/metrics`: Prometheus metrics.
+    Metrics,
+    /// `POST /-/npm/v1/security/…`: `npm audit`, relayed to upstream.
+    Audit {
+        /// The path relayed, e.g. `/-/npm/v1/security/advisories/bulk`.
+        path: String,
+    },
+    /// `GET /-/npm/v1/keys`, `GET /-/npm/v1/attestations/{name}@{version}`: relayed to upstream
+    /// and cached for a while.
+    Passthrough {
+        /// The path relayed.
+        path: String,
+        /// The package the request is about, if any (attestations).
+        package: Option<String>,
+    },
 }
 
 /// The parameters of `GET /-/v1/search`.
@@ -56,7 +73,13 @@ impl NpmRequest {
             | NpmRequest::Version { name, .. }
             | NpmRequest::Tarball { name, .. }
             | NpmRequest::DistTags { name } => Some(name),
-            NpmRequest::Ping | NpmRequest::Search(_) | NpmRequest::Status => None,
+            NpmRequest::Passthrough { package, .. } => package.as_deref(),
+            NpmRequest::Ping
+            | NpmRequest::Search(_)
+            | NpmRequest::Status
+            | NpmRequest::StatusPage
+            | NpmRequest::Metrics
+            | NpmRequest::Audit { .. } => None,
         }
     }
 
@@ -70,6 +93,10 @@ impl NpmRequest {
             NpmRequest::Ping => "ping",
             NpmRequest::Search(_) => "search",
             NpmRequest::Status => "status",
+            NpmRequest::StatusPage => "status-page",
+            NpmRequest::Metrics => "metrics",
+            NpmRequest::Audit { .. } => "audit",
+            NpmRequest::Passthrough { .. } => "passthrough",
         }
     }
 }

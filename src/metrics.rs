@@ -1,0 +1,271 @@
+//! Counters for `/-/metrics` (Prometheus text) and the status page.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::Mode;
+use crate::registry::Registry;
+
+/// How many distinct package names the "most requested" table tracks.
+const TRACKED_PACKAGES: usize = 10_000;
+
+/// Request counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(&'static str, u16, &'static str), u64>>,
+    bytes: AtomicU64,
+    packages: Mutex<HashMap<String, u64>>,
+    store_size: Mutex<Option<(Instant, u64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    /// Count one answered request.
+    pub fn record(
+        &self,
+        route: &'static str,
+        status: u16,
+        cache: &'static str,
+        bytes: usize,
+        package: Option<&str>,
+    ) {
+        *lock(&self.requests)
+            .entry((route, status, cache))
+            .or_default() += 1;
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        if let Some(package) = package {
+            let mut packages = lock(&self.packages);
+            if let Some(count) = packages.get_mut(package) {
+                *count += 1;
+            } else if packages.len() < TRACKED_PACKAGES {
+                packages.insert(package.to_string(), 1);
+            }
+        }
+    }
+
+    /// The `n` most requested packages.
+    pub fn top_packages(&self, n: usize) -> Vec<(String, u64)> {
+        let mut all: Vec<(String, u64)> = lock(&self.packages)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        all.truncate(n);
+        all
+    }
+
+    /// (hits, all) among packument and tarball answers.
+    pub fn hit_ratio(&self) -> (u64, u64) {
+        let requests = lock(&self.requests);
+        let mut hits = 0;
+        let mut all = 0;
+        for ((route, _, cache), count) in requests.iter() {
+            if matches!(*route, "packument" | "tarball" | "version") && *cache != "-" {
+                all += count;
+                if *cache == "HIT" {
+                    hits += count;
+                }
+            }
+        }
+        (hits, all)
+    }
+
+    /// The store's size on disk, recomputed at most every 30 s.
+    pub async fn store_bytes(&self, dir: &Path) -> u64 {
+        if let Some((at, size)) = *lock(&self.store_size) {
+            if at.elapsed() < Duration::from_secs(30) {
+                return size;
+            }
+        }
+        let dir = dir.to_path_buf();
+        let size = tokio::task::spawn_blocking(move || folder_size(&dir))
+            .await
+            .unwrap_or(0);
+        *lock(&self.store_size) = Some((Instant::now(), size));
+        size
+    }
+}
+
+fn folder_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => folder_size(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The Prometheus text of `GET /-/metrics`.
+pub async fn render(registry: &Registry) -> String {
+    let metrics = &registry.metrics;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP sluice_requests_total Requests answered, by route, status and cache status."
+    );
+    let _ = writeln!(out, "# TYPE sluice_requests_total counter");
+    let mut requests: Vec<_> = lock(&metrics.requests)
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    requests.sort();
+    for ((route, status, cache), count) in requests {
+        let _ = writeln!(
+            out,
+            "sluice_requests_total{{route=\"{route}\",status=\"{status}\",cache=\"{cache}\"}} {count}"
+        );
+    }
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let gauges: Vec<(&str, &str, &str, u64)> = vec![
+        (
+            "sluice_bytes_served_total",
+            "counter",
+            "Body bytes sent to clients.",
+            load(&metrics.bytes),
+        ),
+        (
+            "sluice_upstream_requests_total",
+            "counter",
+            "Requests sent to the upstream registry.",
+            load(&registry.upstream.stats.requests),
+        ),
+        (
+            "sluice_upstream_failures_total",
+            "counter",
+            "Upstream requests that failed.",
+            load(&registry.upstream.stats.failures),
+        ),
+        (
+            "sluice_revalidations_total",
+            "counter",
+            "Packument revalidations with upstream.",
+            load(&registry.stats.revalidations),
+        ),
+        (
+            "sluice_stale_served_total",
+            "counter",
+            "Answers served stale because upstream failed.",
+            load(&registry.stats.stale),
+        ),
+        (
+            "sluice_hot_cache_bytes",
+            "gauge",
+            "Bytes held by the in-memory hot cache.",
+            registry.hot.weighted_size(),
+        ),
+        (
+            "sluice_hot_cache_limit_bytes",
+            "gauge",
+            "The hot cache's bound (storage.memory).",
+            registry.config.storage.memory,
+        ),
+        (
+            "sluice_store_bytes",
+            "gauge",
+            "Bytes of the disk store.",
+            metrics.store_bytes(registry.store.dir()).await,
+        ),
+        (
+            "sluice_whitelist_entries",
+            "gauge",
+            "Entries on the live whitelist.",
+            registry
+                .whitelist
+                .as_ref()
+                .map_or(0, |w| w.snapshot().len() as u64),
+        ),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    if registry.config.policy.mode == Mode::Mirror {
+        let status = lock(&registry.mirror).clone();
+        if let Some(lag) = status.lag {
+            let _ = writeln!(out, "# HELP sluice_mirror_lag Changes between the feed's head and the checkpoint.\n# TYPE sluice_mirror_lag gauge\nsluice_mirror_lag {lag}");
+        }
+        let _ = writeln!(out, "# HELP sluice_mirror_packages_total Packages stored by the follower.\n# TYPE sluice_mirror_packages_total counter\nsluice_mirror_packages_total {}", status.packages);
+    }
+    out
+}
+
+/// The HTML of `GET /-/sluice/`: a small read-only status page, no JavaScript.
+pub async fn page(registry: &Registry) -> String {
+    let metrics = &registry.metrics;
+    let (hits, all) = metrics.hit_ratio();
+    let ratio = if all == 0 {
+        "—".to_string()
+    } else {
+        format!("{:.1}% ({hits} of {all})", hits as f64 * 100.0 / all as f64)
+    };
+    let requests = registry.upstream.stats.requests.load(Ordering::Relaxed);
+    let failures = registry.upstream.stats.failures.load(Ordering::Relaxed);
+    let health = if registry.upstream.is_open() {
+        "failing: not asked for a while (serving stored copies)"
+    } else {
+        "ok"
+    };
+    let mode = match registry.config.policy.mode {
+        Mode::Whitelist if registry.config.policy.read_through => "whitelist + read-through",
+        Mode::Whitelist => "whitelist",
+        Mode::Mirror => "mirror",
+    };
+    let whitelist = registry
+        .whitelist
+        .as_ref()
+        .map_or("—".to_string(), |w| w.snapshot().len().to_string());
+    let store = metrics.store_bytes(registry.store.dir()).await;
+    let mut rows = String::new();
+    for (name, count) in metrics.top_packages(15) {
+        let _ = write!(rows, "<tr><td>{}</td><td>{count}</td></tr>", escape(&name));
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=\"2\">no requests yet</td></tr>");
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>sluice status</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:48em}}td,th{{padding:.2em .8em;text-align:left}}th{{background:#eee}}</style>
+</head><body>
+<h1>sluice</h1>
+<table id="summary">
+<tr><th>mode</th><td id="mode">{mode}</td></tr>
+<tr><th>upstream</th><td id="upstream">{upstream}</td></tr>
+<tr><th>upstream health</th><td id="health">{health} ({requests} requests, {failures} failed)</td></tr>
+<tr><th>whitelist entries</th><td id="whitelist">{whitelist}</td></tr>
+<tr><th>store size</th><td id="store">{store_mb:.1} MB</td></tr>
+<tr><th>hot cache</th><td id="hot">{hot_mb:.1} MB of {limit_mb:.0} MB</td></tr>
+<tr><th>hit ratio</th><td id="ratio">{ratio}</td></tr>
+</table>
+<h2>Most requested packages</h2>
+<table id="top"><tr><th>package</th><th>requests</th></tr>{rows}</table>
+<p><a href="/-/sluice/status">status JSON</a> · <a href="/-/metrics">metrics</a></p>
+</body></html>
+"#,
+        upstream = escape(&registry.config.upstream.registry),
+        store_mb = store as f64 / 1e6,
+        hot_mb = registry.hot.weighted_size() as f64 / 1e6,
+        limit_mb = registry.config.storage.memory as f64 / 1e6,
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
