@@ -3,8 +3,11 @@
 
 use std::sync::Arc;
 
-use sluice_plugin_api::Plugin;
+use sluice_plugin_api::{Plugin, PluginError};
+use sluice_plugin_deny::DenyPlugin;
+use sluice_plugin_min_age::MinAgePlugin;
 use sluice_plugin_read_through::ReadThroughPlugin;
+use sluice_plugin_scope_pin::ScopePinPlugin;
 use sluice_plugin_whitelist::{Whitelist, WhitelistPlugin};
 
 use crate::config::{Config, Mode};
@@ -46,10 +49,14 @@ pub fn build(config: &Config) -> Result<Plugins, BuildError> {
         }
         whitelist = Some(live);
     }
-    #[allow(clippy::never_loop)] // every kind but the built-in ones is refused for now
     for plugin in &config.plugins {
         let line = plugin.line;
-        match plugin.kind.as_str() {
+        let at_line = |error: PluginError| fail(format!("line {line}: {error}"));
+        let table = &plugin.table;
+        let built: Arc<dyn Plugin> = match plugin.kind.as_str() {
+            "min-age" => Arc::new(MinAgePlugin::from_table(table).map_err(at_line)?),
+            "deny" => Arc::new(DenyPlugin::from_table(table, &plugin.base).map_err(at_line)?),
+            "scope-pin" => Arc::new(ScopePinPlugin::from_table(table).map_err(at_line)?),
             "whitelist" | "read-through" => {
                 return Err(fail(format!(
                     "line {line}: the `{}` plugin is configured by [policy] (mode, read_through, whitelist), not [[plugins]]",
@@ -58,10 +65,11 @@ pub fn build(config: &Config) -> Result<Plugins, BuildError> {
             }
             other => {
                 return Err(fail(format!(
-                    "line {line}: unknown plugin kind `{other}`"
+                    "line {line}: unknown plugin kind `{other}` (known: min-age, deny, scope-pin)"
                 )))
             }
-        }
+        };
+        list.push(built);
     }
     Ok(Plugins { list, whitelist })
 }

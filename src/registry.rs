@@ -363,7 +363,13 @@ impl Registry {
                 serde_json::to_vec(&doc.doc)
             }
             .map_err(|e| Error::NotFound(format!("cannot render {render_name}: {e}")))?;
-            Ok(Arc::new(Rendered::new(Bytes::from(body), None)))
+            let modified = doc
+                .time()
+                .and_then(|t| t.get("modified"))
+                .and_then(Value::as_str)
+                .and_then(|m| humantime::parse_rfc3339_weak(m.trim_end_matches('Z')).ok())
+                .map(|t| Arc::from(httpdate::fmt_http_date(t)));
+            Ok(Arc::new(Rendered::new(Bytes::from(body), modified)))
         })
         .await
         .map_err(|e| Error::NotFound(format!("render failed: {e}")))??;

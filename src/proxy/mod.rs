@@ -298,7 +298,13 @@ impl ProxyHttp for SluiceProxy {
             .get(http::header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let (mut response, body) = answer.into_response(if_none_match.as_deref())?;
+        let if_modified_since = header
+            .headers
+            .get(http::header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (mut response, body) =
+            answer.into_response(if_none_match.as_deref(), if_modified_since.as_deref())?;
         if let Some(status) = ctx.plugin.cache_status {
             response.insert_header("x-cache-status", status.as_str())?;
         }

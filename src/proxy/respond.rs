@@ -22,6 +22,7 @@ pub struct Answer {
     content_type: ContentType,
     body: Bytes,
     etag: Option<Arc<str>>,
+    last_modified: Option<Arc<str>>,
     gzip: bool,
     vary: bool,
     cache_control: Option<&'static str>,
@@ -41,6 +42,7 @@ impl Answer {
             content_type: ContentType::Static("application/json"),
             body: Bytes::from(value.to_string()),
             etag: None,
+            last_modified: None,
             gzip: false,
             vary: false,
             cache_control: None,
@@ -54,6 +56,7 @@ impl Answer {
             content_type: ContentType::Static(content_type),
             body: Bytes::from(body),
             etag: None,
+            last_modified: None,
             gzip: false,
             vary: false,
             cache_control: Some("no-cache"),
@@ -67,6 +70,7 @@ impl Answer {
             content_type: ContentType::Owned(content_type),
             body,
             etag: None,
+            last_modified: None,
             gzip: false,
             vary: false,
             cache_control: None,
@@ -80,6 +84,7 @@ impl Answer {
             content_type: ContentType::Static(content_type),
             body: rendered.body.clone(),
             etag: Some(rendered.etag.clone()),
+            last_modified: rendered.last_modified.clone(),
             gzip,
             vary: false,
             cache_control: Some("public, max-age=300"),
@@ -94,6 +99,7 @@ impl Answer {
             content_type: ContentType::Static("application/octet-stream"),
             body: bytes,
             etag: Some(format!("\"{hash:032x}\"").into()),
+            last_modified: None,
             gzip: false,
             vary: false,
             cache_control: Some("public, max-age=31536000, immutable"),
@@ -106,19 +112,34 @@ impl Answer {
         self
     }
 
-    /// The response header and body; a matching `If-None-Match` gives 304 without a body.
-    pub fn into_response(self, if_none_match: Option<&str>) -> Result<(ResponseHeader, Bytes)> {
-        let not_modified = match (&self.etag, if_none_match) {
-            (Some(etag), Some(header)) if self.status == 200 => header
-                .split(',')
-                .map(|t| t.trim().trim_start_matches("W/"))
-                .any(|t| t == "*" || t == &**etag),
-            _ => false,
-        };
+    /// The response header and body; a matching `If-None-Match` (or, without one, an
+    /// `If-Modified-Since` not older than `Last-Modified`) gives 304 without a body.
+    pub fn into_response(
+        self,
+        if_none_match: Option<&str>,
+        if_modified_since: Option<&str>,
+    ) -> Result<(ResponseHeader, Bytes)> {
+        let not_modified = self.status == 200
+            && match (&self.etag, if_none_match, &self.last_modified, if_modified_since) {
+                (Some(etag), Some(header), _, _) => header
+                    .split(',')
+                    .map(|t| t.trim().trim_start_matches("W/"))
+                    .any(|t| t == "*" || t == &**etag),
+                (_, None, Some(modified), Some(since)) => {
+                    match (httpdate::parse_http_date(modified), httpdate::parse_http_date(since)) {
+                        (Ok(modified), Ok(since)) => modified <= since,
+                        _ => false,
+                    }
+                }
+                _ => false,
+            };
         let status = if not_modified { 304 } else { self.status };
         let mut response = ResponseHeader::build(status, Some(8))?;
         if let Some(etag) = &self.etag {
             response.insert_header("etag", &**etag)?;
+        }
+        if let Some(modified) = &self.last_modified {
+            response.insert_header("last-modified", &**modified)?;
         }
         if let Some(cache_control) = self.cache_control {
             response.insert_header("cache-control", cache_control)?;

@@ -40,8 +40,14 @@ struct State {
     tags: HashMap<String, BTreeMap<String, String>>,
     /// Packages unpublished entirely (404 while we still remember them).
     gone: std::collections::HashSet<String>,
+    /// Versions served without a `time` entry, as (name, version).
+    untimed: std::collections::HashSet<(String, String)>,
     counts: HashMap<String, usize>,
     faults: Faults,
+    /// Requests that carried an `Authorization` header.
+    authorized: usize,
+    /// POST requests: (path, content-encoding, body).
+    posts: Vec<(String, Option<String>, Vec<u8>)>,
     /// The replication feed: (seq, name, deleted).
     feed: Vec<(u64, String, bool)>,
     next_seq: u64,
@@ -208,6 +214,14 @@ impl FakeRegistry {
         state.feed.push((seq, name.to_string(), true));
     }
 
+    /// Serve `name@version` without a `time` entry (its publish time unknown).
+    pub fn drop_time(&self, name: &str, version: &str) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .untimed
+            .insert((name.to_string(), version.to_string()));
+    }
+
     /// The tarball bytes of a version.
     pub fn tarball(&self, name: &str, version: &str) -> Vec<u8> {
         self.state.lock().unwrap().packages[name][version]
@@ -249,6 +263,16 @@ impl FakeRegistry {
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(_, v)| v)
             .sum()
+    }
+
+    /// How many requests carried an `Authorization` header.
+    pub fn authorized(&self) -> usize {
+        self.state.lock().unwrap().authorized
+    }
+
+    /// POST requests received: (path, content-encoding, body).
+    pub fn posts(&self) -> Vec<(String, Option<String>, Vec<u8>)> {
+        self.state.lock().unwrap().posts.clone()
     }
 
     /// The packument as served, for tests that compare.
@@ -295,13 +319,20 @@ fn packument(state: &State, name: &str, _base: &str) -> Option<Value> {
     let versions = state.packages.get(name)?;
     let mut time = Map::new();
     time.insert("created".into(), json!("2019-01-01T00:00:00.000Z"));
-    let modified = versions.values().map(|v| v.time.clone()).max();
+    let timed = |v: &String| !state.untimed.contains(&(name.to_string(), v.clone()));
+    let modified = versions
+        .iter()
+        .filter(|(v, _)| timed(v))
+        .map(|(_, info)| info.time.clone())
+        .max();
     time.insert(
         "modified".into(),
         json!(modified.unwrap_or_else(|| "2019-01-01T00:00:00.000Z".into())),
     );
     for (v, info) in versions {
-        time.insert(v.clone(), json!(info.time));
+        if timed(v) {
+            time.insert(v.clone(), json!(info.time));
+        }
     }
     let tags = state.tags.get(name).cloned().unwrap_or_default();
     let tags: BTreeMap<String, String> = tags
@@ -321,6 +352,7 @@ struct Request {
     method: String,
     path: String,
     headers: HashMap<String, String>,
+    body: Vec<u8>,
 }
 
 async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
@@ -332,14 +364,28 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
             let mut first = lines.next()?.split(' ');
             let method = first.next()?.to_string();
             let path = first.next()?.to_string();
-            let headers = lines
+            let headers: HashMap<String, String> = lines
                 .filter_map(|l| l.split_once(':'))
                 .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
                 .collect();
+            let length: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            while buf.len() < length {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf.drain(..length).collect();
             return Some(Request {
                 method,
                 path,
                 headers,
+                body,
             });
         }
         let mut chunk = [0u8; 8192];
@@ -361,6 +407,16 @@ async fn connection(
         let faults = {
             let mut s = state.lock().unwrap();
             *s.counts.entry(request.path.clone()).or_default() += 1;
+            if request.headers.contains_key("authorization") {
+                s.authorized += 1;
+            }
+            if request.method == "POST" {
+                s.posts.push((
+                    request.path.clone(),
+                    request.headers.get("content-encoding").cloned(),
+                    request.body.clone(),
+                ));
+            }
             s.faults.clone()
         };
         if faults.down {
@@ -416,6 +472,17 @@ fn answer(
     if decoded == "/" || decoded.is_empty() {
         let body = json!({"update_seq": state.next_seq - 10}).to_string();
         return (200, "application/json", body.into_bytes(), None);
+    }
+    if request.method == "POST" {
+        return match path {
+            "/-/npm/v1/security/advisories/bulk" => (200, "application/json", b"{}".to_vec(), None),
+            "/-/npm/v1/security/audits/quick" => (410, "application/json", br#"{"error":"gone"}"#.to_vec(), None),
+            _ => (405, "application/json", b"{}".to_vec(), None),
+        };
+    }
+    if decoded == "/-/npm/v1/keys" {
+        let body = br#"{"keys":[{"expires":null,"keyid":"SHA256:fake","keytype":"ecdsa-sha2-nistp256","scheme":"ecdsa-sha2-nistp256","key":"MFkw"}]}"#;
+        return (200, "application/json", body.to_vec(), None);
     }
     if decoded == "/_changes" {
         return (

@@ -1,0 +1,232 @@
+//! The endpoints npm commands use every day, and operating sluice: audit, signing keys,
+//! search, conditional requests, metrics, the status page, verify.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+
+use support::{FakeRegistry, Project, Sluice};
+
+fn tree(upstream: &FakeRegistry) {
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("left", "1.1.0", &[]);
+    upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+    upstream.publish_with(
+        "top",
+        "3.0.0",
+        serde_json::json!({"dependencies": {"left": "~1.1.0", "right": "^2"}, "description": "the top of the tree", "keywords": ["summit"]}),
+        None,
+    );
+}
+
+fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
+    sluice::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new().post(url).body(body.to_vec());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    })
+}
+
+#[test]
+fn npm_audit_is_relayed_and_a_down_upstream_answers_503() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "top\nright\nleft\n", "");
+    let project = Project::new();
+    project.install(&sluice.url(), &["top"]);
+    let out = project.npm(&sluice.url(), &["audit"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("found 0 vulnerabilities"), "{stdout}");
+    let posts = upstream.posts();
+    let bulk = posts
+        .iter()
+        .find(|(path, _, _)| path == "/-/npm/v1/security/advisories/bulk")
+        .expect("the bulk advisory request reached upstream");
+    assert_eq!(bulk.1.as_deref(), Some("gzip"), "the gzip-encoded body is relayed as is");
+
+    let (status, _) = post(&format!("{}-/npm/v1/security/audits/quick", sluice.url()), b"{}", &[]);
+    assert_eq!(status, 410, "upstream's 410 is relayed");
+
+    upstream.set_down(true);
+    let (status, body) = post(
+        &format!("{}-/npm/v1/security/advisories/bulk", sluice.url()),
+        b"{}",
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(status, 503);
+    assert!(body.contains("\"error\""), "{body}");
+}
+
+#[test]
+fn signing_keys_are_relayed_and_cached_and_credentials_never_go_upstream() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "top\nright\nleft\n", "");
+    for _ in 0..3 {
+        let (status, keys) = sluice.get_json("/-/npm/v1/keys");
+        assert_eq!(status, 200);
+        assert_eq!(keys["keys"][0]["keyid"], "SHA256:fake");
+    }
+    assert_eq!(upstream.count("/-/npm/v1/keys"), 1);
+    let (status, _, _) = sluice.get("/top", &[("authorization", "Bearer secret-token")]);
+    assert_eq!(status, 200);
+    assert_eq!(upstream.authorized(), 0);
+    // dist.integrity is never altered.
+    let (_, doc) = sluice.get_json("/left");
+    let upstream_doc = upstream.packument("left").unwrap();
+    assert_eq!(
+        doc["versions"]["1.1.0"]["dist"]["integrity"],
+        upstream_doc["versions"]["1.1.0"]["dist"]["integrity"]
+    );
+}
+
+#[test]
+fn search_view_and_conditional_requests() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "top\nright\nleft\n", "");
+    let project = Project::new();
+    project.install(&sluice.url(), &["top"]);
+    let (status, found) = sluice.get_json("/-/v1/search?text=summit&size=5");
+    assert_eq!(status, 200);
+    assert_eq!(found["objects"][0]["package"]["name"], "top");
+    assert_eq!(found["objects"][0]["package"]["description"], "the top of the tree");
+    assert_eq!(found["total"], 1);
+    let out = project.npm(&sluice.url(), &["search", "summit"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("top"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // X-Cache-Status on packuments and tarballs.
+    let (_, headers, _) = sluice.get("/top/-/top-3.0.0.tgz", &[]);
+    assert_eq!(headers["x-cache-status"], "HIT");
+    let (_, headers, _) = sluice.get("/top", &[]);
+    assert_eq!(headers["x-cache-status"], "HIT");
+    // If-Modified-Since → 304.
+    let modified = headers["last-modified"].to_str().unwrap().to_string();
+    let (status, _, body) = sluice.get("/top", &[("if-modified-since", &modified)]);
+    assert_eq!(status, 304);
+    assert!(body.is_empty());
+    let (status, _, _) = sluice.get("/top", &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")]);
+    assert_eq!(status, 200);
+    // HEAD: headers with the length, no body.
+    let addr = sluice.server.as_ref().unwrap().addr;
+    let answer = support::raw_request(addr, "HEAD /top/-/top-3.0.0.tgz HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let tarball_len = upstream.tarball("top", "3.0.0").len();
+    assert!(answer.to_ascii_lowercase().contains(&format!("content-length: {tarball_len}")), "{answer}");
+}
+
+#[test]
+fn metrics_and_the_status_page_show_what_happened() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "top\nright\nleft\n", "");
+    let project = Project::new();
+    project.install(&sluice.url(), &["top"]);
+    let (status, _, body) = sluice.get("/-/metrics", &[]);
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body).unwrap();
+    for needle in [
+        "sluice_requests_total{route=\"packument\",status=\"200\",cache=\"MISS\"}",
+        "sluice_requests_total{route=\"tarball\",status=\"200\",cache=\"MISS\"}",
+        "sluice_upstream_requests_total ",
+        "sluice_hot_cache_bytes ",
+        "sluice_store_bytes ",
+        "sluice_whitelist_entries 3",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+    let (status, _, page) = sluice.get("/-/sluice/", &[]);
+    assert_eq!(status, 200);
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("<td id=\"mode\">whitelist</td>"), "{page}");
+    assert!(page.contains("<td>top</td>"), "{page}");
+
+    // The page as a browser shows it (Debian's chromium, headless), when installed.
+    if Command::new("chromium").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: chromium is not installed (run .ci/run)");
+        return;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("{}-/sluice/", sluice.url()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("<h1>sluice</h1>"), "{dom}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dom.contains("whitelist entries"), "{dom}");
+    assert!(dom.contains("<td>3</td>") || dom.contains(">3</td>"), "{dom}");
+    assert!(dom.contains("<td>top</td>"), "{dom}");
+}
+
+#[test]
+fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "top\nright\nleft\n", "");
+    let (status, _, _) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!(status, 200);
+    let dir = sluice.stop();
+    // Flip a byte of every stored tarball-sized content file.
+    let tarball = upstream.tarball("left", "1.0.0");
+    let mut flipped = 0;
+    for path in walk(&dir.path().join("data/content-v2")) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes == tarball {
+            bytes[10] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 1);
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["verify", "--config"])
+        .arg(dir.path().join("sluice.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("corrupt, removed: tarball:left/left-1.0.0.tgz"), "{stdout}");
+    let again = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["verify", "--config"])
+        .arg(dir.path().join("sluice.toml"))
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+    let sluice = Sluice::start_in(dir, &upstream, "");
+    let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(bytes, tarball);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
