@@ -476,7 +476,12 @@ fn answer(
     if request.method == "POST" {
         return match path {
             "/-/npm/v1/security/advisories/bulk" => (200, "application/json", b"{}".to_vec(), None),
-            "/-/npm/v1/security/audits/quick" => (410, "application/json", br#"{"error":"gone"}"#.to_vec(), None),
+            "/-/npm/v1/security/audits/quick" => (
+                410,
+                "application/json",
+                br#"{"error":"gone"}"#.to_vec(),
+                None,
+            ),
             _ => (405, "application/json", b"{}".to_vec(), None),
         };
     }

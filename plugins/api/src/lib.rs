@@ -11,6 +11,7 @@
 //!
 //! Plugins see only this crate, never the proxy's internals.
 
+pub mod config;
 pub mod name;
 mod packument;
 mod request;

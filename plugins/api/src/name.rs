@@ -40,6 +40,58 @@ pub fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '!' | '*' | '\'' | '(' | ')')
 }
 
+/// The scope of a scoped name (`@scope` of `@scope/name`), if it has one.
+pub fn scope_of(name: &str) -> Option<&str> {
+    match name.split_once('/') {
+        Some((scope, _)) if scope.starts_with('@') => Some(scope),
+        _ => None,
+    }
+}
+
+/// A package name or a whole scope, as plugin lists write them: `left-pad`, `@types/node`,
+/// `@acme/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NamePattern {
+    /// A package name, matched exactly (case-sensitively).
+    Name(String),
+    /// `@scope/*`: every package of the scope; holds `@scope`.
+    Scope(String),
+}
+
+impl NamePattern {
+    /// Parse `name` or `@scope/*`; the error says what is wrong, for a person.
+    pub fn parse(text: &str) -> Result<NamePattern, String> {
+        if let Some(scope) = text.strip_suffix("/*") {
+            if !scope.starts_with('@') {
+                return Err(format!(
+                    "`{text}`: only a scope can end in `/*`, as in `@scope/*`"
+                ));
+            }
+            check_name(&format!("{scope}/x"))?;
+            return Ok(NamePattern::Scope(scope.to_string()));
+        }
+        check_name(text)?;
+        Ok(NamePattern::Name(text.to_string()))
+    }
+
+    /// Whether `name` is this name, or a package of this scope.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            NamePattern::Name(own) => own == name,
+            NamePattern::Scope(scope) => scope_of(name) == Some(scope.as_str()),
+        }
+    }
+}
+
+impl std::fmt::Display for NamePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NamePattern::Name(name) => f.write_str(name),
+            NamePattern::Scope(scope) => write!(f, "{scope}/*"),
+        }
+    }
+}
+
 fn check_part(part: &str) -> Result<(), &'static str> {
     if part.is_empty() {
         return Err("is empty");
@@ -55,6 +107,7 @@ fn check_part(part: &str) -> Result<(), &'static str> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -67,6 +120,19 @@ mod tests {
             "a-b_c~d",
         ] {
             assert!(is_valid_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_names_and_scopes() {
+        let scope = NamePattern::parse("@acme/*").unwrap();
+        assert!(scope.matches("@acme/tool"));
+        assert!(!scope.matches("@acmex/tool") && !scope.matches("acme"));
+        let name = NamePattern::parse("left-pad").unwrap();
+        assert!(name.matches("left-pad") && !name.matches("left-pad2"));
+        assert_eq!(scope.to_string(), "@acme/*");
+        for bad in ["acme/*", "@a b/*", "../x", "@acme"] {
+            assert!(NamePattern::parse(bad).is_err(), "{bad}");
         }
     }
 

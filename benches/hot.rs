@@ -1,0 +1,98 @@
+//! Benches of the functions on sluice's render path, on the real fixtures in
+//! `../shared/fixtures/packuments/` (read at run time; skipped with a message when absent).
+//!
+//! `cargo bench --bench hot` (add `-- express` to run a subset).
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read as _;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sluice::packument::{abbreviate, merge, parse, rewrite};
+use sluice::registry::gzip_bytes;
+
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/packuments/"
+);
+const PUBLIC_URL: &str = "http://127.0.0.1:4870/";
+
+/// (fixture file, package name): a large (~0.5 MB) and a very large (~9 MB) document.
+const DOCUMENTS: &[(&str, &str)] = &[
+    ("express.json.gz", "express"),
+    ("types__node.json.gz", "@types/node"),
+];
+
+fn load(file: &str) -> Option<Vec<u8>> {
+    let compressed = std::fs::read(format!("{FIXTURES}{file}")).ok()?;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
+fn benches(c: &mut Criterion) {
+    for (file, name) in DOCUMENTS {
+        let Some(bytes) = load(file) else {
+            eprintln!("hot: {FIXTURES}{file} is absent: skipping the {name} benches");
+            continue;
+        };
+        let doc = parse(&bytes, name).expect("fixture parses");
+        let mut rewritten = doc.clone();
+        rewrite(&mut rewritten, PUBLIC_URL);
+        let full_body = serde_json::to_vec(&rewritten.doc).unwrap();
+        // Upstream dropped the ten newest versions: merge restores them from the held copy.
+        let mut fresh = doc.clone();
+        let drop: Vec<String> = fresh
+            .versions()
+            .unwrap()
+            .keys()
+            .rev()
+            .take(10)
+            .cloned()
+            .collect();
+        for version in &drop {
+            fresh.versions_mut().shift_remove(version);
+        }
+
+        let mut group = c.benchmark_group(format!("hot/{name}"));
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function("parse", |b| b.iter(|| parse(&bytes, name).unwrap()));
+        group.bench_function("merge (10 versions restored)", |b| {
+            b.iter_batched(
+                || fresh.clone(),
+                |mut fresh| merge(&mut fresh, &doc),
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function("rewrite", |b| {
+            b.iter_batched(
+                || doc.clone(),
+                |mut doc| rewrite(&mut doc, PUBLIC_URL),
+                BatchSize::LargeInput,
+            )
+        });
+        group.bench_function("abbreviate", |b| b.iter(|| abbreviate(&rewritten)));
+        group.bench_function("serialize full", |b| {
+            b.iter(|| serde_json::to_vec(&rewritten.doc).unwrap())
+        });
+        group.bench_function("gzip full body", |b| b.iter(|| gzip_bytes(&full_body)));
+        group.bench_function("render full (parse+rewrite+serialize)", |b| {
+            b.iter(|| {
+                let mut doc = parse(&bytes, name).unwrap();
+                rewrite(&mut doc, PUBLIC_URL);
+                serde_json::to_vec(&doc.doc).unwrap()
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(hot, benches);
+criterion_main!(hot);
