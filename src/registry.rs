@@ -229,7 +229,17 @@ impl Registry {
                     last_modified,
                     fetched_at: now,
                 };
-                let integrity = self.store.put_packument(name, &to_store, &meta).await?;
+                let integrity = match self.store.put_packument(name, &to_store, &meta).await {
+                    Ok(integrity) => integrity,
+                    Err(error) => {
+                        // Serve what upstream sent even when it cannot be kept.
+                        tracing::error!(package = name, %error, "packument not stored");
+                        ssri::IntegrityOpts::new()
+                            .algorithm(ssri::Algorithm::Sha256)
+                            .chain(&to_store)
+                            .result()
+                    }
+                };
                 if held.as_ref().is_none_or(|h| h.integrity != integrity) {
                     self.hot.invalidate_packument(name).await;
                 }
@@ -470,7 +480,11 @@ impl Registry {
                     "the upstream registry has no tarball {name}/-/{file}"
                 ))
             })?;
-        self.store.put_tarball(name, file, &bytes).await?;
+        if let Err(error) = self.store.put_tarball(name, file, &bytes).await {
+            // The bytes are verified: the client gets them even when they cannot be kept.
+            tracing::error!(package = name, file, %error, "tarball not stored");
+            return Ok(bytes);
+        }
         let key = HotKey::Tarball {
             name: name.into(),
             file: file.into(),

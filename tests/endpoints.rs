@@ -43,16 +43,37 @@ fn npm_audit_is_relayed_and_a_down_upstream_answers_503() {
     project.install(&sluice.url(), &["top"]);
     let out = project.npm(&sluice.url(), &["audit"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("found 0 vulnerabilities"), "{stdout}");
     let posts = upstream.posts();
     let bulk = posts
         .iter()
         .find(|(path, _, _)| path == "/-/npm/v1/security/advisories/bulk")
         .expect("the bulk advisory request reached upstream");
-    assert_eq!(bulk.1.as_deref(), Some("gzip"), "the gzip-encoded body is relayed as is");
+    // npm sends it gzip-encoded; sluice relays it decoded, filtered by the policy.
+    let sent: serde_json::Value = serde_json::from_slice(&bulk.2).unwrap();
+    assert!(sent["left"].is_array(), "{sent}");
 
-    let (status, _) = post(&format!("{}-/npm/v1/security/audits/quick", sluice.url()), b"{}", &[]);
+    // Names the policy does not serve are not sent upstream.
+    let (status, _) = post(
+        &format!("{}-/npm/v1/security/advisories/bulk", sluice.url()),
+        br#"{"left":["1.1.0"],"@private/secret":["1.0.0"]}"#,
+        &[("content-type", "application/json")],
+    );
+    assert_eq!(status, 200);
+    let last = upstream.posts().pop().unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&last.2).unwrap();
+    assert!(sent.get("@private/secret").is_none(), "{sent}");
+
+    let (status, _) = post(
+        &format!("{}-/npm/v1/security/audits/quick", sluice.url()),
+        b"{}",
+        &[],
+    );
     assert_eq!(status, 410, "upstream's 410 is relayed");
 
     upstream.set_down(true);
@@ -98,10 +119,17 @@ fn search_view_and_conditional_requests() {
     let (status, found) = sluice.get_json("/-/v1/search?text=summit&size=5");
     assert_eq!(status, 200);
     assert_eq!(found["objects"][0]["package"]["name"], "top");
-    assert_eq!(found["objects"][0]["package"]["description"], "the top of the tree");
+    assert_eq!(
+        found["objects"][0]["package"]["description"],
+        "the top of the tree"
+    );
     assert_eq!(found["total"], 1);
     let out = project.npm(&sluice.url(), &["search", "summit"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("top"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("top"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // X-Cache-Status on packuments and tarballs.
     let (_, headers, _) = sluice.get("/top/-/top-3.0.0.tgz", &[]);
@@ -113,14 +141,25 @@ fn search_view_and_conditional_requests() {
     let (status, _, body) = sluice.get("/top", &[("if-modified-since", &modified)]);
     assert_eq!(status, 304);
     assert!(body.is_empty());
-    let (status, _, _) = sluice.get("/top", &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")]);
+    let (status, _, _) = sluice.get(
+        "/top",
+        &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")],
+    );
     assert_eq!(status, 200);
     // HEAD: headers with the length, no body.
     let addr = sluice.server.as_ref().unwrap().addr;
-    let answer = support::raw_request(addr, "HEAD /top/-/top-3.0.0.tgz HTTP/1.1\r\nhost: x\r\n\r\n");
+    let answer = support::raw_request(
+        addr,
+        "HEAD /top/-/top-3.0.0.tgz HTTP/1.1\r\nhost: x\r\n\r\n",
+    );
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let tarball_len = upstream.tarball("top", "3.0.0").len();
-    assert!(answer.to_ascii_lowercase().contains(&format!("content-length: {tarball_len}")), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {tarball_len}")),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -172,9 +211,16 @@ fn metrics_and_the_status_page_show_what_happened() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("<h1>sluice</h1>"), "{dom}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        dom.contains("<h1>sluice</h1>"),
+        "{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dom.contains("whitelist entries"), "{dom}");
-    assert!(dom.contains("<td>3</td>") || dom.contains(">3</td>"), "{dom}");
+    assert!(
+        dom.contains("<td>3</td>") || dom.contains(">3</td>"),
+        "{dom}"
+    );
     assert!(dom.contains("<td>top</td>"), "{dom}");
 }
 
@@ -205,13 +251,20 @@ fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("corrupt, removed: tarball:left/left-1.0.0.tgz"), "{stdout}");
+    assert!(
+        stdout.contains("corrupt, removed: tarball:left/left-1.0.0.tgz"),
+        "{stdout}"
+    );
     let again = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["verify", "--config"])
         .arg(dir.path().join("sluice.toml"))
         .output()
         .unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stdout));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     let sluice = Sluice::start_in(dir, &upstream, "");
     let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
     assert_eq!(status, 200);

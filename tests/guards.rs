@@ -19,6 +19,30 @@ fn publish_at(upstream: &FakeRegistry, name: &str, version: &str, days: f64) {
     upstream.publish_with(name, version, json!({}), Some(&days_ago(days)));
 }
 
+/// The answer the host's tarball check (every plugin's `on_tarball`) gives for `file` of `name`.
+fn tarball_refusal(sluice: &Sluice, name: &str, file: &str) -> Option<(u16, String)> {
+    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(registry.tarball_refusal(name, file))
+        .unwrap()
+        .map(|response| (response.status, response.message))
+}
+
+/// GET a tarball that a plugin's `on_tarball` refuses: the refusal, as served.
+fn refused_tarball(sluice: &Sluice, name: &str, file: &str) -> (u16, String) {
+    let refusal = tarball_refusal(sluice, name, file);
+    assert!(refusal.is_some(), "no plugin refuses {name}/-/{file}");
+    let served = error_of(sluice, &format!("/{name}/-/{file}"));
+    assert_eq!(
+        Some(&served),
+        refusal.as_ref(),
+        "the refusal is not what the proxy serves for {name}/-/{file} \
+         (does it call Registry::tarball_refusal?)"
+    );
+    served
+}
+
 fn error_of(sluice: &Sluice, path: &str) -> (u16, String) {
     let (status, body) = sluice.get_json(path);
     (status, body["error"].as_str().unwrap_or("").to_string())
@@ -57,7 +81,7 @@ fn with_min_age_npm_installs_the_newest_version_old_enough_and_the_young_one_is_
     let (status, tags) = sluice.get_json("/-/package/fresh/dist-tags");
     assert_eq!((status, &tags["latest"]), (200, &json!("1.1.0")));
 
-    let (status, message) = error_of(&sluice, "/fresh/-/fresh-1.2.0.tgz");
+    let (status, message) = refused_tarball(&sluice, "fresh", "fresh-1.2.0.tgz");
     assert_eq!(status, 403, "{message}");
     let published = &days_ago(1.0)[..10];
     let in_six_days = SystemTime::now() + Duration::from_secs(6 * 86_400);
@@ -85,7 +109,7 @@ fn a_version_without_a_publish_time_is_hidden() {
     let (_, doc) = sluice.get_json("/untimed");
     assert_eq!(versions(&doc), vec!["1.0.0"]);
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
-    let (status, message) = error_of(&sluice, "/untimed/-/untimed-1.1.0.tgz");
+    let (status, message) = refused_tarball(&sluice, "untimed", "untimed-1.1.0.tgz");
     assert_eq!(status, 403);
     assert!(message.contains("no publish time"), "{message}");
 }
@@ -171,7 +195,7 @@ fn deny_hides_a_range_an_exact_denied_version_fails_and_an_open_range_resolves_t
         doc["dist-tags"].get("old").is_none(),
         "a tag left with no allowed version is dropped: {doc}"
     );
-    let (status, message) = error_of(&sluice, "/lodash/-/lodash-4.17.20.tgz");
+    let (status, message) = refused_tarball(&sluice, "lodash", "lodash-4.17.20.tgz");
     assert_eq!(status, 403);
     assert!(message.contains("lodash@<4.17.21"), "{message}");
     let (status, _, _) = sluice.get("/lodash/-/lodash-4.17.21.tgz", &[]);

@@ -130,6 +130,14 @@ impl SluiceProxy {
                 Err(e) => return Answer::error(400, format!("cannot read the request body: {e}")),
             }
         }
+        let (body, content_encoding) = if path.ends_with("/advisories/bulk") {
+            match self.bulk_for_upstream(&body, content_encoding.as_deref()) {
+                Ok(body) => (body, None),
+                Err(message) => return Answer::error(400, message),
+            }
+        } else {
+            (body.freeze(), content_encoding)
+        };
         match self
             .registry
             .upstream
@@ -138,7 +146,7 @@ impl SluiceProxy {
                 path,
                 content_type.as_deref(),
                 content_encoding.as_deref(),
-                Some(body.freeze()),
+                Some(body),
             )
             .await
         {
@@ -148,6 +156,33 @@ impl SluiceProxy {
                 format!("npm audit needs the upstream registry, which cannot be reached: {e}"),
             ),
         }
+    }
+
+    /// The bulk advisory request as sent upstream: only packages the policy serves, so names
+    /// of private scopes (scope-pin) or denied packages never leave.
+    fn bulk_for_upstream(
+        &self,
+        body: &[u8],
+        encoding: Option<&str>,
+    ) -> Result<bytes::Bytes, String> {
+        use std::io::Read as _;
+        let mut plain = Vec::new();
+        match encoding.map(str::trim) {
+            None | Some("identity") => plain.extend_from_slice(body),
+            Some(e) if e.eq_ignore_ascii_case("gzip") => {
+                flate2::read::GzDecoder::new(body)
+                    .take(MAX_AUDIT_BODY as u64 * 8)
+                    .read_to_end(&mut plain)
+                    .map_err(|e| format!("the audit body is not valid gzip: {e}"))?;
+            }
+            Some(other) => return Err(format!("unsupported content-encoding `{other}`")),
+        }
+        let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain)
+            .map_err(|e| format!("the audit body is not a JSON object: {e}"))?;
+        doc.retain(|name, _| self.registry.allows(name));
+        Ok(bytes::Bytes::from(
+            serde_json::Value::Object(doc).to_string(),
+        ))
     }
 
     /// Relay a GET (signing keys, attestations), cached for a while when it succeeds.
@@ -203,10 +238,14 @@ impl SluiceProxy {
                 Answer::json(200, &v)
             }),
             NpmRequest::Tarball { name, file } => {
-                registry.tarball(name, file).await.map(|(bytes, status)| {
-                    ctx.plugin.cache_status = Some(status);
-                    Answer::tarball(bytes)
-                })
+                match registry.tarball_refusal(name, file).await {
+                    Ok(Some(refusal)) => Ok(Answer::error(refusal.status, refusal.message)),
+                    Err(error) => Err(error),
+                    Ok(None) => registry.tarball(name, file).await.map(|(bytes, status)| {
+                        ctx.plugin.cache_status = Some(status);
+                        Answer::tarball(bytes)
+                    }),
+                }
             }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
             NpmRequest::Metrics => Ok(Answer::text(
@@ -293,18 +332,20 @@ impl ProxyHttp for SluiceProxy {
         let answer = self.answer(session, ctx).await;
         let header = session.req_header();
         let head = header.method == http::Method::HEAD;
-        let if_none_match = header
-            .headers
-            .get(http::header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let if_modified_since = header
-            .headers
-            .get(http::header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let (mut response, body) =
-            answer.into_response(if_none_match.as_deref(), if_modified_since.as_deref())?;
+        let text = |name: http::header::HeaderName| {
+            header
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let conditions = respond::Conditions {
+            if_none_match: text(http::header::IF_NONE_MATCH),
+            if_modified_since: text(http::header::IF_MODIFIED_SINCE),
+            range: text(http::header::RANGE),
+            if_range: text(http::header::IF_RANGE),
+        };
+        let (mut response, body) = answer.into_response(&conditions)?;
         if let Some(status) = ctx.plugin.cache_status {
             response.insert_header("x-cache-status", status.as_str())?;
         }

@@ -74,6 +74,7 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    fail_writes: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn packument_key(name: &str) -> String {
@@ -87,7 +88,24 @@ fn tarball_key(name: &str, file: &str) -> String {
 impl Store {
     /// A store in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            fail_writes: Default::default(),
+        }
+    }
+
+    /// Fault hook for tests: make every write fail as a full disk does.
+    #[doc(hidden)]
+    pub fn set_fail_writes(&self, fail: bool) {
+        self.fail_writes
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(self.fail("No space left on device (os error 28)"));
+        }
+        Ok(())
     }
 
     /// The store's folder.
@@ -134,6 +152,7 @@ impl Store {
         bytes: &[u8],
         meta: &PackumentMeta,
     ) -> Result<Integrity, StoreError> {
+        self.check_writable()?;
         let metadata = serde_json::to_value(meta).map_err(|e| self.fail(e))?;
         let mut writer = cacache::WriteOpts::new()
             .algorithm(Algorithm::Sha256)
@@ -191,6 +210,7 @@ impl Store {
         file: &str,
         bytes: &[u8],
     ) -> Result<(), StoreError> {
+        self.check_writable()?;
         let mut writer = cacache::WriteOpts::new()
             .algorithm(Algorithm::Sha512)
             .size(bytes.len())
