@@ -206,36 +206,6 @@ done = function(summary, latency, requests)
 end
 EOF
 
-log "priming"
-for peer in "${PEERS[@]}"; do
-    for t in "${TARGETS[@]}"; do
-        IFS='|' read -r _ path accept enc <<<"$t"
-        for _ in 1 2; do
-            curl -sf -o /dev/null -H "$accept" -H "$enc" "http://127.0.0.1:${PORT[$peer]}$path"
-        done
-    done
-done
-
-RESULTS=$WORK/results.tsv
-: >"$RESULTS"
-for t in "${TARGETS[@]}"; do
-    IFS='|' read -r name path accept enc <<<"$t"
-    for peer in "${PEERS[@]}"; do
-        url="http://127.0.0.1:${PORT[$peer]}$path"
-        # what one client gets: status, bytes on the wire, encoding, cache status
-        probe=$(curl -s -o /dev/null -D "$WORK/headers" -w '%{http_code} %{size_download}' -H "$accept" -H "$enc" "$url")
-        ce=$(grep -i '^content-encoding:' "$WORK/headers" | tr -d '\r' | awk '{print $2}')
-        cs=$(grep -i '^x-cache-status:' "$WORK/headers" | tr -d '\r' | awk '{print $2}')
-        log "wrk: $name via $peer ($probe ${ce:-identity} ${cs:--})"
-        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
-            -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
-        read -r _ rps p50 p99 errors requests <<<"$out"
-        echo "$out" >&2
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p50" "$p99" "$errors" \
-            "${probe#* }" "${ce:-identity}" >>"$RESULTS"
-    done
-done
-
 # ---------------------------------------------------------------- npm install
 cat >"$WORK/package.json.in" <<'EOF'
 { "name": "bench-project", "version": "1.0.0", "private": true,
@@ -281,9 +251,47 @@ done
 
 log "idle memory after the installs"
 sleep 5
+hot_bytes() { curl -sf "http://127.0.0.1:$SL/-/sluice/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hot_cache_bytes"])'; }
 SL_RSS=$(rss_kb "$SL_PID")
 NG_RSS=$(rss_kb $(ng_pids))
-HOT=$(curl -sf "http://127.0.0.1:$SL/-/sluice/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hot_cache_bytes"])')
+HOT=$(hot_bytes)
+
+
+log "priming"
+for peer in "${PEERS[@]}"; do
+    for t in "${TARGETS[@]}"; do
+        IFS='|' read -r _ path accept enc <<<"$t"
+        for _ in 1 2; do
+            curl -sf -o /dev/null -H "$accept" -H "$enc" "http://127.0.0.1:${PORT[$peer]}$path"
+        done
+    done
+done
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+for t in "${TARGETS[@]}"; do
+    IFS='|' read -r name path accept enc <<<"$t"
+    for peer in "${PEERS[@]}"; do
+        url="http://127.0.0.1:${PORT[$peer]}$path"
+        # what one client gets: status, bytes on the wire, encoding, cache status
+        probe=$(curl -s -o /dev/null -D "$WORK/headers" -w '%{http_code} %{size_download}' -H "$accept" -H "$enc" "$url")
+        ce=$(grep -i '^content-encoding:' "$WORK/headers" | tr -d '\r' | awk '{print $2}' || true)
+        cs=$(grep -i '^x-cache-status:' "$WORK/headers" | tr -d '\r' | awk '{print $2}' || true)
+        log "wrk: $name via $peer ($probe ${ce:-identity} ${cs:--})"
+        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
+            -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
+        read -r _ rps p50 p99 errors requests <<<"$out"
+        echo "$out" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p50" "$p99" "$errors" \
+            "${probe#* }" "${ce:-identity}" >>"$RESULTS"
+    done
+done
+
+log "idle memory after the throughput runs"
+sleep 5
+SL_RSS2=$(rss_kb "$SL_PID")
+NG_RSS2=$(rss_kb $(ng_pids))
+HOT2=$(hot_bytes)
 
 # ---------------------------------------------------------------- single-flight
 log "single-flight: $BURST concurrent requests for one uncached packument and tarball"
@@ -327,9 +335,10 @@ fi
 
 # ---------------------------------------------------------------- table
 log "results"
-python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$STARTUP" "$DURATION" "$CONNS" <<'EOF'
+python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$SL_RSS2 $NG_RSS2 $HOT2" "$STARTUP" "$DURATION" "$CONNS" <<'EOF'
 import json, statistics, sys
-results, installs, bursts, sl_rss, ng_rss, hot, startup, duration, conns = sys.argv[1:]
+results, installs, bursts, sl_rss, ng_rss, hot, after, startup, duration, conns = sys.argv[1:]
+sl_rss2, ng_rss2, hot2 = after.split()
 rows = {}
 for line in open(results):
     name, peer, rps, p50, p99, err, size, ce = line.rstrip("\n").split("\t")
@@ -353,9 +362,11 @@ for peer, runs in per.items():
     walls = [r[0] for r in runs]
     print(f"| {peer} | {len(runs)} | {statistics.median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} "
           f"| {', '.join(r[2] for r in runs)} | {runs[0][1]} |")
-print(f"\n### Memory\n\nsluice RSS idle after the installs: {int(sl_rss) / 1024:.1f} MiB "
-      f"(hot cache {int(hot) / 1048576:.1f} MiB of storage.memory = 256 MiB); "
-      f"nginx (master + workers): {int(ng_rss) / 1024:.1f} MiB")
+print("\n### Memory (idle, 5 s after the phase; hot cache bound storage.memory = 256 MiB)\n")
+print("| after | sluice RSS MiB | sluice hot cache MiB | nginx RSS MiB (master + workers) |")
+print("|---|---:|---:|---:|")
+print(f"| the npm installs (first phase) | {int(sl_rss) / 1024:.1f} | {int(hot) / 1048576:.1f} | {int(ng_rss) / 1024:.1f} |")
+print(f"| the throughput runs (9 MB documents too) | {int(sl_rss2) / 1024:.1f} | {int(hot2) / 1048576:.1f} | {int(ng_rss2) / 1024:.1f} |")
 print("\n### Single-flight\n\n| peer | uncached | concurrent requests | 200s | distinct bodies | upstream fetches | seconds |")
 print("|---|---|---:|---:|---:|---:|---:|")
 for line in open(bursts):

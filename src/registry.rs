@@ -420,21 +420,21 @@ impl Registry {
         self: &Arc<Self>,
         name: &str,
         file: &str,
-    ) -> Result<(Bytes, CacheStatus), Error> {
+    ) -> Result<(Arc<Rendered>, CacheStatus), Error> {
         let key = HotKey::Tarball {
             name: name.into(),
             file: file.into(),
         };
+        // The hot entry carries its ETag: a hit never hashes the body again.
         if let Some(hit) = self.hot.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((hit.body.clone(), CacheStatus::Hit));
+            return Ok((hit, CacheStatus::Hit));
         }
         if let Some(bytes) = self.store.tarball(name, file).await? {
-            self.hot
-                .insert(key, Arc::new(Rendered::new(bytes.clone(), None)))
-                .await;
+            let rendered = Arc::new(Rendered::new(bytes, None));
+            self.hot.insert(key, rendered.clone()).await;
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok((bytes, CacheStatus::Hit));
+            return Ok((rendered, CacheStatus::Hit));
         }
         let this = self.clone();
         let (task_name, task_file) = (name.to_string(), file.to_string());
@@ -445,7 +445,7 @@ impl Registry {
             })
             .await;
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        Ok((bytes?, CacheStatus::Miss))
+        Ok((Arc::new(Rendered::new(bytes?, None)), CacheStatus::Miss))
     }
 
     /// Fetch a tarball from upstream, verify it against the integrity its packument
@@ -534,6 +534,21 @@ impl Registry {
             }
         }
         Ok(None)
+    }
+
+    /// Treat the stored packument of `name` as due for revalidation (admin and test hook).
+    pub async fn mark_stale(&self, name: &str) -> Result<(), Error> {
+        self.confirmed.insert(name.into(), 0);
+        if let Some(stored) = self.store.packument(name).await? {
+            let meta = PackumentMeta {
+                fetched_at: 0,
+                ..stored.meta.clone()
+            };
+            self.store
+                .touch_packument(name, &stored.integrity, stored.bytes.len(), &meta)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Whether every plugin allows `name` (background work has no request to ask with).

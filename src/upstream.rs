@@ -112,6 +112,8 @@ pub struct Upstream {
     registry: Url,
     max_packument: u64,
     max_tarball: u64,
+    /// The most one request may take, body included: a trickling upstream is cut off.
+    deadline: Duration,
     breaker: Arc<Breaker>,
     /// Traffic counters.
     pub stats: Arc<UpstreamStats>,
@@ -191,6 +193,7 @@ impl Upstream {
             registry,
             max_packument: config.max_packument,
             max_tarball: config.max_tarball,
+            deadline: config.timeout * 10,
             breaker: Arc::default(),
             stats: Arc::default(),
         })
@@ -304,7 +307,7 @@ impl Upstream {
     ) -> Result<reqwest::Response, UpstreamError> {
         self.breaker.check()?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = match request.send().await {
+        let response = match request.timeout(self.deadline).send().await {
             Ok(response) => response,
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -363,7 +366,7 @@ impl Upstream {
         }
         self.breaker.check()?;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let response = request.send().await.map_err(|e| {
+        let response = request.timeout(self.deadline).send().await.map_err(|e| {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             self.breaker.failure(None);
             UpstreamError::from_reqwest(&e)

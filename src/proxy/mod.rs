@@ -51,11 +51,28 @@ impl SluiceProxy {
                 "CONNECT is not supported: sluice is not a forward proxy",
             );
         }
-        if header.uri.authority().is_some() || header.uri.scheme().is_some() {
+        let raw_path = header.raw_path();
+        if header.uri.authority().is_some()
+            || header.uri.scheme().is_some()
+            || !raw_path.starts_with(b"/")
+        {
             return Answer::error(
                 400,
                 "absolute-form request targets are refused: sluice is not a forward proxy",
             );
+        }
+        if raw_path.len() > MAX_TARGET {
+            session.set_keepalive(None);
+            return Answer::error(414, "the request target is longer than 8 KiB");
+        }
+        let header_bytes: usize = header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADERS {
+            session.set_keepalive(None);
+            return Answer::error(431, "the request headers are larger than 32 KiB");
         }
         let accept = header
             .headers
@@ -241,10 +258,13 @@ impl SluiceProxy {
                 match registry.tarball_refusal(name, file).await {
                     Ok(Some(refusal)) => Ok(Answer::error(refusal.status, refusal.message)),
                     Err(error) => Err(error),
-                    Ok(None) => registry.tarball(name, file).await.map(|(bytes, status)| {
-                        ctx.plugin.cache_status = Some(status);
-                        Answer::tarball(bytes)
-                    }),
+                    Ok(None) => registry
+                        .tarball(name, file)
+                        .await
+                        .map(|(rendered, status)| {
+                            ctx.plugin.cache_status = Some(status);
+                            Answer::tarball(rendered)
+                        }),
                 }
             }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
@@ -267,6 +287,12 @@ impl SluiceProxy {
         result.unwrap_or_else(|error| error_answer(request, &error))
     }
 }
+
+/// The longest request target accepted.
+const MAX_TARGET: usize = 8 << 10;
+
+/// The most request header bytes accepted.
+const MAX_HEADERS: usize = 32 << 10;
 
 /// The largest `npm audit` body relayed.
 const MAX_AUDIT_BODY: usize = 16 << 20;

@@ -137,13 +137,12 @@ impl Answer {
     }
 
     /// A tarball body; tarballs never change, so their ETag is stable.
-    pub fn tarball(bytes: Bytes) -> Self {
-        let hash = xxhash_rust::xxh3::xxh3_128(&bytes);
+    pub fn tarball(rendered: Arc<Rendered>) -> Self {
         Self {
             status: 200,
             content_type: ContentType::Static("application/octet-stream"),
-            body: bytes,
-            etag: Some(format!("\"{hash:032x}\"").into()),
+            body: rendered.body.clone(),
+            etag: Some(rendered.etag.clone()),
             last_modified: None,
             gzip: false,
             vary: false,

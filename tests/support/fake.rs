@@ -32,6 +32,20 @@ pub struct Faults {
     pub corrupt_tarballs: bool,
     /// Serve packuments as HTML.
     pub html: bool,
+    /// Answer with this body (content type, bytes) instead of the real one.
+    pub body: Option<(String, Vec<u8>)>,
+    /// Promise the whole body in `content-length`, send half of it, close.
+    pub truncate: bool,
+    /// Send the headers and this many body bytes, then stall (hold the connection).
+    pub stall_after: Option<usize>,
+    /// Send the body one byte at a time with this pause between bytes.
+    pub drip: Option<Duration>,
+    /// Answer 302 to this location.
+    pub redirect: Option<String>,
+    /// Answer with a gzip-encoded body that inflates to this many zero bytes.
+    pub gzip_bomb: Option<usize>,
+    /// Send `retry-after` with this many seconds (with `status`).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Default)]
@@ -425,10 +439,25 @@ async fn connection(
         if let Some(delay) = faults.delay {
             tokio::time::sleep(delay).await;
         }
-        let (status, content_type, body, etag) = match faults.status {
-            Some(status) => (status, "application/json", b"{}".to_vec(), None),
-            None => answer(&state, &request, addr, &faults),
+        let (status, content_type, body, etag) = match (&faults.status, &faults.body) {
+            (Some(status), _) => (
+                *status,
+                "application/json".to_string(),
+                b"{}".to_vec(),
+                None,
+            ),
+            (None, Some((content_type, body))) => (200, content_type.clone(), body.clone(), None),
+            (None, None) => {
+                let (status, content_type, body, etag) = answer(&state, &request, addr, &faults);
+                (status, content_type.to_string(), body, etag)
+            }
         };
+        if let Some(location) = &faults.redirect {
+            let head =
+                format!("HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n");
+            stream.write_all(head.as_bytes()).await?;
+            continue;
+        }
         let if_none_match = request.headers.get("if-none-match");
         let not_modified = etag.is_some() && etag.as_ref() == if_none_match;
         let mut head = format!(
@@ -438,13 +467,41 @@ async fn connection(
         if let Some(etag) = &etag {
             head.push_str(&format!("etag: {etag}\r\n"));
         }
-        let body = if not_modified || request.method == "HEAD" {
+        if let Some(seconds) = faults.retry_after {
+            head.push_str(&format!("retry-after: {seconds}\r\n"));
+        }
+        let mut body = if not_modified || request.method == "HEAD" {
             Vec::new()
         } else {
             body
         };
+        if let Some(size) = faults.gzip_bomb {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..size.div_ceil(zeros.len()) {
+                gz.write_all(&zeros).unwrap();
+            }
+            body = gz.finish().unwrap();
+            head.push_str("content-encoding: gzip\r\n");
+        }
         head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
         stream.write_all(head.as_bytes()).await?;
+        if faults.truncate {
+            stream.write_all(&body[..body.len() / 2]).await?;
+            return Ok(());
+        }
+        if let Some(after) = faults.stall_after {
+            stream.write_all(&body[..after.min(body.len())]).await?;
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            return Ok(());
+        }
+        if let Some(pause) = faults.drip {
+            for byte in &body {
+                stream.write_all(&[*byte]).await?;
+                tokio::time::sleep(pause).await;
+            }
+            continue;
+        }
         stream.write_all(&body).await?;
     }
     Ok(())

@@ -123,6 +123,16 @@ fn config_text(port: u16, registry: &str, extra: &str) -> String {
         }
         match current {
             Some(i) => {
+                // A key given again replaces the default.
+                if let Some((key, _)) = trimmed.split_once('=') {
+                    let key = key.trim();
+                    sections[i].1 = sections[i]
+                        .1
+                        .lines()
+                        .filter(|l| l.split_once('=').map(|(k, _)| k.trim()) != Some(key))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                }
                 sections[i].1.push_str(line);
                 sections[i].1.push('\n');
             }

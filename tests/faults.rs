@@ -1,0 +1,737 @@
+//! The bad-input and fault catalogue: HTTP shapes, names, upstream misbehaviour, disk,
+//! the whitelist file under stress, load, graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{eventually, raw_request, FakeRegistry, Faults, Project, Sluice};
+
+fn tree(upstream: &FakeRegistry) {
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("left", "1.1.0", &[]);
+    upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+}
+
+fn answers(text: &str) -> usize {
+    text.matches("HTTP/1.1 ").count()
+}
+
+// (a) HTTP and requests
+
+#[test]
+fn http_shapes_never_make_sluice_an_open_proxy_or_desync_a_connection() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let addr = sluice.server.as_ref().unwrap().addr;
+    let before = upstream.total_requests();
+
+    let answer = raw_request(
+        addr,
+        "GET http://other.host/left HTTP/1.1\r\nHost: other.host\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "absolute-form: {answer}"
+    );
+    let answer = raw_request(
+        addr,
+        "CONNECT other.host:443 HTTP/1.1\r\nHost: other.host:443\r\n\r\n",
+    );
+    assert!(
+        answer.starts_with("HTTP/1.1 405") || answer.starts_with("HTTP/1.1 400"),
+        "CONNECT: {answer}"
+    );
+    assert_eq!(
+        upstream.total_requests(),
+        before,
+        "nothing reached upstream"
+    );
+
+    // Smuggling shapes: at most one answer, never one for the smuggled request.
+    for (what, request) in [
+        ("CL+TE", "POST /left HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /right HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("two CL", "GET /left HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
+        ("GET body + pipelined", "GET /left/-/left-1.0.0.tgz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /right HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ] {
+        let answer = read_all(addr, request);
+        assert!(answers(&answer) <= 1, "{what}: {answer}");
+        assert!(!answer.contains("\"right\""), "{what} answered the smuggled request: {answer}");
+    }
+    let answer = raw_request(
+        addr,
+        "GET /-/ping HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    );
+    assert!(!answer.starts_with("HTTP/1.1 101"), "{answer}");
+
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(10_000));
+    assert!(raw_request(addr, &long).starts_with("HTTP/1.1 414"));
+    let big = format!(
+        "GET /-/ping HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(40_000)
+    );
+    assert!(raw_request(addr, &big).starts_with("HTTP/1.1 431"));
+
+    // A client sending one byte at a time ties up only its own connection.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /le").unwrap();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let answer = raw_request(addr, "GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(answer.starts_with("HTTP/1.1 200"));
+        slow.write_all(b"f").unwrap_or(());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn read_all(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn range_and_head_on_tarballs_follow_http() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let full = upstream.tarball("left", "1.0.0");
+    let (status, headers, body) = sluice.get("/left/-/left-1.0.0.tgz", &[("range", "bytes=0-9")]);
+    assert_eq!(status, 206);
+    assert_eq!(body, full[..10]);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 0-9/{}", full.len())
+    );
+    let (status, _, body) = sluice.get("/left/-/left-1.0.0.tgz", &[("range", "bytes=-5")]);
+    assert_eq!((status, body), (206, full[full.len() - 5..].to_vec()));
+    let (status, _, _) = sluice.get("/left/-/left-1.0.0.tgz", &[("range", "bytes=99999-")]);
+    assert_eq!(status, 416);
+    let (status, _, body) = sluice.get(
+        "/left/-/left-1.0.0.tgz",
+        &[("range", "bytes=0-9"), ("if-range", "\"other\"")],
+    );
+    assert_eq!((status, body.len()), (200, full.len()));
+}
+
+// (b) Names and paths
+
+#[test]
+fn hostile_names_get_400_or_404_json_and_never_reach_upstream_or_the_disk() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "[policy]\nread_through = true\n");
+    let addr = sluice.server.as_ref().unwrap().addr;
+    let long = "a".repeat(215);
+    for path in [
+        "/%2e%2e",
+        "/%252e%252e",
+        "/a%00b",
+        "/%2F%2F..%2F",
+        "/a\\b",
+        "/..%5c..%5cetc",
+        "/left;jsessionid=1",
+        "/%ff%fe",
+        "/@..%2fx",
+        "/@.%2fx",
+        "/.hidden",
+        "/_private",
+        "/node_modules",
+        &format!("/{long}"),
+        "/left/-/..%2fx.tgz",
+        "/left/-/__proto__",
+        "/left/-/%2e%2e%2fx.tgz",
+    ] {
+        let answer = raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.1 404"),
+            "{path}: {answer}"
+        );
+        assert!(answer.contains("{\"error\":"), "{path}: {answer}");
+    }
+    assert_eq!(upstream.total_requests(), 0);
+    assert_eq!(sluice.whitelist(), "left\n", "nothing was read through");
+    // Names are case-sensitive: JSONStream is not jsonstream.
+    upstream.publish("JSONStream", "1.0.0", &[]);
+    let (status, doc) = sluice.get_json("/JSONStream");
+    assert_eq!(status, 200);
+    assert_eq!(doc["name"], "JSONStream");
+    let (status, _) = sluice.get_json("/jsonstream");
+    assert_eq!(status, 404);
+}
+
+// (c) Upstream misbehaviour
+
+/// Start a sluice with a short timeout; `left` is stored (and stale after 1 s).
+fn with_stored_left(extra: &str) -> (FakeRegistry, Sluice) {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    // `fresh` is not listed (read-through would fetch it), so no refresh fetches it first.
+    upstream.publish("fresh", "1.0.0", &[]);
+    let sluice = Sluice::start(
+        &upstream,
+        "left\n",
+        &format!("[upstream]\ntimeout = \"1s\"\n[policy]\nrefresh = \"1s\"\nread_through = true\n{extra}"),
+    );
+    let (status, _) = sluice.get_json("/left");
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_millis(1100));
+    (upstream, sluice)
+}
+
+fn assert_fault(faults: Faults, expected: &[u16], message: &str, extra: &str) {
+    let (upstream, sluice) = with_stored_left(extra);
+    upstream.set_faults(faults);
+    // Nothing stored: a JSON error, nothing kept.
+    let (status, body) = sluice.get_json("/fresh");
+    assert!(expected.contains(&status), "{message}: {status} {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{message}: {body}"
+    );
+    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(
+        runtime
+            .block_on(registry.store.packument("fresh"))
+            .unwrap()
+            .is_none(),
+        "{message}: stored"
+    );
+    // A stored copy that is due for revalidation is served (stale) instead.
+    runtime.block_on(registry.mark_stale("left")).unwrap();
+    let (status, headers, body) = sluice.get("/left", &[]);
+    assert_eq!(status, 200, "{message}");
+    assert_eq!(headers["x-cache-status"], "STALE", "{message}");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["name"], "left", "{message}");
+}
+
+#[test]
+fn refused_connections_and_5xx_give_502_or_the_stale_copy() {
+    assert_fault(
+        Faults {
+            down: true,
+            ..Faults::default()
+        },
+        &[502],
+        "refused",
+        "",
+    );
+    assert_fault(
+        Faults {
+            status: Some(503),
+            ..Faults::default()
+        },
+        &[502],
+        "503",
+        "",
+    );
+}
+
+#[test]
+fn timeouts_stalls_and_trickles_give_504_or_the_stale_copy() {
+    assert_fault(
+        Faults {
+            delay: Some(Duration::from_secs(3)),
+            ..Faults::default()
+        },
+        &[504],
+        "timeout before headers",
+        "",
+    );
+    assert_fault(
+        Faults {
+            stall_after: Some(10),
+            ..Faults::default()
+        },
+        &[504, 502],
+        "stall mid-body",
+        "",
+    );
+    assert_fault(
+        Faults {
+            drip: Some(Duration::from_millis(400)),
+            ..Faults::default()
+        },
+        &[504, 502],
+        "1 byte every 0.4 s",
+        "",
+    );
+}
+
+#[test]
+fn bad_bodies_are_refused_and_never_stored() {
+    assert_fault(
+        Faults {
+            truncate: true,
+            ..Faults::default()
+        },
+        &[502],
+        "truncated",
+        "",
+    );
+    assert_fault(
+        Faults {
+            html: true,
+            ..Faults::default()
+        },
+        &[502],
+        "HTML with 200",
+        "",
+    );
+    assert_fault(
+        Faults {
+            body: Some(("application/json".into(), b"{not json".to_vec())),
+            ..Faults::default()
+        },
+        &[502],
+        "invalid JSON",
+        "",
+    );
+    assert_fault(
+        Faults {
+            body: Some((
+                "application/json".into(),
+                br#"{"name":"evil","versions":{}}"#.to_vec(),
+            )),
+            ..Faults::default()
+        },
+        &[502],
+        "another package's document",
+        "",
+    );
+    assert_fault(
+        Faults {
+            gzip_bomb: Some(64 << 20),
+            ..Faults::default()
+        },
+        &[502],
+        "gzip bomb",
+        "[upstream]\nmax_packument = \"1MiB\"\n",
+    );
+    assert_fault(
+        Faults {
+            body: Some(("application/json".into(), vec![b' '; 2 << 20])),
+            ..Faults::default()
+        },
+        &[502],
+        "a document over max_packument",
+        "[upstream]\nmax_packument = \"1MiB\"\n",
+    );
+    assert_fault(
+        Faults {
+            redirect: Some("http://169.254.169.254/latest/meta-data/".into()),
+            ..Faults::default()
+        },
+        &[502],
+        "redirect to another host",
+        "",
+    );
+}
+
+#[test]
+fn repeated_failures_open_the_circuit_and_retry_after_is_honoured() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\nright\n", "");
+    upstream.set_faults(Faults {
+        status: Some(429),
+        retry_after: Some(30),
+        ..Faults::default()
+    });
+    let (status, _) = sluice.get_json("/left");
+    assert_eq!(status, 502);
+    let after_first = upstream.total_requests();
+    for _ in 0..10 {
+        let (status, body) = sluice.get_json("/right");
+        assert_eq!(status, 502);
+        assert!(
+            body["error"].as_str().unwrap().contains("retrying in"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        upstream.total_requests(),
+        after_first,
+        "upstream is left alone while it asked to"
+    );
+}
+
+// (d) Disk
+
+#[test]
+fn a_full_disk_still_serves_the_bytes_and_keeps_nothing_half_written() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    registry.store.set_fail_writes(true);
+    let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(bytes, upstream.tarball("left", "1.0.0"));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(!runtime
+        .block_on(registry.store.has_tarball("left", "left-1.0.0.tgz"))
+        .unwrap());
+    registry.store.set_fail_writes(false);
+    let (status, _, bytes) = sluice.get("/left/-/left-1.1.0.tgz", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(bytes, upstream.tarball("left", "1.1.0"));
+    assert!(runtime
+        .block_on(registry.store.has_tarball("left", "left-1.1.0.tgz"))
+        .unwrap());
+}
+
+#[test]
+fn kill_9_during_writes_leaves_a_store_that_serves_whole_verified_entries() {
+    let upstream = FakeRegistry::start();
+    for i in 0..60 {
+        upstream.publish(&format!("k{i}"), "1.0.0", &[]);
+    }
+    let dir = Sluice::start(&upstream, "", "[policy]\nmode = \"mirror\"\n").stop();
+    let config = dir.path().join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let listen = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .unwrap()
+        .to_string();
+    let addr: std::net::SocketAddr = listen.split('"').nth(1).unwrap().parse().unwrap();
+    for round in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers: Vec<_> = (0..4)
+            .map(|w| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut i = w;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let name = format!("k{}", i % 60);
+                        if let Ok(mut stream) = TcpStream::connect(addr) {
+                            let request = format!("GET /{name}/-/{name}-1.0.0.tgz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                            let _ = stream.write_all(request.as_bytes());
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                            let _ = stream.read_to_end(&mut Vec::new());
+                        }
+                        i += 4;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150 + 100 * round));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    upstream.set_down(true);
+    let sluice = Sluice::start_in(dir, &upstream, "[policy]\nmode = \"mirror\"\n");
+    let mut served = 0;
+    for i in 0..60 {
+        let name = format!("k{i}");
+        let (status, _, bytes) = sluice.get(&format!("/{name}/-/{name}-1.0.0.tgz"), &[]);
+        if status == 200 {
+            assert_eq!(bytes, upstream.tarball(&name, "1.0.0"), "{name}");
+            served += 1;
+        } else {
+            assert_eq!(status, 502, "{name}: not stored, and upstream is down");
+        }
+    }
+    assert!(served > 0, "some tarballs were stored before the kills");
+}
+
+// (e) The whitelist file
+
+#[test]
+fn a_100000_line_whitelist_loads_and_reloads() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let mut text = String::from("# generated\n");
+    for i in 0..100_000 {
+        text.push_str(&format!("package-{i}\n"));
+    }
+    text.push_str("left\n");
+    let sluice = Sluice::start(&upstream, &text, "");
+    assert_eq!(sluice.get_json("/left").0, 200);
+    assert_eq!(sluice.get_json("/right").0, 403);
+    text.push_str("right\n");
+    std::fs::write(sluice.whitelist_path(), &text).unwrap();
+    assert!(eventually(5, || sluice.get_json("/right").0 == 200));
+}
+
+// (f) Load
+
+#[test]
+fn thousands_of_concurrent_misses_make_one_upstream_fetch_with_identical_bytes() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    upstream.set_faults(Faults {
+        delay: Some(Duration::from_millis(500)),
+        ..Faults::default()
+    });
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let url = format!("{}left/-/left-1.0.0.tgz", sluice.url());
+    let expected = upstream.tarball("left", "1.0.0");
+    sluice::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The first client gives up at once; the fetch it started completes anyway.
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let _ = tokio::time::timeout(Duration::from_millis(50), client.get(&url).send()).await;
+    });
+    let bodies: Vec<(u16, Vec<u8>)> = runtime.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..2000 {
+            let url = url.clone();
+            tasks.spawn(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap();
+                let response = client.get(&url).send().await.unwrap();
+                let status = response.status().as_u16();
+                (status, response.bytes().await.unwrap().to_vec())
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(result) = tasks.join_next().await {
+            out.push(result.unwrap());
+        }
+        out
+    });
+    assert_eq!(bodies.len(), 2000);
+    for (status, body) in &bodies {
+        assert_eq!(*status, 200);
+        assert!(*body == expected);
+    }
+    assert_eq!(upstream.count("/left/-/left-1.0.0.tgz"), 1);
+    assert_eq!(upstream.count("/left"), 1);
+}
+
+#[test]
+fn a_refresh_due_under_load_makes_exactly_one_revalidation() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    assert_eq!(sluice.get_json("/left").0, 200);
+    assert_eq!(upstream.count("/left"), 1);
+    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(registry.mark_stale("left"))
+        .unwrap();
+    upstream.set_faults(Faults {
+        delay: Some(Duration::from_millis(300)),
+        ..Faults::default()
+    });
+    let url = sluice.url();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let (status, _, _) = support::http_get(&format!("{url}left"), &[]);
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(
+        upstream.count("/left"),
+        2,
+        "one revalidation for 200 requests"
+    );
+}
+
+#[test]
+fn a_short_soak_of_mixed_requests_keeps_memory_flat_and_makes_no_error() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    for i in 0..30 {
+        upstream.publish(&format!("soak-{i}"), "1.0.0", &[]);
+    }
+    let dir = Sluice::start(
+        &upstream,
+        "left\nright\n",
+        "[policy]\nread_through = true\n",
+    )
+    .stop();
+    let (mut child, addr) = serve_binary(dir.path());
+    let url = format!("http://{addr}/");
+    let seconds: u64 = std::env::var("SLUICE_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    sluice::tls::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let run = |secs: u64| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for worker in 0..4usize {
+                let client = client.clone();
+                let url = url.clone();
+                tasks.spawn(async move {
+                    let mut i = worker;
+                    while Instant::now() < deadline {
+                        let path = match i % 5 {
+                            0 => "left".to_string(),
+                            1 => format!("soak-{}", i % 30),
+                            2 => format!("soak-{0}/-/soak-{0}-1.0.0.tgz", i % 30),
+                            3 => "right/2.0.0".to_string(),
+                            _ => "-/ping".to_string(),
+                        };
+                        let response = client
+                            .get(format!("{url}{path}"))
+                            .header("accept-encoding", "gzip")
+                            .send()
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status().as_u16(), 200, "{path}");
+                        response.bytes().await.unwrap();
+                        i += 4;
+                    }
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+        })
+    };
+    run(2);
+    let warm = rss_kb(child.id());
+    run(seconds);
+    let after = rss_kb(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        after < warm + 32 * 1024,
+        "RSS grew from {warm} kB to {after} kB"
+    );
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Run `sluice serve` on the folder's configuration; returns the child and its address.
+fn serve_binary(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let config = dir.join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let addr: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    (child, addr)
+}
+
+// Graceful shutdown
+
+#[test]
+fn sigterm_finishes_in_flight_responses_within_the_grace_period() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let dir = Sluice::start(&upstream, "left\n", "[server]\ngrace_period = \"5s\"\n").stop();
+    let config = dir.path().join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let addr: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    upstream.set_faults(Faults {
+        delay: Some(Duration::from_millis(1500)),
+        ..Faults::default()
+    });
+    let in_flight =
+        std::thread::spawn(move || raw_request(addr, "GET /left HTTP/1.1\r\nHost: x\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let answer = in_flight.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"name\":\"left\""), "{answer}");
+    let status = child.wait().unwrap();
+    assert!(status.success() || status.code().is_some(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let _ = Project::new; // the npm helpers are not needed here
+}
