@@ -39,6 +39,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// `[mirror]`.
     pub mirror: MirrorConfig,
+    /// `[log]`.
+    pub log: LogConfig,
     /// `[[plugins]]`, in run order.
     pub plugins: Vec<PluginConfig>,
 }
@@ -71,6 +73,15 @@ pub struct UpstreamConfig {
     pub concurrency: usize,
     /// The replication feed's base URL (mirror mode), ending in `/`.
     pub changes: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// The level filter (`info`, `debug`, `sluice=debug,warn`…); `RUST_LOG` wins.
+    pub level: String,
+    /// JSON lines rather than text.
+    pub json: bool,
 }
 
 /// `[mirror]`: the replication follower of mirror mode.
@@ -169,6 +180,8 @@ struct FileConfig {
     #[serde(default)]
     mirror: MirrorFile,
     #[serde(default)]
+    log: LogFile,
+    #[serde(default)]
     plugins: Vec<toml::Spanned<toml::Table>>,
 }
 
@@ -190,6 +203,20 @@ struct UpstreamFile {
     max_tarball: Option<ByteSize>,
     concurrency: Option<usize>,
     changes: Option<toml::Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogFile {
+    level: Option<String>,
+    format: Option<LogFormatFile>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum LogFormatFile {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -477,6 +504,10 @@ impl Config {
                     .map_or(Duration::from_secs(600), |d| d.0),
                 tarballs: file.policy.tarballs.unwrap_or(Tarballs::OnDemand),
             },
+            log: LogConfig {
+                level: file.log.level.clone().unwrap_or_else(|| "info".into()),
+                json: file.log.format == Some(LogFormatFile::Json),
+            },
             mirror: MirrorConfig {
                 since,
                 interval: file
@@ -581,6 +612,13 @@ impl fmt::Display for Config {
             Tarballs::All => "all",
         };
         let _ = writeln!(out, "tarballs = \"{tarballs}\"");
+        let _ = writeln!(out, "\n[log]");
+        let _ = writeln!(out, "level = {:?}", self.log.level);
+        let _ = writeln!(
+            out,
+            "format = \"{}\"",
+            if self.log.json { "json" } else { "text" }
+        );
         let _ = writeln!(out, "\n[mirror]");
         let since = match &self.mirror.since {
             Since::Now => "now".to_string(),

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod flight;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod packument;
 pub mod plugins;

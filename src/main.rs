@@ -13,9 +13,9 @@ struct Cli {
     /// The configuration file (default: conf/sluice.toml, else the embedded default).
     #[arg(long, short, global = true, env = "SLUICE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    /// Log format (default: `[log] format` of the configuration, else text).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,9 +64,10 @@ enum Command {
     },
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs: the level from `RUST_LOG`, else the configuration's `[log] level`.
+fn init_logs(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -78,8 +79,21 @@ fn init_logs(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
-    match run(cli) {
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            init_logs(cli.log_format.unwrap_or(LogFormat::Text), "info");
+            eprintln!("sluice: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = cli.log_format.unwrap_or(if config.log.json {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
+    init_logs(format, &config.log.level);
+    match run(cli, config) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("sluice: {error:#}");
@@ -88,8 +102,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
+fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check => {
             sluice::plugins::build(&config)?;

@@ -708,10 +708,11 @@ fn sigterm_finishes_in_flight_responses_within_the_grace_period() {
         .unwrap()
         .parse()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--config"])
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
@@ -730,8 +731,24 @@ fn sigterm_finishes_in_flight_responses_within_the_grace_period() {
     let answer = in_flight.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"name\":\"left\""), "{answer}");
-    let status = child.wait().unwrap();
-    assert!(status.success() || status.code().is_some(), "{status:?}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.code().is_some(), "{:?}", out.status);
     assert!(started.elapsed() < Duration::from_secs(15));
+    // One JSON line per request: method, path, status, cache status, bytes, ms, request id.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"route\":\"packument\""))
+        .unwrap_or_else(|| panic!("no access log line:\n{logs}"));
+    let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    let fields = &entry["fields"];
+    assert_eq!(fields["status"], 200, "{line}");
+    assert_eq!(fields["method"], "GET");
+    assert_eq!(fields["path"], "/left");
+    assert_eq!(fields["cache"], "MISS");
+    assert!(
+        fields["id"].is_u64() && fields["ms"].is_f64() && fields["bytes"].is_u64(),
+        "{line}"
+    );
     let _ = Project::new; // the npm helpers are not needed here
 }
