@@ -193,6 +193,11 @@ pub async fn render(registry: &Registry) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let last_refresh = load(&registry.stats.last_refresh_ms);
+    if last_refresh > 0 {
+        let lag = crate::store::now_ms().saturating_sub(last_refresh) / 1000;
+        let _ = writeln!(out, "# HELP sluice_refresh_lag_seconds Seconds since the last scheduled refresh of the whitelisted packuments finished.\n# TYPE sluice_refresh_lag_seconds gauge\nsluice_refresh_lag_seconds {lag}");
+    }
     if registry.config.policy.mode == Mode::Mirror {
         let status = lock(&registry.mirror).clone();
         if let Some(lag) = status.lag {

@@ -69,6 +69,8 @@ pub struct Stats {
     pub stale: AtomicU64,
     /// Revalidations done (background or not).
     pub revalidations: AtomicU64,
+    /// When the last scheduled refresh cycle finished (unix ms; 0: none yet).
+    pub last_refresh_ms: AtomicU64,
 }
 
 type Shared<T> = Result<T, Error>;

@@ -22,6 +22,10 @@ pub async fn refresh_loop(registry: Arc<Registry>) {
         let jitter = period.mul_f64(fastrand::f64() * 0.1);
         tokio::time::sleep(period + jitter).await;
         refresh_once(&registry).await;
+        registry
+            .stats
+            .last_refresh_ms
+            .store(crate::store::now_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 }
 
