@@ -45,7 +45,7 @@ fn benches(c: &mut Criterion) {
         let full_body = serde_json::to_vec(&rewritten.doc).unwrap();
         // Upstream dropped the ten newest versions: merge restores them from the held copy.
         let mut fresh = doc.clone();
-        let drop: Vec<String> = fresh
+        let dropped: Vec<String> = fresh
             .versions()
             .unwrap()
             .keys()
@@ -53,7 +53,7 @@ fn benches(c: &mut Criterion) {
             .take(10)
             .cloned()
             .collect();
-        for version in &drop {
+        for version in &dropped {
             fresh.versions_mut().shift_remove(version);
         }
 

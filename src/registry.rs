@@ -244,6 +244,7 @@ impl Registry {
                 };
                 if held.as_ref().is_none_or(|h| h.integrity != integrity) {
                     self.hot.invalidate_packument(name).await;
+                    self.parsed.invalidate(name);
                 }
                 self.confirmed.insert(name.into(), now);
                 Ok(StoredPackument {
@@ -507,10 +508,13 @@ impl Registry {
         if !self.plugins.iter().any(|p| p.checks_tarballs()) {
             return Ok(None);
         }
-        let (stored, _) = self.packument(name).await?;
-        let doc = match self.parsed.get(name) {
-            Some((integrity, doc)) if integrity == stored.integrity => doc,
-            _ => {
+        // A document parsed recently and still fresh answers without touching the store.
+        let fresh = self.confirmed.get(name).is_some_and(|at| self.is_fresh(at));
+        let cached = self.parsed.get(name).filter(|_| fresh);
+        let doc = match cached {
+            Some((_, doc)) => doc,
+            None => {
+                let (stored, _) = self.packument(name).await?;
                 let doc = Arc::new(packument::parse(&stored.bytes, name).map_err(|error| {
                     Error::Packument {
                         name: name.to_string(),

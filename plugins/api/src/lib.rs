@@ -15,6 +15,7 @@ pub mod config;
 pub mod name;
 mod packument;
 mod request;
+pub mod watch;
 
 pub use packument::Packument;
 pub use request::{NpmRequest, SearchQuery};

@@ -21,7 +21,8 @@ use sluice_plugin_api::{
 
 pub use file::{DenyFile, Reload};
 pub use rules::{Origin, Placed, Rule, Rules};
-pub use watch::{watch, WatchHandle};
+pub use sluice_plugin_api::watch::WatchHandle;
+pub use watch::watch;
 
 /// The plugin's kind, as written in `kind = "deny"`.
 pub const KIND: &str = "deny";

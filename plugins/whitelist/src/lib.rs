@@ -18,7 +18,8 @@ use sluice_plugin_api::{
 };
 
 pub use format::{parse, Entry, LineError, Matcher, Parsed};
-pub use watch::{watch, WatchHandle};
+pub use sluice_plugin_api::watch::WatchHandle;
+pub use watch::watch;
 
 /// A whitelist file that could not be read.
 #[derive(Debug, thiserror::Error)]
