@@ -110,6 +110,8 @@ fn folder_size(dir: &Path) -> u64 {
 /// The Prometheus text of `GET /-/metrics`.
 pub async fn render(registry: &Registry) -> String {
     let metrics = &registry.metrics;
+    // moka counts weights when its pending maintenance runs.
+    registry.hot.sync().await;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -211,6 +213,7 @@ pub async fn render(registry: &Registry) -> String {
 /// The HTML of `GET /-/sluice/`: a small read-only status page, no JavaScript.
 pub async fn page(registry: &Registry) -> String {
     let metrics = &registry.metrics;
+    registry.hot.sync().await;
     let (hits, all) = metrics.hit_ratio();
     let ratio = if all == 0 {
         "—".to_string()

@@ -354,9 +354,15 @@ impl Registry {
                 None => Box::pin(self.clone().render(identity_key, stored)).await?,
             };
             let body = identity.body.clone();
-            let compressed = tokio::task::spawn_blocking(move || gzip_bytes(&body))
-                .await
-                .map_err(|e| Error::NotFound(format!("render failed: {e}")))?;
+            let compressed = tokio::task::spawn_blocking(move || {
+                let compressed = gzip_bytes(&body);
+                if body.len() > TRIM_AFTER {
+                    release_freed_memory();
+                }
+                compressed
+            })
+            .await
+            .map_err(|e| Error::NotFound(format!("render failed: {e}")))?;
             let rendered = Arc::new(Rendered {
                 body: compressed,
                 etag: format!("{}-gz\"", identity.etag.trim_end_matches('"')).into(),
@@ -382,7 +388,13 @@ impl Registry {
                 .and_then(Value::as_str)
                 .and_then(|m| humantime::parse_rfc3339_weak(m.trim_end_matches('Z')).ok())
                 .map(|t| Arc::from(httpdate::fmt_http_date(t)));
-            Ok(Arc::new(Rendered::new(Bytes::from(body), modified)))
+            let large = body.len() > TRIM_AFTER;
+            let rendered = Arc::new(Rendered::new(Bytes::from(body), modified));
+            drop(doc);
+            if large {
+                release_freed_memory();
+            }
+            Ok(rendered)
         })
         .await
         .map_err(|e| Error::NotFound(format!("render failed: {e}")))??;
@@ -560,6 +572,19 @@ impl Registry {
     /// Whether every plugin allows `name` (background work has no request to ask with).
     pub fn allows(&self, name: &str) -> bool {
         self.plugins.iter().all(|p| p.allows(name))
+    }
+}
+
+/// Renders larger than this hand their freed memory back to the system afterwards.
+const TRIM_AFTER: usize = 2 << 20;
+
+/// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
+/// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

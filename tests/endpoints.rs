@@ -182,6 +182,12 @@ fn metrics_and_the_status_page_show_what_happened() {
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
+    let hot: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_hot_cache_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(hot > 0 && hot <= 64 << 20, "hot cache holds {hot} bytes");
     let (status, _, page) = sluice.get("/-/sluice/", &[]);
     assert_eq!(status, 200);
     let page = String::from_utf8(page).unwrap();

@@ -44,70 +44,18 @@ impl SluiceProxy {
     }
 
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
-        let header = session.req_header().clone();
-        if header.method == http::Method::CONNECT {
-            return Answer::error(
-                405,
-                "CONNECT is not supported: sluice is not a forward proxy",
-            );
-        }
-        let raw_path = header.raw_path();
-        if header.uri.authority().is_some()
-            || header.uri.scheme().is_some()
-            || !raw_path.starts_with(b"/")
-        {
-            return Answer::error(
-                400,
-                "absolute-form request targets are refused: sluice is not a forward proxy",
-            );
-        }
-        if raw_path.len() > MAX_TARGET {
-            session.set_keepalive(None);
-            return Answer::error(414, "the request target is longer than 8 KiB");
-        }
-        let header_bytes: usize = header
-            .headers
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
-        if header_bytes > MAX_HEADERS {
-            session.set_keepalive(None);
-            return Answer::error(431, "the request headers are larger than 32 KiB");
-        }
-        let accept = header
-            .headers
-            .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let request = match route::route(
-            header.method.as_str(),
-            header.uri.path(),
-            header.uri.query(),
-            accept,
-        ) {
-            Ok(request) => request,
-            Err(RouteError { status, message }) => return Answer::error(status, message),
-        };
-        ctx.route = request.route();
-        ctx.package = request.package().map(str::to_string);
-        for plugin in &self.registry.plugins {
-            match plugin.on_request(&request, &header.headers, &mut ctx.plugin) {
-                Ok(Decision::Continue) => {}
-                Ok(Decision::Respond(response)) => {
-                    return Answer::error(response.status, response.message)
+        let (request, gzip) = match self.admit(session.req_header(), ctx) {
+            Ok(admitted) => admitted,
+            Err((answer, close)) => {
+                if close {
+                    session.set_keepalive(None);
                 }
-                Err(error) => {
-                    tracing::error!(%error, "plugin failed");
-                    return Answer::error(500, error.to_string());
-                }
+                return answer;
             }
-        }
-        if let Some(refusal) = ctx.plugin.refusal.take() {
-            return Answer::error(refusal.response.status, refusal.response.message);
-        }
+        };
         if let NpmRequest::Audit { path } = &request {
             return self.audit(session, path).await;
         }
-        let gzip = accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING));
         let answer = self.dispatch(&request, gzip, ctx).await;
         if answer.status < 400 && ctx.plugin.read_through {
             if let Some(name) = request.package() {
@@ -119,6 +67,89 @@ impl SluiceProxy {
             }
         }
         answer
+    }
+
+    /// Check the request's shape, route it and run the plugins' `on_request`.
+    ///
+    /// Returns the request and whether the client takes gzip, or the answer to send at once
+    /// (and whether to close the connection after it).
+    fn admit(
+        &self,
+        header: &pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<(NpmRequest, bool), (Answer, bool)> {
+        if header.method == http::Method::CONNECT {
+            return Err((
+                Answer::error(
+                    405,
+                    "CONNECT is not supported: sluice is not a forward proxy",
+                ),
+                false,
+            ));
+        }
+        let raw_path = header.raw_path();
+        if header.uri.authority().is_some()
+            || header.uri.scheme().is_some()
+            || !raw_path.starts_with(b"/")
+        {
+            return Err((
+                Answer::error(
+                    400,
+                    "absolute-form request targets are refused: sluice is not a forward proxy",
+                ),
+                false,
+            ));
+        }
+        if raw_path.len() > MAX_TARGET {
+            return Err((
+                Answer::error(414, "the request target is longer than 8 KiB"),
+                true,
+            ));
+        }
+        let header_bytes: usize = header
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if header_bytes > MAX_HEADERS {
+            return Err((
+                Answer::error(431, "the request headers are larger than 32 KiB"),
+                true,
+            ));
+        }
+        let accept = header
+            .headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let request = route::route(
+            header.method.as_str(),
+            header.uri.path(),
+            header.uri.query(),
+            accept,
+        )
+        .map_err(|RouteError { status, message }| (Answer::error(status, message), false))?;
+        ctx.route = request.route();
+        ctx.package = request.package().map(str::to_string);
+        for plugin in &self.registry.plugins {
+            match plugin.on_request(&request, &header.headers, &mut ctx.plugin) {
+                Ok(Decision::Continue) => {}
+                Ok(Decision::Respond(response)) => {
+                    return Err((Answer::error(response.status, response.message), false))
+                }
+                Err(error) => {
+                    tracing::error!(%error, "plugin failed");
+                    return Err((Answer::error(500, error.to_string()), false));
+                }
+            }
+        }
+        if let Some(refusal) = ctx.plugin.refusal.take() {
+            return Err((
+                Answer::error(refusal.response.status, refusal.response.message),
+                false,
+            ));
+        }
+        let gzip = accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING));
+        Ok((request, gzip))
     }
 
     /// Relay `npm audit`'s POST to upstream with its (possibly gzip-encoded) body.

@@ -94,6 +94,7 @@ impl FakeRegistry {
                     continue;
                 };
                 let state = served.clone();
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(async move {
                     let _ = connection(stream, state, addr).await;
                 });
@@ -503,6 +504,7 @@ async fn connection(
             continue;
         }
         stream.write_all(&body).await?;
+        stream.flush().await?;
     }
     Ok(())
 }
