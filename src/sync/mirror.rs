@@ -273,6 +273,16 @@ impl Follower {
                 status.failed += failed;
                 status.rate = rate;
             }
+            // Without a progress bar (serve, or no terminal), progress goes to the log.
+            if !results.is_empty() && bar.is_hidden() {
+                tracing::info!(
+                    seq = %checkpoint.since,
+                    head = %head,
+                    lag = ?lag(&head, &checkpoint.since),
+                    packages_per_s = format!("{rate:.0}"),
+                    "mirror: page stored"
+                );
+            }
             bar.set_message(format!(
                 "seq {} / head {head}, lag {}, {rate:.0} packages/s",
                 checkpoint.since,
