@@ -497,42 +497,131 @@ fn a_100000_line_whitelist_loads_and_reloads() {
     assert!(eventually(5, || sluice.get_json("/right").0 == 200));
 }
 
+#[test]
+fn an_unreadable_whitelist_keeps_the_last_good_list() {
+    // Root reads any file whatever its mode: run sluice as `nobody` when the tests run as root.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if root && Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: running as root without setpriv");
+        return;
+    }
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let dir = Sluice::start(&upstream, "left\n", "").stop();
+    let config = dir.path().join("sluice.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let addr: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.starts_with("listen"))
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut command = if root {
+        for entry in walk_all(dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+        }
+        let mut command = Command::new("setpriv");
+        command.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_sluice"),
+        ]);
+        command
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    let status = |path: &str| {
+        raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(status("/left"), "200");
+    let whitelist = dir.path().join("whitelist");
+    std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status("/left"), "200", "chmod 000 keeps the last good list");
+    std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&whitelist, "left\nright\n").unwrap();
+    assert!(eventually(5, || status("/right") == "200"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn walk_all(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk_all(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 // (f) Load
 
 #[test]
-fn thousands_of_concurrent_misses_make_one_upstream_fetch_with_identical_bytes() {
+fn ten_thousand_concurrent_misses_make_one_upstream_fetch_with_identical_bytes() {
     let upstream = FakeRegistry::start();
     tree(&upstream);
     upstream.set_faults(Faults {
         delay: Some(Duration::from_millis(500)),
         ..Faults::default()
     });
-    let sluice = Sluice::start(&upstream, "left\n", "");
-    let url = format!("{}left/-/left-1.0.0.tgz", sluice.url());
+    // sluice runs as its own process: 10,000 connections on each side fit the fd limits.
+    let dir = Sluice::start(&upstream, "left\n", "[log]\nlevel = \"error\"\n").stop();
+    let (mut child, addr) = serve_binary(dir.path());
     let expected = upstream.tarball("left", "1.0.0");
-    sluice::tls::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let request = "GET /left/-/left-1.0.0.tgz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     // The first client gives up at once; the fetch it started completes anyway.
     runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let _ = tokio::time::timeout(Duration::from_millis(50), client.get(&url).send()).await;
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
     });
-    let bodies: Vec<(u16, Vec<u8>)> = runtime.block_on(async {
+    let clients: usize = std::env::var("SLUICE_LOAD_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let bodies: Vec<Vec<u8>> = runtime.block_on(async {
         let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..2000 {
-            let url = url.clone();
+        for _ in 0..clients {
             tasks.spawn(async move {
-                let client = reqwest::Client::builder()
-                    .pool_max_idle_per_host(0)
-                    .build()
-                    .unwrap();
-                let response = client.get(&url).send().await.unwrap();
-                let status = response.status().as_u16();
-                (status, response.bytes().await.unwrap().to_vec())
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut stream = loop {
+                    match tokio::net::TcpStream::connect(addr).await {
+                        Ok(stream) => break stream,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+                stream.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = Vec::new();
+                stream.read_to_end(&mut answer).await.unwrap();
+                answer
             });
         }
         let mut out = Vec::new();
@@ -541,10 +630,13 @@ fn thousands_of_concurrent_misses_make_one_upstream_fetch_with_identical_bytes()
         }
         out
     });
-    assert_eq!(bodies.len(), 2000);
-    for (status, body) in &bodies {
-        assert_eq!(*status, 200);
-        assert!(*body == expected);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(bodies.len(), clients);
+    for answer in &bodies {
+        let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(answer[split + 4..] == expected[..], "identical bytes");
     }
     assert_eq!(upstream.count("/left/-/left-1.0.0.tgz"), 1);
     assert_eq!(upstream.count("/left"), 1);
