@@ -213,6 +213,20 @@ impl Registry {
                         name: name.to_string(),
                         error,
                     })?;
+                // Merge and write under the store's lock for this package, against what is
+                // stored now: another process (add-package, a second server) may have written
+                // since we read.
+                let _lock = match self.store.lock_packument(name).await {
+                    Ok(lock) => Some(lock),
+                    Err(error) => {
+                        tracing::warn!(package = name, %error, "merging without the store lock");
+                        None
+                    }
+                };
+                let held = match self.store.packument(name).await {
+                    Ok(now_held) => now_held,
+                    Err(_) => held,
+                };
                 let mut to_store = bytes;
                 if let Some(held) = &held {
                     if let Ok(held_doc) = packument::parse(&held.bytes, name) {

@@ -185,6 +185,31 @@ impl Store {
         Ok(())
     }
 
+    /// An exclusive lock, shared by every process using this store, for read-merge-write of
+    /// the packument of `name`; released when the returned file is dropped.
+    ///
+    /// Names map onto 256 lock files by hash: no path is built from a name.
+    pub async fn lock_packument(&self, name: &str) -> Result<std::fs::File, StoreError> {
+        let dir = self.dir.join("locks");
+        let path = dir.join(format!(
+            "{:02x}.lock",
+            xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % 256
+        ));
+        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(&dir)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| self.fail(e))?
+        .map_err(|e| self.fail(e))
+    }
+
     /// The stored tarball `file` of `name`, verified; `None` when absent or corrupt (then
     /// dropped, so the next request refetches it).
     pub async fn tarball(&self, name: &str, file: &str) -> Result<Option<Bytes>, StoreError> {
