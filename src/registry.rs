@@ -44,6 +44,9 @@ pub enum Error {
     /// A plugin failed.
     #[error("{0}")]
     Plugin(Arc<PluginError>),
+    /// sluice itself failed (a bug or a panicked task); answered 500.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl From<StoreError> for Error {
@@ -235,7 +238,7 @@ impl Registry {
                             tracing::info!(package = name, versions = ?restored, "keeping versions upstream no longer lists");
                             to_store =
                                 Bytes::from(serde_json::to_vec(&fresh.doc).map_err(|e| {
-                                    Error::NotFound(format!("cannot serialize {name}: {e}"))
+                                    Error::Internal(format!("cannot serialize {name}: {e}"))
                                 })?);
                         }
                     }
@@ -354,7 +357,7 @@ impl Registry {
             gzip,
         } = key.clone()
         else {
-            return Err(Error::NotFound("not a packument".into()));
+            return Err(Error::Internal("not a packument".into()));
         };
         if gzip {
             // Compress the identity body, rendering it first when needed.
@@ -376,7 +379,7 @@ impl Registry {
                 compressed
             })
             .await
-            .map_err(|e| Error::NotFound(format!("render failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("render failed: {e}")))?;
             let rendered = Arc::new(Rendered {
                 body: compressed,
                 etag: format!("{}-gz\"", identity.etag.trim_end_matches('"')).into(),
@@ -395,7 +398,7 @@ impl Registry {
             } else {
                 serde_json::to_vec(&doc.doc)
             }
-            .map_err(|e| Error::NotFound(format!("cannot render {render_name}: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot render {render_name}: {e}")))?;
             let modified = doc
                 .time()
                 .and_then(|t| t.get("modified"))
@@ -411,7 +414,7 @@ impl Registry {
             Ok(rendered)
         })
         .await
-        .map_err(|e| Error::NotFound(format!("render failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("render failed: {e}")))??;
         self.hot.insert(key, rendered.clone()).await;
         Ok(rendered)
     }

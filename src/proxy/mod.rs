@@ -363,6 +363,10 @@ fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
             Answer::error(503, format!("sluice's store failed ({e}); try again later"))
         }
         CoreError::Plugin(e) => Answer::error(500, e.to_string()),
+        CoreError::Internal(e) => {
+            tracing::error!(error = %e, "internal error");
+            Answer::error(500, error.to_string())
+        }
     }
 }
 
