@@ -264,6 +264,10 @@ impl Registry {
                     self.parsed.invalidate(name);
                 }
                 self.confirmed.insert(name.into(), now);
+                if to_store.len() > TRIM_AFTER {
+                    drop(fresh);
+                    tokio::task::spawn_blocking(release_freed_memory);
+                }
                 Ok(StoredPackument {
                     bytes: to_store,
                     meta,
@@ -405,9 +409,11 @@ impl Registry {
                 .and_then(Value::as_str)
                 .and_then(|m| humantime::parse_rfc3339_weak(m.trim_end_matches('Z')).ok())
                 .map(|t| Arc::from(httpdate::fmt_http_date(t)));
-            let large = body.len() > TRIM_AFTER;
+            // The parse tree is as large as the stored document, whatever was rendered.
+            let large = stored.bytes.len() > TRIM_AFTER;
             let rendered = Arc::new(Rendered::new(Bytes::from(body), modified));
             drop(doc);
+            drop(stored);
             if large {
                 release_freed_memory();
             }
