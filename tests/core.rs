@@ -342,3 +342,33 @@ fn errors_are_npm_style_json_with_the_right_status() {
     assert_eq!(status, 502, "{body}");
     assert!(body["error"].as_str().unwrap().contains("upstream"));
 }
+
+/// Opt-in (`SLUICE_LIVE=1`): a real install of express through sluice in front of the registry
+/// the local npm client is configured with. Never part of the default, hermetic run.
+#[test]
+fn live_npm_install_of_express_through_the_configured_registry() {
+    if std::env::var("SLUICE_LIVE").as_deref() != Ok("1") {
+        eprintln!("SKIPPED: set SLUICE_LIVE=1 to run against the real upstream registry");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("whitelist"), "").unwrap();
+    let port = sluice::server::free_port().unwrap();
+    // No upstream.registry: the default, `npm config get registry`.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[storage]\ndir = \"data\"\n[policy]\nread_through = true\n"
+    );
+    std::fs::write(dir.path().join("sluice.toml"), text).unwrap();
+    let config = sluice::config::Config::load_file(&dir.path().join("sluice.toml")).unwrap();
+    let server = sluice::server::spawn(config).unwrap();
+    let project = Project::new();
+    project.install(&server.url(), &["express"]);
+    let out = std::process::Command::new("node")
+        .args(["-e", "process.stdout.write(typeof require('express'))"])
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "function");
+    let list = std::fs::read_to_string(dir.path().join("whitelist")).unwrap();
+    assert!(list.lines().any(|l| l == "express"), "{list}");
+}
