@@ -408,13 +408,7 @@ fn kill_9_during_writes_leaves_a_store_that_serves_whole_verified_entries() {
     }
     let dir = Sluice::start(&upstream, "", "[policy]\nmode = \"mirror\"\n").stop();
     let config = dir.path().join("sluice.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let listen = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .unwrap()
-        .to_string();
-    let addr: std::net::SocketAddr = listen.split('"').nth(1).unwrap().parse().unwrap();
+    let addr = listen_addr(&config);
     for round in 0..3 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--config"])
@@ -512,14 +506,7 @@ fn an_unreadable_whitelist_keeps_the_last_good_list() {
     tree(&upstream);
     let dir = Sluice::start(&upstream, "left\n", "").stop();
     let config = dir.path().join("sluice.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let addr: std::net::SocketAddr = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .and_then(|l| l.split('"').nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listen_addr(&config);
     let mut command = if root {
         for entry in walk_all(dir.path()) {
             std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
@@ -762,17 +749,21 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
-/// Run `sluice serve` on the folder's configuration; returns the child and its address.
-fn serve_binary(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
-    let config = dir.join("sluice.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let addr: std::net::SocketAddr = text
-        .lines()
+/// The address a test configuration listens on.
+fn listen_addr(config: &std::path::Path) -> std::net::SocketAddr {
+    let text = std::fs::read_to_string(config).unwrap();
+    text.lines()
         .find(|l| l.starts_with("listen"))
         .and_then(|l| l.split('"').nth(1))
         .unwrap()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+/// Run `sluice serve` on the folder's configuration; returns the child and its address.
+fn serve_binary(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let config = dir.join("sluice.toml");
+    let addr = listen_addr(&config);
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--config"])
         .arg(&config)
@@ -792,14 +783,7 @@ fn sigterm_finishes_in_flight_responses_within_the_grace_period() {
     tree(&upstream);
     let dir = Sluice::start(&upstream, "left\n", "[server]\ngrace_period = \"5s\"\n").stop();
     let config = dir.path().join("sluice.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let addr: std::net::SocketAddr = text
-        .lines()
-        .find(|l| l.starts_with("listen"))
-        .and_then(|l| l.split('"').nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = listen_addr(&config);
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--log-format", "json", "--config"])
         .arg(&config)

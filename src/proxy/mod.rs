@@ -155,13 +155,7 @@ impl SluiceProxy {
     /// Relay `npm audit`'s POST to upstream with its (possibly gzip-encoded) body.
     async fn audit(&self, session: &mut Session, path: &str) -> Answer {
         let header = session.req_header();
-        let text = |name: http::header::HeaderName| {
-            header
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let text = |name| header_text(header, name);
         let content_type = text(http::header::CONTENT_TYPE);
         let content_encoding = text(http::header::CONTENT_ENCODING);
         let mut body = bytes::BytesMut::new();
@@ -319,6 +313,18 @@ impl SluiceProxy {
     }
 }
 
+/// A request header's value as text, if present and printable.
+fn header_text(
+    header: &pingora::http::RequestHeader,
+    name: http::header::HeaderName,
+) -> Option<String> {
+    header
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
 /// The longest request target accepted.
 const MAX_TARGET: usize = 8 << 10;
 
@@ -393,13 +399,7 @@ impl ProxyHttp for SluiceProxy {
         let answer = self.answer(session, ctx).await;
         let header = session.req_header();
         let head = header.method == http::Method::HEAD;
-        let text = |name: http::header::HeaderName| {
-            header
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let text = |name| header_text(header, name);
         let conditions = respond::Conditions {
             if_none_match: text(http::header::IF_NONE_MATCH),
             if_modified_since: text(http::header::IF_MODIFIED_SINCE),
