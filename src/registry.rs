@@ -331,7 +331,13 @@ impl Registry {
             abbreviated,
             gzip,
         };
-        if let Some(rendered) = self.hot.get(&key).await {
+        let generation = self.plugins_generation();
+        if let Some(rendered) = self
+            .hot
+            .get(&key)
+            .await
+            .filter(|r| r.generation == generation)
+        {
             match self.confirmed.get(name) {
                 Some(at) if self.is_fresh(at) => return Ok((rendered, CacheStatus::Hit)),
                 _ => {
@@ -370,7 +376,13 @@ impl Registry {
                 abbreviated,
                 gzip: false,
             };
-            let identity = match self.hot.get(&identity_key).await {
+            let generation = self.plugins_generation();
+            let identity = match self
+                .hot
+                .get(&identity_key)
+                .await
+                .filter(|r| r.generation == generation)
+            {
                 Some(identity) => identity,
                 None => Box::pin(self.clone().render(identity_key, stored)).await?,
             };
@@ -388,6 +400,7 @@ impl Registry {
                 body: compressed,
                 etag: format!("{}-gz\"", identity.etag.trim_end_matches('"')).into(),
                 last_modified: identity.last_modified.clone(),
+                generation: identity.generation,
             });
             self.hot.insert(key, rendered.clone()).await;
             return Ok(rendered);
@@ -395,6 +408,7 @@ impl Registry {
         let this = self.clone();
         let render_name = name.clone();
         let rendered = tokio::task::spawn_blocking(move || -> Shared<Arc<Rendered>> {
+            let generation = this.plugins_generation();
             let mut doc = this.filtered(&render_name, &stored)?;
             packument::rewrite(&mut doc, &this.config.server.public_url);
             let body = if abbreviated {
@@ -411,7 +425,10 @@ impl Registry {
                 .map(|t| Arc::from(httpdate::fmt_http_date(t)));
             // The parse tree is as large as the stored document, whatever was rendered.
             let large = stored.bytes.len() > TRIM_AFTER;
-            let rendered = Arc::new(Rendered::new(Bytes::from(body), modified));
+            let rendered = Arc::new(Rendered {
+                generation,
+                ..Rendered::new(Bytes::from(body), modified)
+            });
             drop(doc);
             drop(stored);
             if large {
@@ -590,6 +607,13 @@ impl Registry {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The plugins' combined generation: when it changes, cached renders are stale.
+    pub fn plugins_generation(&self) -> u64 {
+        self.plugins
+            .iter()
+            .fold(0u64, |sum, p| sum.wrapping_add(p.generation()))
     }
 
     /// Whether every plugin allows `name` (background work has no request to ask with).

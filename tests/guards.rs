@@ -226,6 +226,20 @@ fn the_deny_file_is_relative_to_the_config_and_its_edits_are_live() {
     );
     let (_, message) = error_of(&sluice, "/left-pad");
     assert!(message.contains("deny line 3"), "{message}");
+    // A range added to the file hides versions of a document already rendered and cached, at
+    // once (not after policy.refresh).
+    let (_, doc) = sluice.get_json("/lodash");
+    assert!(versions(&doc).contains(&"4.17.20".to_string()));
+    std::fs::write(
+        sluice.dir.path().join("deny"),
+        "# refused\n@evil/*\nleft-pad\nlodash@<4.17.21\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(10, || !versions(&sluice.get_json("/lodash").1)
+            .contains(&"4.17.20".to_string())),
+        "the cached render follows the edit"
+    );
     // A broken edit keeps the last good rules.
     std::fs::write(sluice.dir.path().join("deny"), "left-pad@<<\n").unwrap();
     std::thread::sleep(Duration::from_millis(800));

@@ -35,6 +35,8 @@ pub struct Rendered {
     pub etag: Arc<str>,
     /// Upstream's `time.modified`, as an HTTP date, for `Last-Modified` (packuments only).
     pub last_modified: Option<Arc<str>>,
+    /// The plugins' generation it was rendered under (packuments only).
+    pub generation: u64,
 }
 
 impl Rendered {
@@ -45,6 +47,7 @@ impl Rendered {
             etag: format!("\"{hash:032x}\"").into(),
             body,
             last_modified,
+            generation: 0,
         }
     }
 }

@@ -175,6 +175,14 @@ pub trait Plugin: Send + Sync {
         Ok(())
     }
 
+    /// A number that changes whenever [`Plugin::on_packument`] would filter differently
+    /// (e.g. a rule file was reloaded); the host re-renders cached documents when it changes.
+    ///
+    /// By default 0 (the filter only changes with the document).
+    fn generation(&self) -> u64 {
+        0
+    }
+
     /// Whether this plugin implements [`Plugin::on_tarball`]; the host only looks up a
     /// tarball's version for plugins that ask.
     ///

@@ -29,6 +29,8 @@ pub struct DenyFile {
     path: PathBuf,
     live: RwLock<Arc<Rules>>,
     last_text: Mutex<Option<String>>,
+    /// Bumped each time new rules go live.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl DenyFile {
@@ -44,6 +46,7 @@ impl DenyFile {
         })?;
         Ok(Self {
             live: RwLock::new(Arc::new(rules)),
+            generation: Default::default(),
             last_text: Mutex::new(Some(text)),
             path,
         })
@@ -52,6 +55,11 @@ impl DenyFile {
     /// The file these rules are read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A number that changes each time new rules go live.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The live rules.
@@ -91,6 +99,8 @@ impl DenyFile {
         }
         let count = rules.len();
         let rules = Arc::new(rules);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.live.write() {
             Ok(mut live) => *live = rules,
             Err(poisoned) => *poisoned.into_inner() = rules,

@@ -134,6 +134,12 @@ impl Plugin for DenyPlugin {
         KIND
     }
 
+    fn generation(&self) -> u64 {
+        // Starting the watcher here too: the first packument served starts it.
+        let _ = self.file_rules();
+        self.file.as_ref().map_or(0, |file| file.generation())
+    }
+
     fn on_request(
         &self,
         request: &NpmRequest,
