@@ -64,10 +64,6 @@ impl From<PluginError> for Error {
 /// Counters for status and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Answers served from memory or store.
-    pub hits: AtomicU64,
-    /// Answers that needed upstream.
-    pub misses: AtomicU64,
     /// Answers served stale.
     pub stale: AtomicU64,
     /// Revalidations done (background or not).
@@ -482,13 +478,11 @@ impl Registry {
         };
         // The hot entry carries its ETag: a hit never hashes the body again.
         if let Some(hit) = self.hot.get(&key).await {
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((hit, CacheStatus::Hit));
         }
         if let Some(bytes) = self.store.tarball(name, file).await? {
             let rendered = Arc::new(Rendered::new(bytes, None));
             self.hot.insert(key, rendered.clone()).await;
-            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((rendered, CacheStatus::Hit));
         }
         let this = self.clone();
@@ -499,7 +493,6 @@ impl Registry {
                 this.fetch_tarball(&task_name, &task_file).await
             })
             .await;
-        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         Ok((Arc::new(Rendered::new(bytes?, None)), CacheStatus::Miss))
     }
 

@@ -12,6 +12,7 @@ use crate::registry::Registry;
 pub fn status(registry: &Registry) -> Value {
     let stats = &registry.stats;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let (hits, answers) = registry.metrics.hit_ratio();
     json!({
         "name": "sluice",
         "version": env!("CARGO_PKG_VERSION"),
@@ -20,8 +21,9 @@ pub fn status(registry: &Registry) -> Value {
         "upstream": registry.config.upstream.registry,
         "whitelist": registry.whitelist.as_ref().map(|w| w.snapshot().len()),
         "hot_cache_bytes": registry.hot.weighted_size(),
-        "hits": load(&stats.hits),
-        "misses": load(&stats.misses),
+        // Packument and tarball answers: those served without asking upstream, of all.
+        "hits": hits,
+        "answers": answers,
         "stale": load(&stats.stale),
         "revalidations": load(&stats.revalidations),
         "upstream_requests": load(&registry.upstream.stats.requests),
