@@ -241,7 +241,8 @@ fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
     // Flip a byte of every stored tarball-sized content file.
     let tarball = upstream.tarball("left", "1.0.0");
     let mut flipped = 0;
-    for path in walk(&dir.path().join("data/content-v2")) {
+    let files = support::paths_under(&dir.path().join("data/content-v2"));
+    for path in files.into_iter().filter(|p| p.is_file()) {
         let mut bytes = std::fs::read(&path).unwrap();
         if bytes == tarball {
             bytes[10] ^= 0x01;
@@ -250,22 +251,14 @@ fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
         }
     }
     assert_eq!(flipped, 1);
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["verify", "--config"])
-        .arg(dir.path().join("sluice.toml"))
-        .output()
-        .unwrap();
+    let out = support::sluice_cli(&dir.path().join("sluice.toml"), &["verify"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(
         stdout.contains("corrupt, removed: tarball:left/left-1.0.0.tgz"),
         "{stdout}"
     );
-    let again = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["verify", "--config"])
-        .arg(dir.path().join("sluice.toml"))
-        .output()
-        .unwrap();
+    let again = support::sluice_cli(&dir.path().join("sluice.toml"), &["verify"]);
     assert!(
         again.status.success(),
         "{}",
@@ -275,17 +268,4 @@ fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
     let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
     assert_eq!(status, 200);
     assert_eq!(bytes, tarball);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

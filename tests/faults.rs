@@ -446,11 +446,7 @@ fn kill_9_during_writes_leaves_a_store_that_serves_whole_verified_entries() {
             worker.join().unwrap();
         }
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["verify", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = support::sluice_cli(&config, &["verify"]);
     assert!(
         out.status.success(),
         "{}",
@@ -508,7 +504,7 @@ fn an_unreadable_whitelist_keeps_the_last_good_list() {
     let config = dir.path().join("sluice.toml");
     let addr = listen_addr(&config);
     let mut command = if root {
-        for entry in walk_all(dir.path()) {
+        for entry in support::paths_under(dir.path()) {
             std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
         }
         let mut command = Command::new("setpriv");
@@ -548,19 +544,6 @@ fn an_unreadable_whitelist_keeps_the_last_good_list() {
     assert!(eventually(5, || status("/right") == "200"));
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-fn walk_all(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = vec![dir.to_path_buf()];
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk_all(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 // (f) Load

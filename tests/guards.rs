@@ -373,12 +373,7 @@ fn a_misconfigured_plugin_stops_the_start_with_a_clear_error() {
          [[plugins]]\nkind = \"deny\"\npackages = [\"lodash@nope nope\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = support::sluice_cli(&config, &["check"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -393,12 +388,7 @@ fn a_misconfigured_plugin_stops_the_start_with_a_clear_error() {
          [[plugins]]\nkind = \"min-age\"\ndays = 7\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = support::sluice_cli(&config, &["check"]);
     assert!(
         out.status.success(),
         "{}",

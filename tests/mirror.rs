@@ -21,12 +21,7 @@ fn feed(upstream: &FakeRegistry, count: usize) {
 }
 
 fn mirror_once(sluice_config: &std::path::Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["mirror", "--once", "--config"])
-        .arg(sluice_config)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    support::sluice_cli(sluice_config, &["mirror", "--once"])
 }
 
 fn config_with_changes(upstream: &FakeRegistry) -> String {

@@ -5,7 +5,6 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use support::{eventually, FakeRegistry, Project, Sluice};
@@ -160,13 +159,7 @@ fn deep_tree(upstream: &FakeRegistry) {
 }
 
 fn sluice_cli(sluice: &Sluice, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .arg("--config")
-        .arg(&sluice.config_path)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
+    support::sluice_cli(&sluice.config_path, args)
 }
 
 #[test]

@@ -293,3 +293,28 @@ pub fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
         }
     }
 }
+
+/// Run the `sluice` binary with `args` and `--config config`; logs at warn.
+pub fn sluice_cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// `dir` and every folder and file below it.
+pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(paths_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
