@@ -56,6 +56,12 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// Worker threads of the HTTP server.
     pub threads: usize,
+    /// How long a client has to send a whole request header.
+    pub header_timeout: Duration,
+    /// How long a client has to send a whole request body.
+    pub body_timeout: Duration,
+    /// How long a response write may wait for a client that reads nothing.
+    pub send_timeout: Duration,
 }
 
 /// `[upstream]`.
@@ -192,6 +198,9 @@ struct ServerFile {
     public_url: Option<toml::Spanned<String>>,
     grace_period: Option<HumanDuration>,
     threads: Option<usize>,
+    header_timeout: Option<HumanDuration>,
+    body_timeout: Option<HumanDuration>,
+    send_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -403,6 +412,16 @@ impl Config {
                 "server.threads and upstream.concurrency must be at least 1".into(),
             ));
         }
+        let timeout = |value: Option<HumanDuration>, default: u64, key: &str| match value {
+            Some(HumanDuration(d)) if d.is_zero() => Err(fail(format!(
+                "server.{key} must be longer than zero; it is how long a client gets"
+            ))),
+            Some(HumanDuration(d)) => Ok(d),
+            None => Ok(Duration::from_secs(default)),
+        };
+        let header_timeout = timeout(file.server.header_timeout, 10, "header_timeout")?;
+        let body_timeout = timeout(file.server.body_timeout, 60, "body_timeout")?;
+        let send_timeout = timeout(file.server.send_timeout, 60, "send_timeout")?;
         let changes = match &file.upstream.changes {
             Some(url) => {
                 check_http_url(url.get_ref()).map_err(|why| {
@@ -478,6 +497,9 @@ impl Config {
                     .grace_period
                     .map_or(Duration::from_secs(5), |d| d.0),
                 threads,
+                header_timeout,
+                body_timeout,
+                send_timeout,
             },
             upstream: UpstreamConfig {
                 registry,
@@ -573,6 +595,13 @@ impl fmt::Display for Config {
             humantime::format_duration(self.server.grace_period)
         );
         let _ = writeln!(out, "threads = {}", self.server.threads);
+        for (key, value) in [
+            ("header_timeout", self.server.header_timeout),
+            ("body_timeout", self.server.body_timeout),
+            ("send_timeout", self.server.send_timeout),
+        ] {
+            let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(value));
+        }
         let _ = writeln!(out, "\n[upstream]");
         let _ = writeln!(out, "registry = \"{}\"", self.upstream.registry);
         let _ = writeln!(
@@ -687,6 +716,8 @@ mod tests {
         assert!(err.to_string().contains("line 2"), "{err}");
         let err = parse(&format!("{UPSTREAM}[[plugins]]\ndays = 3\n")).unwrap_err();
         assert!(err.to_string().contains("kind"), "{err}");
+        let err = parse(&format!("{UPSTREAM}[server]\nheader_timeout = \"0s\"\n")).unwrap_err();
+        assert!(err.to_string().contains("server.header_timeout"), "{err}");
     }
 
     #[test]

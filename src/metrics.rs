@@ -20,6 +20,8 @@ pub struct Metrics {
     bytes: AtomicU64,
     packages: Mutex<HashMap<String, u64>>,
     store_size: Mutex<Option<(Instant, u64)>>,
+    /// Client connections closed for running out of time (`server.*_timeout`).
+    pub client_timeouts: std::sync::Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -136,6 +138,12 @@ pub async fn render(registry: &Registry) -> String {
             "counter",
             "Body bytes sent to clients.",
             load(&metrics.bytes),
+        ),
+        (
+            "sluice_client_timeouts_total",
+            "counter",
+            "Client connections closed for sending or reading too slowly.",
+            load(&metrics.client_timeouts),
         ),
         (
             "sluice_upstream_requests_total",

@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
 
 use crate::config::Config;
 use crate::plugins;
-use crate::proxy::SluiceProxy;
+use crate::proxy::{Deadlines, Limits, SluiceProxy};
 use crate::registry::Registry;
 
 /// Build the registry core of `config`: plugins (fail closed), store, upstream.
@@ -85,10 +86,17 @@ fn build(registry: Arc<Registry>) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        SluiceProxy::new(registry.clone()),
-        "sluice",
+    let proxy =
+        pingora::proxy::http_proxy(&server.configuration, SluiceProxy::new(registry.clone()));
+    let limits = Limits {
+        header: config.server.header_timeout,
+        body: config.server.body_timeout,
+        send: config.server.send_timeout,
+    };
+    let expired = registry.metrics.client_timeouts.clone();
+    let mut proxy = Service::new(
+        "sluice".to_string(),
+        Deadlines::new(Arc::new(proxy), limits, expired),
     );
     proxy.add_tcp(&config.server.listen.to_string());
     server.add_service(proxy);

@@ -108,6 +108,136 @@ fn read_all(addr: std::net::SocketAddr, request: &str) -> String {
 }
 
 #[test]
+fn slow_clients_run_out_of_time_on_their_own_connection() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    // A full document far larger than loopback's socket buffers, for a client that reads nothing.
+    let blob: String = (0..24_000_000u32)
+        .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+        .collect();
+    upstream.publish_with("huge", "1.0.0", serde_json::json!({ "blob": blob }), None);
+    drop(blob);
+    let sluice = Sluice::start(
+        &upstream,
+        "left\nhuge\n",
+        "[server]\nheader_timeout = \"2s\"\nbody_timeout = \"2s\"\nsend_timeout = \"2s\"\n",
+    );
+    let addr = sluice.server.as_ref().unwrap().addr;
+    let ping = "GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n";
+    let connect = || {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    };
+    let read_to_end = |stream: &mut TcpStream| {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return (out, true),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                // A reset after the close still means the server let go.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (out, true),
+                Err(_) => return (out, false),
+            }
+        }
+    };
+
+    // One byte a second (here a byte every 400 ms) never completes a header: 408, then close,
+    // while everyone else is answered.
+    let mut slow = connect();
+    let request = b"GET /left HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n";
+    let mut sent = 0;
+    while sent < 12 {
+        if slow.write_all(&request[sent..sent + 1]).is_err() {
+            break;
+        }
+        sent += 1;
+        assert!(raw_request(addr, ping).starts_with("HTTP/1.1 200"));
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let (answer, closed) = read_to_end(&mut slow);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(closed, "the trickling client was never cut off");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert!(error["error"].as_str().unwrap().contains("did not arrive"));
+
+    // A connection that sends nothing is closed without an answer.
+    let mut silent = connect();
+    let (answer, closed) = read_to_end(&mut silent);
+    assert!(
+        closed && answer.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // A body that stops halfway: 408 with a JSON body.
+    let mut stalled = connect();
+    stalled
+        .write_all(
+            b"POST /-/npm/v1/security/advisories/bulk HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"left\":",
+        )
+        .unwrap();
+    let (answer, closed) = read_to_end(&mut stalled);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(closed);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+
+    // A client that asks for 24 MB and reads none of it is let go.
+    let mut sleeper = connect();
+    sleeper
+        .write_all(b"GET /huge HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    let (got, closed) = read_to_end(&mut sleeper);
+    assert!(closed);
+    let got = String::from_utf8_lossy(&got[..got.len().min(4096)]).to_string();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    let length: usize = got
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    assert!(length > 24_000_000);
+    let (_, _, whole) = sluice.get("/huge", &[("accept", "application/json")]);
+    assert_eq!(
+        whole.len(),
+        length,
+        "a reading client still gets the whole document"
+    );
+
+    // An idle keep-alive connection is not a slow header: it is answered after the timeout.
+    let mut idle = connect();
+    idle.write_all(ping.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_secs(3));
+    idle.write_all(ping.as_bytes()).unwrap();
+    let n = idle.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let (_, _, metrics) = sluice.get("/-/metrics", &[]);
+    let metrics = String::from_utf8(metrics).unwrap();
+    let expired: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_client_timeouts_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expired, 4, "{metrics}");
+}
+
+#[test]
 fn range_and_head_on_tarballs_follow_http() {
     let upstream = FakeRegistry::start();
     tree(&upstream);
@@ -469,6 +599,76 @@ fn kill_9_during_writes_leaves_a_store_that_serves_whole_verified_entries() {
 }
 
 // (e) The whitelist file
+
+#[test]
+fn a_server_and_add_package_writing_one_store_at_once_lose_nothing() {
+    let upstream = FakeRegistry::start();
+    let names: Vec<String> = (0..8).map(|i| format!("shared-{i}")).collect();
+    for name in &names {
+        upstream.publish(name, "1.0.0", &[]);
+    }
+    let wants: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "*")).collect();
+    upstream.publish("app", "1.0.0", &wants);
+    // The server revalidates each document every second while add-package merges the same ones.
+    let sluice = Sluice::start(
+        &upstream,
+        "",
+        "[policy]\nwhitelist = \"whitelist\"\nread_through = true\nrefresh = \"1s\"\n",
+    );
+    for round in 1..=3 {
+        for name in &names {
+            upstream.publish(name, &format!("1.{round}.0"), &[]);
+        }
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                for _ in 0..6 {
+                    for name in &names {
+                        let (status, _, _) = sluice.get(name, &[]);
+                        assert_eq!(status, 200, "{name}");
+                        let file = format!("/{name}/-/{name}-1.{round}.0.tgz");
+                        let (status, _, _) = sluice.get(&file, &[]);
+                        assert_eq!(status, 200, "{file}");
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            });
+            let out = support::sluice_cli(&sluice.config_path, &["add-package", "app"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            reader.join().unwrap();
+        });
+    }
+    let config = sluice.config_path.clone();
+    let dir = sluice.stop();
+    let out = support::sluice_cli(&config, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("0 corrupt, 0 missing"), "{report}");
+
+    // Every version either process stored is there, whole, with upstream gone.
+    upstream.set_down(true);
+    let sluice = Sluice::start_in(dir, &upstream, "");
+    for name in &names {
+        let (status, doc) = sluice.get_json(name);
+        assert_eq!(status, 200, "{name}");
+        for round in 0..=3 {
+            let version = format!("1.{round}.0");
+            assert!(
+                doc["versions"].get(&version).is_some(),
+                "{name}@{version}: {doc}"
+            );
+            if round == 0 {
+                continue; // no one asked for its tarball
+            }
+            let (status, _, bytes) = sluice.get(&format!("/{name}/-/{name}-{version}.tgz"), &[]);
+            assert_eq!(status, 200, "{name}@{version}");
+            assert_eq!(bytes, upstream.tarball(name, &version), "{name}@{version}");
+        }
+    }
+}
 
 #[test]
 fn a_100000_line_whitelist_loads_and_reloads() {

@@ -1,6 +1,7 @@
 //! The pingora `ProxyHttp` implementation: it only dispatches. Every request is answered in
 //! `request_filter` from the registry core; sluice never proxies a client's request as is.
 
+mod deadline;
 mod respond;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use sluice_plugin_api::{CacheStatus, Ctx, Decision, NpmRequest};
 use crate::registry::{Error as CoreError, Registry};
 use crate::route::{self, RouteError, CORGI};
 use crate::upstream::UpstreamError;
+pub use deadline::{Deadlines, Limits};
 use respond::Answer;
 
 /// The per-request state.
@@ -169,6 +171,13 @@ impl SluiceProxy {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
+                Err(e) if timed_out(&e) => {
+                    session.set_keepalive(None);
+                    return Answer::error(
+                        408,
+                        "the request body did not arrive in time (server.body_timeout)",
+                    );
+                }
                 Err(e) => return Answer::error(400, format!("cannot read the request body: {e}")),
             }
         }
@@ -330,6 +339,24 @@ const MAX_TARGET: usize = 8 << 10;
 
 /// The most request header bytes accepted.
 const MAX_HEADERS: usize = 32 << 10;
+
+/// Whether `error` is a client running out of time (see `deadline`).
+fn timed_out(error: &pingora::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        if let Some(inner) = e.downcast_ref::<pingora::Error>() {
+            if let Some(root) = inner.cause.as_deref() {
+                cause = Some(root);
+                continue;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
 
 /// The largest `npm audit` body relayed.
 const MAX_AUDIT_BODY: usize = 16 << 20;

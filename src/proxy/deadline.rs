@@ -1,0 +1,507 @@
+//! Client deadlines below HTTP. pingora times out each read of a request separately (60 s), so a
+//! client sending one byte a second would hold its connection, its buffer and its task forever.
+//! [`Deadlines`] wraps the proxy service: every accepted connection's stream is a [`Guarded`]
+//! stream that gives a whole request header `server.header_timeout`, a whole request body
+//! `server.body_timeout`, and a stalled response write `server.send_timeout`.
+//!
+//! It sees only bytes, not HTTP: a header ends at the first empty line, and a response write ends
+//! the request (the next bytes read start the next header). The header clock starts at accept for
+//! a connection's first request and at the first byte of every later one, so an idle keep-alive
+//! connection is left to pingora's keep-alive timeout.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// How long a client gets for each part of an exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// For a whole request header.
+    pub header: Duration,
+    /// For a whole request body, from the end of its header.
+    pub body: Duration,
+    /// For a response write that makes no progress (the client stopped reading).
+    pub send: Duration,
+}
+
+/// How long the 408 answer to a client that ran out of time may take to write.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// A [`ServerApp`] that runs `app` on [`Guarded`] streams.
+pub struct Deadlines<A> {
+    app: Arc<A>,
+    limits: Limits,
+    expired: Arc<AtomicU64>,
+}
+
+impl<A> Deadlines<A> {
+    /// Guard every connection `app` serves with `limits`; `expired` counts connections closed
+    /// for running out of time.
+    pub fn new(app: Arc<A>, limits: Limits, expired: Arc<AtomicU64>) -> Self {
+        Self {
+            app,
+            limits,
+            expired,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Deadlines<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // A connection handed back for reuse is guarded already.
+        let stream: Stream = if stream.as_any().is::<Guarded>() {
+            stream
+        } else {
+            Box::new(Guarded::new(stream, self.limits, self.expired.clone()))
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+/// Where a connection is in its current exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request header, due by `deadline`; `seen` bytes of it arrived so far and
+    /// `tail` holds the last two of them.
+    Header {
+        deadline: Instant,
+        seen: usize,
+        tail: [u8; 2],
+    },
+    /// Reading a request body, due by `deadline`.
+    Body { deadline: Instant },
+    /// A response went out; no clock runs until the next request's first byte.
+    Idle,
+    /// Out of time in a header: writing `answer[written..]`, giving up at `until`.
+    Answering { written: usize, until: Instant },
+    /// Out of time: every further read fails.
+    Expired,
+}
+
+/// The answer to a client that did not send its request header in time.
+static TIMEOUT_ANSWER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = "{\"error\":\"the request header did not arrive in time\"}\n";
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// A client's stream with the deadlines of [`Limits`].
+pub struct Guarded {
+    inner: Stream,
+    limits: Limits,
+    phase: Phase,
+    read_timer: Pin<Box<Sleep>>,
+    write_timer: Pin<Box<Sleep>>,
+    write_stalled: bool,
+    expired: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Guarded")
+            .field("inner", &self.inner)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl Guarded {
+    /// Guard a just-accepted `inner`: its first request header is due `limits.header` from now.
+    pub fn new(inner: Stream, limits: Limits, expired: Arc<AtomicU64>) -> Self {
+        let deadline = Instant::now() + limits.header;
+        Self {
+            inner,
+            limits,
+            phase: Phase::Header {
+                deadline,
+                seen: 0,
+                tail: [0; 2],
+            },
+            read_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            write_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            write_stalled: false,
+            expired,
+        }
+    }
+
+    fn peer(&self) -> Option<SocketAddr> {
+        self.inner
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()))
+    }
+
+    /// Follow the request framing through `bytes` just read.
+    fn read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.phase == Phase::Idle {
+            self.phase = Phase::Header {
+                deadline: Instant::now() + self.limits.header,
+                seen: 0,
+                tail: [0; 2],
+            };
+        }
+        if let Phase::Header { seen, tail, .. } = &mut self.phase {
+            *seen += bytes.len();
+            if ends_header(tail, bytes) {
+                self.phase = Phase::Body {
+                    deadline: Instant::now() + self.limits.body,
+                };
+            }
+        }
+    }
+
+    /// Note a response write of `bytes`: the request it answers is over (an interim 1xx answer
+    /// is not a response).
+    fn wrote(&mut self, bytes: &[u8]) {
+        let interim = bytes.starts_with(b"HTTP/1.1 1") || bytes.starts_with(b"HTTP/1.0 1");
+        if !bytes.is_empty()
+            && !interim
+            && matches!(self.phase, Phase::Header { .. } | Phase::Body { .. })
+        {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    fn expire(&mut self, what: &str) -> io::Error {
+        self.phase = Phase::Expired;
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        let peer = self.peer().map(|p| p.to_string()).unwrap_or_default();
+        tracing::warn!(%peer, "closing a client connection: {what}");
+        io::Error::new(io::ErrorKind::TimedOut, what.to_string())
+    }
+
+    /// Write the 408 answer, then fail the read that ran out of time.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Phase::Answering { written, until } = self.phase {
+            if self.read_timer.deadline() != until {
+                self.read_timer.as_mut().reset(until);
+            }
+            let step = if written < TIMEOUT_ANSWER.len() {
+                Pin::new(&mut self.inner)
+                    .poll_write(cx, &TIMEOUT_ANSWER[written..])
+                    .map_ok(Some)
+            } else {
+                Pin::new(&mut self.inner).poll_flush(cx).map_ok(|()| None)
+            };
+            match step {
+                Poll::Ready(Ok(Some(n))) if n > 0 => {
+                    self.phase = Phase::Answering {
+                        written: written + n,
+                        until,
+                    }
+                }
+                Poll::Ready(Ok(_)) | Poll::Ready(Err(_)) => break,
+                Poll::Pending => {
+                    if self.read_timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+            }
+        }
+        let header = self.limits.header;
+        Poll::Ready(Err(self.expire(&format!(
+            "its request header did not arrive within {} (server.header_timeout)",
+            humantime::format_duration(header)
+        ))))
+    }
+
+    /// Poll the write-stall clock after a write that could not make progress.
+    fn poll_stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.write_stalled {
+            self.write_stalled = true;
+            let deadline = Instant::now() + self.limits.send;
+            self.write_timer.as_mut().reset(deadline);
+        }
+        if self.write_timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let send = self.limits.send;
+        Poll::Ready(Err(self.expire(&format!(
+            "it read nothing of its answer for {} (server.send_timeout)",
+            humantime::format_duration(send)
+        ))))
+    }
+
+    fn progressed<T>(
+        &mut self,
+        poll: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Ready(result) => {
+                self.write_stalled = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.poll_stall(cx),
+        }
+    }
+}
+
+/// Whether `bytes`, read after bytes ending in `tail`, hold the empty line that ends a request
+/// header ("\n\n" or "\n\r\n"); `tail` becomes the last two bytes seen.
+fn ends_header(tail: &mut [u8; 2], bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| {
+        let end = b == b'\n' && (tail[1] == b'\n' || *tail == [b'\n', b'\r']);
+        *tail = [tail[1], b];
+        end
+    })
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let deadline = match this.phase {
+            Phase::Answering { .. } => return this.poll_answer(cx),
+            Phase::Expired => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client ran out of time",
+                )))
+            }
+            Phase::Header { deadline, .. } | Phase::Body { deadline } => Some(deadline),
+            Phase::Idle => None,
+        };
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.read(&buf.filled()[before..]);
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        let Some(deadline) = deadline else {
+            return Poll::Pending;
+        };
+        if this.read_timer.deadline() != deadline {
+            this.read_timer.as_mut().reset(deadline);
+        }
+        if this.read_timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        match this.phase {
+            // Nothing arrived at all: close without an answer, as to a port scan.
+            Phase::Header { seen: 0, .. } => {
+                let header = this.limits.header;
+                Poll::Ready(Err(this.expire(&format!(
+                    "it sent nothing within {} (server.header_timeout)",
+                    humantime::format_duration(header)
+                ))))
+            }
+            Phase::Header { .. } => {
+                this.phase = Phase::Answering {
+                    written: 0,
+                    until: Instant::now() + ANSWER_GRACE,
+                };
+                this.poll_answer(cx)
+            }
+            // The proxy answers a late body with 408 itself.
+            _ => {
+                let body = this.limits.body;
+                Poll::Ready(Err(this.expire(&format!(
+                    "its request body did not arrive within {} (server.body_timeout)",
+                    humantime::format_duration(body)
+                ))))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.wrote(&buf[..n]);
+        }
+        this.progressed(poll, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = poll {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            this.wrote(&first[..n.min(first.len())]);
+        }
+        this.progressed(poll, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.progressed(poll, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.progressed(poll, cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        // A client that reads nothing cannot hold the close up longer than a stalled write.
+        let send = self.limits.send;
+        let _ = tokio::time::timeout(send, self.inner.shutdown()).await;
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ends_header;
+
+    fn ends_in_chunks(chunks: &[&str]) -> Option<usize> {
+        let mut tail = [0; 2];
+        chunks
+            .iter()
+            .position(|chunk| ends_header(&mut tail, chunk.as_bytes()))
+    }
+
+    #[test]
+    fn a_header_ends_at_its_empty_line_however_it_is_split() {
+        assert_eq!(
+            ends_in_chunks(&["GET / HTTP/1.1\r\nHost: x\r\n\r\n"]),
+            Some(0)
+        );
+        assert_eq!(
+            ends_in_chunks(&["GET / HTTP/1.1\r\nHost: x\r\n", "\r\n"]),
+            Some(1)
+        );
+        assert_eq!(
+            ends_in_chunks(&["GET / HTTP/1.1\r\nHost: x\r", "\n", "\r", "\n"]),
+            Some(3)
+        );
+        assert_eq!(
+            ends_in_chunks(&["GET / HTTP/1.1\nHost: x\n", "\n"]),
+            Some(1)
+        );
+        assert_eq!(
+            ends_in_chunks(&["GET / HTTP/1.1\r\n", "Host: x\r\n", "X: \r"]),
+            None
+        );
+        let trickle: Vec<String> = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+            .chars()
+            .map(String::from)
+            .collect();
+        let trickle: Vec<&str> = trickle.iter().map(String::as_str).collect();
+        assert_eq!(ends_in_chunks(&trickle), Some(trickle.len() - 1));
+    }
+}
