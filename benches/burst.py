@@ -2,7 +2,11 @@
 """Open N connections to 127.0.0.1:PORT, then send `GET PATH` on all of them at once; print
 JSON {"n", "ok", "statuses", "distinct_bodies", "bytes", "seconds"} (bodies compared by sha256).
 
-usage: burst.py PORT PATH N
+With HOLD (seconds), connections are kept alive after their answer: the JSON line is printed
+(and flushed) once every answer is in, then the connections stay open HOLD seconds, so a caller
+can measure the memory of N open connections.
+
+usage: burst.py PORT PATH N [HOLD]
 """
 
 import asyncio
@@ -12,14 +16,15 @@ import sys
 import time
 
 
-async def one(port, path, start, results):
+async def one(port, path, start, results, hold):
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
         results.append(("connect:" + type(e).__name__, None))
         return
     await start.wait()
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    close = "" if hold else "Connection: close\r\n"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{close}\r\n".encode())
     try:
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
@@ -31,6 +36,8 @@ async def one(port, path, start, results):
                 length = int(v)
         body = await (reader.readexactly(length) if length is not None else reader.read())
         results.append((status, hashlib.sha256(body).hexdigest()))
+        if hold:
+            await hold.wait()
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as e:
         results.append(("error:" + type(e).__name__, None))
     finally:
@@ -39,13 +46,19 @@ async def one(port, path, start, results):
 
 async def main():
     port, path, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    hold_seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 0
     start = asyncio.Event()
+    hold = asyncio.Event() if hold_seconds else None
     results = []
-    tasks = [asyncio.create_task(one(port, path, start, results)) for _ in range(n)]
+    tasks = [asyncio.create_task(one(port, path, start, results, hold)) for _ in range(n)]
     await asyncio.sleep(1.0)  # let every connection open
     t0 = time.monotonic()
     start.set()
-    await asyncio.gather(*tasks)
+    if hold:
+        while len(results) < n:
+            await asyncio.sleep(0.05)
+    else:
+        await asyncio.gather(*tasks)
     statuses = {}
     for status, _ in results:
         statuses[status] = statuses.get(status, 0) + 1
@@ -56,7 +69,11 @@ async def main():
         "statuses": statuses,
         "distinct_bodies": len(bodies),
         "seconds": round(time.monotonic() - t0, 3),
-    }))
+    }), flush=True)
+    if hold:
+        await asyncio.sleep(hold_seconds)
+        hold.set()
+        await asyncio.gather(*tasks)
 
 
 asyncio.run(main())

@@ -11,6 +11,7 @@
 # Knobs (environment): DURATION (wrk seconds, 10), CONNS (64), THREADS (wrk threads, 2),
 # INSTALL_RUNS (measured npm installs per peer, 2), SEED (stored packuments for the start-up
 # measurement, 100000; 0 skips it), BURST (concurrent requests for single-flight, 1000),
+# HOLD (keep-alive connections held open at once for the memory-per-connection phase, 5000),
 # KEEP=1 keeps the work folder, SKIP_BUILD=1 uses the existing release build.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ THREADS=${THREADS:-2}
 INSTALL_RUNS=${INSTALL_RUNS:-2}
 SEED=${SEED:-100000}
 BURST=${BURST:-1000}
+HOLD=${HOLD:-5000}
 
 need() { command -v "$1" >/dev/null || { echo "load.sh: '$1' is missing ($2)" >&2; exit 1; }; }
 need cargo "https://rustup.rs"
@@ -308,6 +310,27 @@ for peer in sluice nginx; do
     done
 done
 
+# ---------------------------------------------------------------- open connections
+log "memory of $HOLD keep-alive connections held open after one cached tarball each"
+CONNMEM=$WORK/connmem.tsv
+: >"$CONNMEM"
+small=/bench-pkg-000/-/bench-pkg-000-1.0.0.tgz
+for peer in sluice nginx; do
+    curl -sf -o /dev/null "http://127.0.0.1:${PORT[$peer]}$small"
+    case $peer in sluice) pids=$SL_PID ;; nginx) pids=$(ng_pids) ;; esac
+    sleep 2
+    before=$(rss_kb $pids)
+    python3 "$ROOT/benches/burst.py" "${PORT[$peer]}" "$small" "$HOLD" 5 >"$WORK/hold.json" &
+    holder=$!
+    until [ -s "$WORK/hold.json" ]; do sleep 0.05; done
+    held=$(rss_kb $pids)
+    wait "$holder"
+    sleep 2
+    after=$(rss_kb $pids)
+    echo "$peer: $(cat "$WORK/hold.json") RSS KiB before $before, held $held, after $after" >&2
+    printf '%s\t%s\t%s\t%s\t%s\n' "$peer" "$before" "$held" "$after" "$(cat "$WORK/hold.json")" >>"$CONNMEM"
+done
+
 # ---------------------------------------------------------------- start-up
 STARTUP=""
 if [ "$SEED" -gt 0 ]; then
@@ -335,9 +358,9 @@ fi
 
 # ---------------------------------------------------------------- table
 log "results"
-python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$SL_RSS2 $NG_RSS2 $HOT2" "$STARTUP" "$DURATION" "$CONNS" <<'EOF'
+python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$SL_RSS2 $NG_RSS2 $HOT2" "$STARTUP" "$DURATION" "$CONNS" "$CONNMEM" <<'EOF'
 import json, statistics, sys
-results, installs, bursts, sl_rss, ng_rss, hot, after, startup, duration, conns = sys.argv[1:]
+results, installs, bursts, sl_rss, ng_rss, hot, after, startup, duration, conns, connmem = sys.argv[1:]
 sl_rss2, ng_rss2, hot2 = after.split()
 rows = {}
 for line in open(results):
@@ -373,6 +396,13 @@ for line in open(bursts):
     peer, kind, hits, res = line.rstrip("\n").split("\t")
     r = json.loads(res)
     print(f"| {peer} | {kind} | {r['n']} | {r['ok']} | {r['distinct_bodies']} | {hits} | {r['seconds']} |")
+print("\n### Open keep-alive connections\n\n| peer | connections | 200s | RSS MiB before | RSS MiB held open | KiB per connection | RSS MiB after close |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for line in open(connmem):
+    peer, before, held, after_close, res = line.rstrip("\n").split("\t")
+    r = json.loads(res)
+    per_conn = (int(held) - int(before)) / r["n"]
+    print(f"| {peer} | {r['n']} | {r['ok']} | {int(before) / 1024:.1f} | {int(held) / 1024:.1f} | {per_conn:.1f} | {int(after_close) / 1024:.1f} |")
 if startup:
     n, seed_ms, ping_ms, doc_ms, hits, rss = startup.split()
     print(f"\n### Start-up with {int(n):,} stored packuments\n\n"

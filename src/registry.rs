@@ -502,11 +502,24 @@ impl Registry {
         if let Some(bytes) = self.store.tarball(name, file).await? {
             return Ok(bytes);
         }
-        let (stored, _) = self.packument(name).await?;
-        let doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
-            name: name.to_string(),
-            error,
-        })?;
+        let (stored, status) = self.packument(name).await?;
+        let parse = |stored: &StoredPackument| {
+            packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
+                name: name.to_string(),
+                error,
+            })
+        };
+        let mut doc = parse(&stored)?;
+        // A version published since our last look (a lockfile written elsewhere names it before
+        // any client asked for the document here): ask upstream once, at most every
+        // RECHECK_AFTER_MS per package.
+        if packument::find_tarball(&doc, file).is_none()
+            && status != CacheStatus::Miss
+            && now_ms().saturating_sub(stored.meta.fetched_at) >= RECHECK_AFTER_MS
+        {
+            let (fresh, _) = self.fetch_packument(name).await;
+            doc = parse(&fresh?)?;
+        }
         let manifest = packument::find_tarball(&doc, file).ok_or_else(|| {
             Error::NotFound(format!("no version of {name} has the tarball {file}"))
         })?;
@@ -617,6 +630,10 @@ impl Registry {
 
 /// Renders larger than this hand their freed memory back to the system afterwards.
 const TRIM_AFTER: usize = 2 << 20;
+
+/// How old a stored packument must be before a request for a tarball it does not list makes
+/// sluice ask upstream for the document again.
+const RECHECK_AFTER_MS: u64 = 1_000;
 
 /// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
 /// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.

@@ -55,6 +55,56 @@ fn a_dependency_tree_installs_with_npm_and_everything_comes_from_sluice() {
 }
 
 #[test]
+fn npm_ci_with_a_lockfile_naming_a_version_published_since_the_last_refresh_installs() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let sluice = Sluice::start(&upstream, "left\n", "");
+    let first = Project::new();
+    first.install(&sluice.url(), &["left@^1"]);
+    assert_eq!(first.require("left"), "left@1.1.0");
+    let lock = std::fs::read_to_string(first.path().join("package-lock.json")).unwrap();
+
+    // A teammate's lockfile names a version published after sluice last read the document
+    // (policy.refresh is 10 minutes): `npm ci` asks for its tarball straight away.
+    upstream.publish("left", "1.2.0", &[]);
+    let integrity = ssri::IntegrityOpts::new()
+        .algorithm(ssri::Algorithm::Sha512)
+        .chain(upstream.tarball("left", "1.2.0"))
+        .result()
+        .to_string();
+    let mut lock: Value = serde_json::from_str(&lock).unwrap();
+    let entry = &mut lock["packages"]["node_modules/left"];
+    entry["version"] = "1.2.0".into();
+    entry["resolved"] = format!("{}left/-/left-1.2.0.tgz", sluice.url()).into();
+    entry["integrity"] = integrity.into();
+    let second = Project::new();
+    std::fs::copy(
+        first.path().join("package.json"),
+        second.path().join("package.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        second.path().join("package-lock.json"),
+        serde_json::to_vec_pretty(&lock).unwrap(),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = second.npm(&sluice.url(), &["ci"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(second.require("left"), "left@1.2.0");
+    // The document now lists it too; a version that does not exist is still a 404.
+    let (_, doc) = sluice.get_json("/left");
+    assert!(doc["versions"]["1.2.0"].is_object(), "{doc}");
+    let (status, _, _) = sluice.get("/left/-/left-9.9.9.tgz", &[]);
+    assert_eq!(status, 404);
+}
+
+#[test]
 fn a_scoped_package_installs() {
     let upstream = FakeRegistry::start();
     tree(&upstream);

@@ -103,12 +103,14 @@ fn a_killed_mirror_run_resumes_to_the_same_final_state() {
         delay: Some(Duration::from_millis(15)),
         ..Faults::default()
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["mirror", "--once", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .unwrap();
+    let mut child = support::Reaped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["mirror", "--once", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
     // Kill -9 once it has made some progress.
     assert!(eventually(60, || {
         std::fs::read_to_string(store.join("mirror-checkpoint.json"))

@@ -318,3 +318,27 @@ pub fn paths_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A child process killed and reaped when dropped, so a failing test leaves no server behind
+/// (one holding the test's output pipe open would hang the run).
+pub struct Reaped(pub std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
