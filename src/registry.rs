@@ -74,6 +74,9 @@ pub struct Stats {
 
 type Shared<T> = Result<T, Error>;
 
+/// A tarball as served, and where it came from.
+type ServedTarball = (Arc<Rendered>, CacheStatus);
+
 /// The registry core.
 pub struct Registry {
     /// The configuration it was built from.
@@ -98,7 +101,7 @@ pub struct Registry {
     pub mirror: std::sync::Mutex<crate::sync::mirror::MirrorStatus>,
     packument_flights: SingleFlight<Arc<str>, Shared<StoredPackument>>,
     render_flights: SingleFlight<HotKey, Shared<Arc<Rendered>>>,
-    tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<Bytes>>,
+    tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<ServedTarball>>,
     /// When upstream last confirmed each packument we served (unix ms), in memory.
     confirmed: moka::sync::Cache<Arc<str>, u64>,
     /// Recently parsed documents by the integrity they were parsed from, for tarball checks.
@@ -480,20 +483,23 @@ impl Registry {
         if let Some(hit) = self.hot.get(&key).await {
             return Ok((hit, CacheStatus::Hit));
         }
-        if let Some(bytes) = self.store.tarball(name, file).await? {
-            let rendered = Arc::new(Rendered::new(bytes, None));
-            self.hot.insert(key, rendered.clone()).await;
-            return Ok((rendered, CacheStatus::Hit));
-        }
+        // Concurrent requests share one read of the store (or one upstream fetch): a large
+        // tarball is in memory once, however many clients ask for it at once.
         let this = self.clone();
         let (task_name, task_file) = (name.to_string(), file.to_string());
-        let (bytes, _) = self
+        let (result, _) = self
             .tarball_flights
             .run((name.into(), file.into()), async move {
-                this.fetch_tarball(&task_name, &task_file).await
+                if let Some(bytes) = this.store.tarball(&task_name, &task_file).await? {
+                    let rendered = Arc::new(Rendered::new(bytes, None));
+                    this.hot.insert(key, rendered.clone()).await;
+                    return Ok((rendered, CacheStatus::Hit));
+                }
+                let bytes = this.fetch_tarball(&task_name, &task_file).await?;
+                Ok((Arc::new(Rendered::new(bytes, None)), CacheStatus::Miss))
             })
             .await;
-        Ok((Arc::new(Rendered::new(bytes?, None)), CacheStatus::Miss))
+        result
     }
 
     /// Fetch a tarball from upstream, verify it against the integrity its packument
@@ -637,7 +643,7 @@ const RECHECK_AFTER_MS: u64 = 1_000;
 
 /// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
 /// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.
-fn release_freed_memory() {
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
     unsafe {
