@@ -30,6 +30,9 @@ pub enum Error {
     /// Upstream has no such package, version or tarball.
     #[error("{0}")]
     NotFound(String),
+    /// No version in the stored packument has this tarball (see [`Registry::recheck_for_tarball`]).
+    #[error("{0}")]
+    Unlisted(String),
     /// The store failed (disk full, permissions…).
     #[error("{0}")]
     Store(Arc<StoreError>),
@@ -102,6 +105,8 @@ pub struct Registry {
     packument_flights: SingleFlight<Arc<str>, Shared<StoredPackument>>,
     render_flights: SingleFlight<HotKey, Shared<Arc<Rendered>>>,
     tarball_flights: SingleFlight<(Arc<str>, Arc<str>), Shared<ServedTarball>>,
+    /// Packages rechecked for an unlisted tarball recently (see `recheck_for_tarball`).
+    rechecked: moka::sync::Cache<Arc<str>, ()>,
     /// When upstream last confirmed each packument we served (unix ms), in memory.
     confirmed: moka::sync::Cache<Arc<str>, u64>,
     /// Recently parsed documents by the integrity they were parsed from, for tarball checks.
@@ -140,6 +145,10 @@ impl Registry {
             packument_flights: SingleFlight::default(),
             render_flights: SingleFlight::default(),
             tarball_flights: SingleFlight::default(),
+            rechecked: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RECHECK_EVERY)
+                .build(),
             confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             parsed: moka::sync::Cache::builder().max_capacity(32).build(),
             config,
@@ -508,26 +517,13 @@ impl Registry {
         if let Some(bytes) = self.store.tarball(name, file).await? {
             return Ok(bytes);
         }
-        let (stored, status) = self.packument(name).await?;
-        let parse = |stored: &StoredPackument| {
-            packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
-                name: name.to_string(),
-                error,
-            })
-        };
-        let mut doc = parse(&stored)?;
-        // A version published since our last look (a lockfile written elsewhere names it before
-        // any client asked for the document here): ask upstream once, at most every
-        // RECHECK_AFTER_MS per package.
-        if packument::find_tarball(&doc, file).is_none()
-            && status != CacheStatus::Miss
-            && now_ms().saturating_sub(stored.meta.fetched_at) >= RECHECK_AFTER_MS
-        {
-            let (fresh, _) = self.fetch_packument(name).await;
-            doc = parse(&fresh?)?;
-        }
+        let (stored, _) = self.packument(name).await?;
+        let doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
+            name: name.to_string(),
+            error,
+        })?;
         let manifest = packument::find_tarball(&doc, file).ok_or_else(|| {
-            Error::NotFound(format!("no version of {name} has the tarball {file}"))
+            Error::Unlisted(format!("no version of {name} has the tarball {file}"))
         })?;
         let integrity = published_integrity(manifest).ok_or_else(|| {
             Error::Upstream(UpstreamError::Invalid(format!(
@@ -560,6 +556,38 @@ impl Registry {
             .insert(key, Arc::new(Rendered::new(bytes.clone(), None)))
             .await;
         Ok(bytes)
+    }
+
+    /// Re-read the packument of `name` from upstream for the tarball `file` it does not list: a
+    /// lockfile written elsewhere (`npm ci`) can name a version published since the last
+    /// refresh. Returns whether the re-read document lists it; the caller then asks again, so
+    /// plugins judge the new version like any other.
+    ///
+    /// Only a file name of the package's own form (`<name>-<semver>.tgz`) is rechecked, at most
+    /// once per [`RECHECK_EVERY`] per package, failures included: requests for made-up names
+    /// cannot turn into a stream of upstream requests.
+    pub async fn recheck_for_tarball(
+        self: &Arc<Self>,
+        name: &str,
+        file: &str,
+    ) -> Result<bool, Error> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let names_a_version = file
+            .strip_prefix(base)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|rest| rest.strip_suffix(".tgz"))
+            .is_some_and(|version| nodejs_semver::Version::parse(version).is_ok());
+        let key: Arc<str> = name.into();
+        if !names_a_version || self.rechecked.contains_key(&key) {
+            return Ok(false);
+        }
+        self.rechecked.insert(key, ());
+        let (fresh, _) = self.fetch_packument(name).await;
+        let doc = packument::parse(&fresh?.bytes, name).map_err(|error| Error::Packument {
+            name: name.to_string(),
+            error,
+        })?;
+        Ok(packument::find_tarball(&doc, file).is_some())
     }
 
     /// The answer plugins give for tarball `file` of `name` (min-age, deny ranges…), if one
@@ -637,9 +665,9 @@ impl Registry {
 /// Renders larger than this hand their freed memory back to the system afterwards.
 const TRIM_AFTER: usize = 2 << 20;
 
-/// How old a stored packument must be before a request for a tarball it does not list makes
-/// sluice ask upstream for the document again.
-const RECHECK_AFTER_MS: u64 = 1_000;
+/// How often, at most, a request for a tarball the stored packument does not list makes sluice
+/// ask upstream for that packument again (per package, whatever the outcome).
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
 /// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.

@@ -77,25 +77,51 @@ impl BackgroundService for Refresher {
     }
 }
 
-/// Gives the heap pages freed after a burst back to the system every few seconds: glibc keeps
-/// them in its per-thread arenas otherwise, and RSS would stay at the burst's peak (5,000
+/// Gives the heap pages freed after a burst back to the system within seconds: glibc keeps them
+/// in its per-thread arenas otherwise, and RSS would stay at the burst's peak (5,000
 /// connections held pingora's sessions of about 23 KiB each).
 struct MemoryTrimmer;
 
 /// How often [`MemoryTrimmer`] trims.
 const TRIM_EVERY: Duration = Duration::from_secs(10);
 
+/// How far RSS must have grown since the last trim before the next one: at a steady state
+/// nothing is trimmed, so no arena is locked for it.
+const TRIM_ABOVE: u64 = 32 << 20;
+
 #[async_trait]
 impl BackgroundService for MemoryTrimmer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut after_last = resident_bytes();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(TRIM_EVERY) => {}
                 _ = shutdown.changed() => return,
             }
-            let _ = tokio::task::spawn_blocking(crate::registry::release_freed_memory).await;
+            let now = resident_bytes();
+            if now > after_last.saturating_add(TRIM_ABOVE) {
+                let _ = tokio::task::spawn_blocking(crate::registry::release_freed_memory).await;
+                after_last = resident_bytes();
+            } else {
+                // Follow RSS down too (the hot cache shrinking, a trim after a large render).
+                after_last = after_last.min(now);
+            }
         }
     }
+}
+
+/// This process's resident memory in bytes (0 when /proc cannot tell).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
 }
 
 fn build(registry: Arc<Registry>) -> Server {

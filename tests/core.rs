@@ -88,7 +88,6 @@ fn npm_ci_with_a_lockfile_naming_a_version_published_since_the_last_refresh_inst
         serde_json::to_vec_pretty(&lock).unwrap(),
     )
     .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = second.npm(&sluice.url(), &["ci"]);
     assert!(
         out.status.success(),

@@ -222,8 +222,24 @@ fn slow_clients_run_out_of_time_on_their_own_connection() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
 
-    // A client that asks for 24 MB and reads none of it is let go.
+    // A client that asks for 24 MB and reads none of it is let go. Its receive buffer is kept
+    // small, so the answer cannot all sit in socket buffers however the host tunes them.
     let mut sleeper = connect();
+    {
+        use std::os::fd::AsRawFd;
+        let size: libc::c_int = 64 * 1024;
+        // SAFETY: a valid socket and an option value that lives across the call.
+        let set = unsafe {
+            libc::setsockopt(
+                sleeper.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0);
+    }
     sleeper
         .write_all(b"GET /huge HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
         .unwrap();

@@ -96,6 +96,39 @@ fn with_min_age_npm_installs_the_newest_version_old_enough_and_the_young_one_is_
 }
 
 #[test]
+fn a_version_published_since_the_last_refresh_is_still_judged_by_min_age() {
+    let upstream = FakeRegistry::start();
+    publish_at(&upstream, "fresh", "1.0.0", 30.0);
+    let sluice = Sluice::start(&upstream, "fresh\n", MIN_AGE);
+    assert_eq!(sluice.get_json("/fresh").0, 200);
+    // Published an hour ago, after sluice read the document; a lockfile written elsewhere names
+    // it. sluice re-reads the document for the tarball, and min-age refuses the young version.
+    publish_at(&upstream, "fresh", "1.1.0", 0.04);
+    let before = upstream.count("/fresh");
+    let (status, message) = error_of(&sluice, "/fresh/-/fresh-1.1.0.tgz");
+    assert_eq!(status, 403, "{message}");
+    assert_eq!(
+        upstream.count("/fresh"),
+        before + 1,
+        "the document was re-read once"
+    );
+    assert_eq!(upstream.count("/fresh/-/fresh-1.1.0.tgz"), 0);
+    // Made-up file names do not turn into upstream requests.
+    for file in [
+        "fresh-9.9.9.tgz",
+        "fresh-not-a-version.tgz",
+        "other-1.0.0.tgz",
+    ] {
+        assert_eq!(
+            error_of(&sluice, &format!("/fresh/-/{file}")).0,
+            404,
+            "{file}"
+        );
+    }
+    assert_eq!(upstream.count("/fresh"), before + 1);
+}
+
+#[test]
 fn a_version_without_a_publish_time_is_hidden() {
     let upstream = FakeRegistry::start();
     publish_at(&upstream, "untimed", "1.0.0", 30.0);

@@ -167,6 +167,8 @@ impl Guarded {
         if bytes.is_empty() {
             return;
         }
+        // A write given up on earlier must not leave its stall clock running.
+        self.write_stalled = false;
         if self.phase == Phase::Idle {
             self.phase = Phase::Header {
                 deadline: Instant::now() + self.limits.header,
@@ -200,7 +202,8 @@ impl Guarded {
         self.phase = Phase::Expired;
         self.expired.fetch_add(1, Ordering::Relaxed);
         let peer = self.peer().map(|p| p.to_string()).unwrap_or_default();
-        tracing::warn!(%peer, "closing a client connection: {what}");
+        // Counted in sluice_client_timeouts_total; pingora logs the failed request too.
+        tracing::debug!(%peer, "closing a client connection: {what}");
         io::Error::new(io::ErrorKind::TimedOut, what.to_string())
     }
 
@@ -273,9 +276,14 @@ impl Guarded {
 }
 
 /// Whether `bytes`, read after bytes ending in `tail`, hold the empty line that ends a request
-/// header ("\n\n" or "\n\r\n"); `tail` becomes the last two bytes seen.
+/// header ("\n\n" or "\n\r\n"); `tail` becomes the last two bytes seen. Empty lines before the
+/// request line (which HTTP parsers skip) are not an end: `tail` stays `[0, 0]` until the first
+/// other byte.
 fn ends_header(tail: &mut [u8; 2], bytes: &[u8]) -> bool {
     bytes.iter().any(|&b| {
+        if *tail == [0, 0] && (b == b'\r' || b == b'\n') {
+            return false;
+        }
         let end = b == b'\n' && (tail[1] == b'\n' || *tail == [b'\n', b'\r']);
         *tail = [tail[1], b];
         end
@@ -397,9 +405,14 @@ impl AsyncWrite for Guarded {
 #[async_trait]
 impl Shutdown for Guarded {
     async fn shutdown(&mut self) {
-        // A client that reads nothing cannot hold the close up longer than a stalled write.
-        let send = self.limits.send;
-        let _ = tokio::time::timeout(send, self.inner.shutdown()).await;
+        // A client that reads nothing cannot hold the close up longer than a stalled write, and
+        // one that already ran out of time gets a moment only.
+        let grace = if self.phase == Phase::Expired {
+            ANSWER_GRACE
+        } else {
+            self.limits.send
+        };
+        let _ = tokio::time::timeout(grace, self.inner.shutdown()).await;
     }
 }
 
@@ -497,6 +510,12 @@ mod tests {
             ends_in_chunks(&["GET / HTTP/1.1\r\n", "Host: x\r\n", "X: \r"]),
             None
         );
+        // Leading empty lines are skipped by the parser, so they do not end the header.
+        assert_eq!(
+            ends_in_chunks(&["\r\n\r\n", "\n\n", "GET / HTTP/1.1\r\n"]),
+            None
+        );
+        assert_eq!(ends_in_chunks(&["\r\n\r\nGET / HTTP/1.1\r\n\r\n"]), Some(0));
         let trickle: Vec<String> = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
             .chars()
             .map(String::from)

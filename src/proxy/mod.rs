@@ -289,16 +289,15 @@ impl SluiceProxy {
                 Answer::json(200, &v)
             }),
             NpmRequest::Tarball { name, file } => {
-                match registry.tarball_refusal(name, file).await {
-                    Ok(Some(refusal)) => Ok(Answer::error(refusal.status, refusal.message)),
-                    Err(error) => Err(error),
-                    Ok(None) => registry
-                        .tarball(name, file)
-                        .await
-                        .map(|(rendered, status)| {
-                            ctx.plugin.cache_status = Some(status);
-                            Answer::tarball(rendered)
-                        }),
+                let answer = Self::tarball(registry, name, file, ctx).await;
+                // A version published since the last refresh: re-read the packument, then ask
+                // again from the top, so plugins judge the new version too.
+                if matches!(answer, Err(CoreError::Unlisted(_)))
+                    && matches!(registry.recheck_for_tarball(name, file).await, Ok(true))
+                {
+                    Self::tarball(registry, name, file, ctx).await
+                } else {
+                    answer
                 }
             }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
@@ -340,6 +339,23 @@ const MAX_TARGET: usize = 8 << 10;
 /// The most request header bytes accepted.
 const MAX_HEADERS: usize = 32 << 10;
 
+impl SluiceProxy {
+    /// Tarball `file` of `name`, unless a plugin refuses it.
+    async fn tarball(
+        registry: &Arc<Registry>,
+        name: &str,
+        file: &str,
+        ctx: &mut RequestCtx,
+    ) -> Result<Answer, CoreError> {
+        if let Some(refusal) = registry.tarball_refusal(name, file).await? {
+            return Ok(Answer::error(refusal.status, refusal.message));
+        }
+        let (rendered, status) = registry.tarball(name, file).await?;
+        ctx.plugin.cache_status = Some(status);
+        Ok(Answer::tarball(rendered))
+    }
+}
+
 /// Whether `error` is a client running out of time (see `deadline`).
 fn timed_out(error: &pingora::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -380,7 +396,9 @@ fn accepts_gzip(value: Option<&http::HeaderValue>) -> bool {
 fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
     let what = request.package().unwrap_or("the request");
     match error {
-        CoreError::NotFound(message) => Answer::error(404, message.clone()),
+        CoreError::NotFound(message) | CoreError::Unlisted(message) => {
+            Answer::error(404, message.clone())
+        }
         CoreError::Upstream(UpstreamError::Integrity(_)) => Answer::error(502, error.to_string()),
         CoreError::Upstream(e) if e.is_timeout() => Answer::error(
             504,
