@@ -883,6 +883,14 @@ fn ten_thousand_concurrent_misses_make_one_upstream_fetch_with_identical_bytes()
         out
     });
     let peak_kb = status_kb(child.id(), "VmHWM:");
+    // Once the clients are gone, the memory their connections took goes back to the system
+    // (the trimmer runs every 10 s).
+    let pid = child.id();
+    assert!(
+        eventually(30, || rss_kb(pid) < peak_kb / 2),
+        "RSS {} KiB after the clients left, peak {peak_kb} KiB",
+        rss_kb(pid)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(answers.len(), clients);
