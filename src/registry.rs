@@ -219,11 +219,7 @@ impl Registry {
                 }),
                 held,
             ) => {
-                let mut fresh =
-                    packument::parse(&bytes, name).map_err(|error| Error::Packument {
-                        name: name.to_string(),
-                        error,
-                    })?;
+                let mut fresh = parse_document(&bytes, name)?;
                 // Merge and write under the store's lock for this package, against what is
                 // stored now: another process (add-package, a second server) may have written
                 // since we read.
@@ -316,10 +312,7 @@ impl Registry {
 
     /// The packument as served: plugins applied, invariants repaired (links not yet rewritten).
     pub fn filtered(&self, name: &str, stored: &StoredPackument) -> Result<Packument, Error> {
-        let mut doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
-            name: name.to_string(),
-            error,
-        })?;
+        let mut doc = parse_document(&stored.bytes, name)?;
         for plugin in &self.plugins {
             plugin.on_packument(&mut doc)?;
         }
@@ -518,10 +511,7 @@ impl Registry {
             return Ok(bytes);
         }
         let (stored, _) = self.packument(name).await?;
-        let doc = packument::parse(&stored.bytes, name).map_err(|error| Error::Packument {
-            name: name.to_string(),
-            error,
-        })?;
+        let doc = parse_document(&stored.bytes, name)?;
         let manifest = packument::find_tarball(&doc, file).ok_or_else(|| {
             Error::Unlisted(format!("no version of {name} has the tarball {file}"))
         })?;
@@ -583,10 +573,7 @@ impl Registry {
         }
         self.rechecked.insert(key, ());
         let (fresh, _) = self.fetch_packument(name).await;
-        let doc = packument::parse(&fresh?.bytes, name).map_err(|error| Error::Packument {
-            name: name.to_string(),
-            error,
-        })?;
+        let doc = parse_document(&fresh?.bytes, name)?;
         Ok(packument::find_tarball(&doc, file).is_some())
     }
 
@@ -607,12 +594,7 @@ impl Registry {
             Some((_, doc)) => doc,
             None => {
                 let (stored, _) = self.packument(name).await?;
-                let doc = Arc::new(packument::parse(&stored.bytes, name).map_err(|error| {
-                    Error::Packument {
-                        name: name.to_string(),
-                        error,
-                    }
-                })?);
+                let doc = Arc::new(parse_document(&stored.bytes, name)?);
                 self.parsed
                     .insert(name.into(), (stored.integrity.clone(), doc.clone()));
                 doc
@@ -668,6 +650,15 @@ const TRIM_AFTER: usize = 2 << 20;
 /// How often, at most, a request for a tarball the stored packument does not list makes sluice
 /// ask upstream for that packument again (per package, whatever the outcome).
 const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Parse a stored or fetched packument of `name`; a document that cannot be used is upstream's
+/// fault.
+fn parse_document(bytes: &[u8], name: &str) -> Result<Packument, Error> {
+    packument::parse(bytes, name).map_err(|error| Error::Packument {
+        name: name.to_string(),
+        error,
+    })
+}
 
 /// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
 /// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.
