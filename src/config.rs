@@ -198,9 +198,9 @@ struct ServerFile {
     public_url: Option<toml::Spanned<String>>,
     grace_period: Option<HumanDuration>,
     threads: Option<usize>,
-    header_timeout: Option<HumanDuration>,
-    body_timeout: Option<HumanDuration>,
-    send_timeout: Option<HumanDuration>,
+    header_timeout: Option<toml::Spanned<HumanDuration>>,
+    body_timeout: Option<toml::Spanned<HumanDuration>>,
+    send_timeout: Option<toml::Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,16 +412,18 @@ impl Config {
                 "server.threads and upstream.concurrency must be at least 1".into(),
             ));
         }
-        let timeout = |value: Option<HumanDuration>, default: u64, key: &str| match value {
-            Some(HumanDuration(d)) if d.is_zero() => Err(fail(format!(
-                "server.{key} must be longer than zero; it is how long a client gets"
-            ))),
-            Some(HumanDuration(d)) => Ok(d),
-            None => Ok(Duration::from_secs(default)),
-        };
-        let header_timeout = timeout(file.server.header_timeout, 10, "header_timeout")?;
-        let body_timeout = timeout(file.server.body_timeout, 60, "body_timeout")?;
-        let send_timeout = timeout(file.server.send_timeout, 60, "send_timeout")?;
+        let timeout =
+            |value: &Option<toml::Spanned<HumanDuration>>, default: u64, key: &str| match value {
+                Some(d) if d.get_ref().0.is_zero() => Err(fail(format!(
+                    "line {}: server.{key} must be longer than zero; it is how long a client gets",
+                    at(d.span())
+                ))),
+                Some(d) => Ok(d.get_ref().0),
+                None => Ok(Duration::from_secs(default)),
+            };
+        let header_timeout = timeout(&file.server.header_timeout, 10, "header_timeout")?;
+        let body_timeout = timeout(&file.server.body_timeout, 60, "body_timeout")?;
+        let send_timeout = timeout(&file.server.send_timeout, 60, "send_timeout")?;
         let changes = match &file.upstream.changes {
             Some(url) => {
                 check_http_url(url.get_ref()).map_err(|why| {
@@ -718,6 +720,7 @@ mod tests {
         assert!(err.to_string().contains("kind"), "{err}");
         let err = parse(&format!("{UPSTREAM}[server]\nheader_timeout = \"0s\"\n")).unwrap_err();
         assert!(err.to_string().contains("server.header_timeout"), "{err}");
+        assert!(err.to_string().contains("line 4"), "{err}");
     }
 
     #[test]
