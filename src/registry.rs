@@ -497,19 +497,24 @@ impl Registry {
                     this.hot.insert(key, rendered.clone()).await;
                     return Ok((rendered, CacheStatus::Hit));
                 }
-                let bytes = this.fetch_tarball(&task_name, &task_file).await?;
+                let bytes = this.download_tarball(&task_name, &task_file).await?;
                 Ok((Arc::new(Rendered::new(bytes, None)), CacheStatus::Miss))
             })
             .await;
         result
     }
 
-    /// Fetch a tarball from upstream, verify it against the integrity its packument
-    /// publishes, store it and return it.
+    /// The stored tarball, else one fetched from upstream, verified against the integrity its
+    /// packument publishes, and stored.
     pub async fn fetch_tarball(self: &Arc<Self>, name: &str, file: &str) -> Shared<Bytes> {
         if let Some(bytes) = self.store.tarball(name, file).await? {
             return Ok(bytes);
         }
+        self.download_tarball(name, file).await
+    }
+
+    /// Fetch a tarball that is not stored from upstream, verify it, store it and return it.
+    async fn download_tarball(self: &Arc<Self>, name: &str, file: &str) -> Shared<Bytes> {
         let (stored, _) = self.packument(name).await?;
         let doc = parse_document(&stored.bytes, name)?;
         let manifest = packument::find_tarball(&doc, file).ok_or_else(|| {
