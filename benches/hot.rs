@@ -9,8 +9,8 @@ use std::io::Read as _;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sluice::core::gzip_bytes;
 use sluice::packument::{abbreviate, merge, parse, rewrite};
-use sluice::registry::gzip_bytes;
 
 const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

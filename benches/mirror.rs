@@ -32,9 +32,9 @@ fn main() {
         std::env::var("MIRROR_CONCURRENCY").unwrap_or_else(|_| "32".into())
     );
     let config = sluice::config::Config::parse(&text, "bench.toml", dir.path()).unwrap();
-    let registry = sluice::server::registry(config).unwrap();
+    let app = sluice::app::App::build(config).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let follower = sluice::sync::mirror::Follower::new(registry.clone()).unwrap();
+    let follower = sluice::jobs::mirror::Follower::new(app.clone()).unwrap();
     let bar = indicatif::ProgressBar::hidden();
 
     let started = Instant::now();
@@ -47,10 +47,25 @@ fn main() {
         first.changes as f64 / secs
     );
 
-    // A restart with the store kept but the checkpoint lost: every change is re-delivered and
-    // costs one conditional request (304).
-    std::fs::remove_file(dir.path().join("data/mirror-checkpoint.json")).unwrap();
-    let follower = sluice::sync::mirror::Follower::new(registry).unwrap();
+    // A restart with the store kept but the checkpoint back at 0: every change is re-delivered
+    // and costs one conditional request (304).
+    drop(follower);
+    runtime.block_on(async {
+        use sluice::jobs::mirror::{load_checkpoint, save_checkpoint, Checkpoint};
+        let (_, version) = load_checkpoint(app.store.as_ref()).await.unwrap().unwrap();
+        let start = Checkpoint {
+            since: "0".into(),
+            recent: Vec::new(),
+        };
+        save_checkpoint(
+            app.store.as_ref(),
+            &start,
+            sluice::store::Expect::Version(version),
+        )
+        .await
+        .unwrap();
+    });
+    let follower = sluice::jobs::mirror::Follower::new(app).unwrap();
     let started = Instant::now();
     let again = runtime.block_on(follower.catch_up(&bar)).unwrap();
     let secs = started.elapsed().as_secs_f64();

@@ -1,10 +1,10 @@
 //! Fill a store with many small packuments, for the start-up measurement in benches/load.sh.
 //!
 //! `cargo run --release --example seed_store -- DIR COUNT` writes `seed-pkg-000000`… through
-//! `Store::put_packument`, marked as fetched now (fresh for `policy.refresh`).
+//! the store's conditional put, marked as fetched now (fresh for `policy.refresh`).
 
 use futures::StreamExt;
-use sluice::store::{now_ms, PackumentMeta, Store};
+use sluice::store::{now_ms, DiskStore, Expect, PackumentMeta, Store, Written};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: seed_store DIR COUNT");
     };
     let count: usize = count.parse()?;
-    let store = Store::new(dir);
+    let store = DiskStore::new(dir);
     let meta = PackumentMeta {
         etag: None,
         last_modified: None,
@@ -37,15 +37,21 @@ async fn main() -> anyhow::Result<()> {
                     }},
                     "time": {"created": "2024-01-01T00:00:00.000Z", "modified": "2024-01-01T00:00:00.000Z"}
                 });
-                store
-                    .put_packument(&name, doc.to_string().as_bytes(), &meta)
-                    .await
+                match store.packument_meta(&name).await? {
+                    Some(_) => Ok(()),
+                    None => match store
+                        .put_packument(&name, doc.to_string().into(), &meta, Expect::Absent)
+                        .await?
+                    {
+                        Written::Stored(_) | Written::Conflict => Ok(()),
+                    },
+                }
             }
         })
         .buffer_unordered(64);
     let mut done = 0usize;
     while let Some(result) = writes.next().await {
-        result?;
+        let () = result.map_err(|e: sluice::store::StoreError| anyhow::anyhow!(e))?;
         done += 1;
     }
     eprintln!(

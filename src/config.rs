@@ -1,12 +1,12 @@
 //! The configuration: the TOML file model (serde, unknown keys rejected) and the validated
 //! [`Config`] the rest of the program sees.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The shipped default configuration, used when no file is found at the default path.
 pub const EMBEDDED: &str = include_str!("../conf/sluice.toml");
@@ -24,10 +24,11 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// The validated configuration.
-#[derive(Debug, Clone)]
+/// The validated configuration; `sluice check` prints it by serializing it.
+#[derive(Debug, Clone, Serialize)]
 pub struct Config {
     /// Where this configuration was read from (`<embedded>` for the built-in one).
+    #[serde(skip)]
     pub source: String,
     /// `[server]`.
     pub server: ServerConfig,
@@ -46,30 +47,35 @@ pub struct Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     /// The address to listen on.
     pub listen: SocketAddr,
     /// The base of every tarball link served, ending in `/`.
     pub public_url: String,
     /// How long SIGTERM waits for in-flight requests.
+    #[serde(serialize_with = "human_duration")]
     pub grace_period: Duration,
     /// Worker threads of the HTTP server.
     pub threads: usize,
     /// How long a client has to send a whole request header.
+    #[serde(serialize_with = "human_duration")]
     pub header_timeout: Duration,
     /// How long a client has to send a whole request body.
+    #[serde(serialize_with = "human_duration")]
     pub body_timeout: Duration,
     /// How long a response write may wait for a client that reads nothing.
+    #[serde(serialize_with = "human_duration")]
     pub send_timeout: Duration,
 }
 
 /// `[upstream]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct UpstreamConfig {
     /// The upstream registry's base URL, ending in `/`.
     pub registry: String,
     /// Connect and read timeout of upstream requests.
+    #[serde(serialize_with = "human_duration")]
     pub timeout: Duration,
     /// The largest packument accepted from upstream, in bytes (after decompression).
     pub max_packument: u64,
@@ -78,24 +84,27 @@ pub struct UpstreamConfig {
     /// How many upstream requests background work (refresh, add-package) makes at once.
     pub concurrency: usize,
     /// The replication feed's base URL (mirror mode), ending in `/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<String>,
 }
 
 /// `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LogConfig {
     /// The level filter (`info`, `debug`, `sluice=debug,warn`…); `RUST_LOG` wins.
     pub level: String,
     /// JSON lines rather than text.
+    #[serde(rename = "format", serialize_with = "log_format")]
     pub json: bool,
 }
 
 /// `[mirror]`: the replication follower of mirror mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct MirrorConfig {
     /// Where to start when the store has no checkpoint.
     pub since: Since,
     /// How long to wait between polls once caught up.
+    #[serde(serialize_with = "human_duration")]
     pub interval: Duration,
     /// Changes asked for per page (at most 10000).
     pub batch: usize,
@@ -104,7 +113,8 @@ pub struct MirrorConfig {
 }
 
 /// `mirror.since`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
 pub enum Since {
     /// Follow from the feed's head.
     Now,
@@ -113,16 +123,18 @@ pub enum Since {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StorageConfig {
     /// The store's folder.
     pub dir: PathBuf,
     /// The bound of the in-memory hot cache, in bytes.
     pub memory: u64,
+    /// The largest tarball held whole in the hot cache, in bytes; larger ones stream.
+    pub hot_tarball_max: u64,
 }
 
 /// `[policy]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PolicyConfig {
     /// Which packages are served.
     pub mode: Mode,
@@ -131,13 +143,14 @@ pub struct PolicyConfig {
     /// The whitelist file.
     pub whitelist: PathBuf,
     /// How long a stored packument is served before it is revalidated with upstream.
+    #[serde(serialize_with = "human_duration")]
     pub refresh: Duration,
     /// Which tarballs background refresh copies eagerly.
     pub tarballs: Tarballs,
 }
 
 /// `policy.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Only packages on the whitelist (plus read-through additions).
@@ -147,7 +160,7 @@ pub enum Mode {
 }
 
 /// `policy.tarballs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tarballs {
     /// Tarballs are fetched when a client asks for them.
@@ -242,6 +255,7 @@ struct MirrorFile {
 struct StorageFile {
     dir: Option<String>,
     memory: Option<ByteSize>,
+    hot_tarball_max: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -517,6 +531,7 @@ impl Config {
             storage: StorageConfig {
                 dir: resolve(file.storage.dir.as_deref().unwrap_or("data")),
                 memory: file.storage.memory.map_or(256 << 20, |s| s.0),
+                hot_tarball_max: file.storage.hot_tarball_max.map_or(1 << 20, |s| s.0),
             },
             policy: PolicyConfig {
                 mode: file.policy.mode.unwrap_or(Mode::Whitelist),
@@ -583,92 +598,42 @@ fn npm_registry() -> Result<String, String> {
     Ok(with_slash(&url))
 }
 
+impl From<Since> for String {
+    fn from(since: Since) -> String {
+        match since {
+            Since::Now => "now".to_string(),
+            Since::Seq(seq) => seq,
+        }
+    }
+}
+
+fn human_duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
+fn log_format<S: Serializer>(json: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *json { "json" } else { "text" })
+}
+
+impl Serialize for PluginConfig {
+    /// `kind` first, then the table's own keys, as written.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.table.len() + 1))?;
+        map.serialize_entry("kind", &self.kind)?;
+        for (key, value) in &self.table {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
 impl fmt::Display for Config {
     /// The effective configuration, as TOML.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = String::new();
-        let _ = writeln!(out, "# effective configuration of {}", self.source);
-        let _ = writeln!(out, "[server]");
-        let _ = writeln!(out, "listen = \"{}\"", self.server.listen);
-        let _ = writeln!(out, "public_url = \"{}\"", self.server.public_url);
-        let _ = writeln!(
-            out,
-            "grace_period = \"{}\"",
-            humantime::format_duration(self.server.grace_period)
-        );
-        let _ = writeln!(out, "threads = {}", self.server.threads);
-        for (key, value) in [
-            ("header_timeout", self.server.header_timeout),
-            ("body_timeout", self.server.body_timeout),
-            ("send_timeout", self.server.send_timeout),
-        ] {
-            let _ = writeln!(out, "{key} = \"{}\"", humantime::format_duration(value));
-        }
-        let _ = writeln!(out, "\n[upstream]");
-        let _ = writeln!(out, "registry = \"{}\"", self.upstream.registry);
-        let _ = writeln!(
-            out,
-            "timeout = \"{}\"",
-            humantime::format_duration(self.upstream.timeout)
-        );
-        let _ = writeln!(out, "max_packument = {}", self.upstream.max_packument);
-        let _ = writeln!(out, "max_tarball = {}", self.upstream.max_tarball);
-        let _ = writeln!(out, "concurrency = {}", self.upstream.concurrency);
-        if let Some(changes) = &self.upstream.changes {
-            let _ = writeln!(out, "changes = \"{changes}\"");
-        }
-        let _ = writeln!(out, "\n[storage]");
-        let _ = writeln!(out, "dir = {:?}", self.storage.dir.display().to_string());
-        let _ = writeln!(out, "memory = {}", self.storage.memory);
-        let _ = writeln!(out, "\n[policy]");
-        let mode = match self.policy.mode {
-            Mode::Whitelist => "whitelist",
-            Mode::Mirror => "mirror",
-        };
-        let _ = writeln!(out, "mode = \"{mode}\"");
-        let _ = writeln!(out, "read_through = {}", self.policy.read_through);
-        let _ = writeln!(
-            out,
-            "whitelist = {:?}",
-            self.policy.whitelist.display().to_string()
-        );
-        let _ = writeln!(
-            out,
-            "refresh = \"{}\"",
-            humantime::format_duration(self.policy.refresh)
-        );
-        let tarballs = match self.policy.tarballs {
-            Tarballs::OnDemand => "on-demand",
-            Tarballs::Latest => "latest",
-            Tarballs::All => "all",
-        };
-        let _ = writeln!(out, "tarballs = \"{tarballs}\"");
-        let _ = writeln!(out, "\n[log]");
-        let _ = writeln!(out, "level = {:?}", self.log.level);
-        let _ = writeln!(
-            out,
-            "format = \"{}\"",
-            if self.log.json { "json" } else { "text" }
-        );
-        let _ = writeln!(out, "\n[mirror]");
-        let since = match &self.mirror.since {
-            Since::Now => "now".to_string(),
-            Since::Seq(seq) => seq.clone(),
-        };
-        let _ = writeln!(out, "since = \"{since}\"");
-        let _ = writeln!(
-            out,
-            "interval = \"{}\"",
-            humantime::format_duration(self.mirror.interval)
-        );
-        let _ = writeln!(out, "batch = {}", self.mirror.batch);
-        let _ = writeln!(out, "window = {}", self.mirror.window);
-        for plugin in &self.plugins {
-            let _ = writeln!(out, "\n[[plugins]]\nkind = \"{}\"", plugin.kind);
-            let rest = toml::to_string(&plugin.table).unwrap_or_default();
-            out.push_str(&rest);
-        }
-        f.write_str(&out)
+        let text = toml::to_string(self).map_err(|_| fmt::Error)?;
+        writeln!(f, "# effective configuration of {}", self.source)?;
+        f.write_str(&text)
     }
 }
 
@@ -721,6 +686,38 @@ mod tests {
         let err = parse(&format!("{UPSTREAM}[server]\nheader_timeout = \"0s\"\n")).unwrap_err();
         assert!(err.to_string().contains("server.header_timeout"), "{err}");
         assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn check_prints_every_key_and_the_printout_reads_back_the_same() {
+        let config = parse(&format!(
+            "{UPSTREAM}[storage]\nhot_tarball_max = \"4MiB\"\n[[plugins]]\nkind = \"min-age\"\ndays = 3\n"
+        ))
+        .unwrap();
+        let printed = config.to_string();
+        for key in [
+            "listen",
+            "public_url",
+            "grace_period",
+            "header_timeout",
+            "registry",
+            "timeout",
+            "max_tarball",
+            "dir",
+            "memory",
+            "hot_tarball_max = 4194304",
+            "mode = \"whitelist\"",
+            "refresh = \"10m\"",
+            "tarballs = \"on-demand\"",
+            "format = \"text\"",
+            "since = \"now\"",
+            "kind = \"min-age\"",
+            "days = 3",
+        ] {
+            assert!(printed.contains(key), "{key} missing from:\n{printed}");
+        }
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.to_string(), printed);
     }
 
     #[test]

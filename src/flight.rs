@@ -37,37 +37,45 @@ where
     where
         F: Future<Output = V> + Send + 'static,
     {
-        let (flight, leader) = {
-            let mut flights = self
-                .flights
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(flight) = flights.get(&key) {
-                (flight.clone(), false)
-            } else {
-                let table = self.flights.clone();
-                let task_key = key.clone();
-                let task = tokio::spawn(async move {
-                    let value = work.await;
-                    table
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner())
-                        .remove(&task_key);
-                    value
-                });
-                let flight: Flight<V> = async move {
-                    match task.await {
-                        Ok(value) => value,
-                        Err(e) => std::panic::resume_unwind(e.into_panic()),
-                    }
-                }
-                .boxed()
-                .shared();
-                flights.insert(key, flight.clone());
-                (flight, true)
-            }
-        };
+        let (flight, leader) = self.start(key, work);
         (flight.await, leader)
+    }
+
+    /// Start `work` for `key` (it runs in its own task), or join the run in flight for it;
+    /// `work` is dropped unstarted when another run is in flight.
+    ///
+    /// Returns the run's result to await and whether this caller started it.
+    pub fn start<F>(&self, key: K, work: F) -> (Shared<BoxFuture<'static, V>>, bool)
+    where
+        F: Future<Output = V> + Send + 'static,
+    {
+        let mut flights = self
+            .flights
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(flight) = flights.get(&key) {
+            return (flight.clone(), false);
+        }
+        let table = self.flights.clone();
+        let task_key = key.clone();
+        let task = tokio::spawn(async move {
+            let value = work.await;
+            table
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&task_key);
+            value
+        });
+        let flight: Flight<V> = async move {
+            match task.await {
+                Ok(value) => value,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        .boxed()
+        .shared();
+        flights.insert(key, flight.clone());
+        (flight, true)
     }
 }
 

@@ -1,22 +1,25 @@
 //! sluice: a private npm registry mirror in front of an upstream registry.
 //!
-//! The flow of a request is: [`route`] → plugins (`on_request`) → [`registry`] (hot cache →
-//! [`store`] → [`upstream`], single-flight) → plugins (`on_packument`) → render
-//! ([`packument`]: rewrite, abbreviate, gzip) → [`proxy`] answers.
+//! A request travels [`route`] → [`proxy`] (dispatch only) → [`plugins`] (admit) → the
+//! [`core`]: [`core::packuments`] (hot in the [`store`], revalidated with [`upstream`]),
+//! [`core::renders`] (what a client is sent) and [`core::tarballs`] (streamed, verified as they
+//! flow). [`app`] builds it all; [`server`] runs it with the background [`jobs`]; [`observe`]
+//! reports on it. ARCHITECTURE.md is the map.
 
+pub mod app;
 pub mod config;
+pub mod core;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod metrics;
+pub mod jobs;
+pub mod memory;
+pub mod observe;
 pub mod packument;
 pub mod plugins;
 pub mod proxy;
-pub mod registry;
 pub mod route;
 pub mod server;
-pub mod status;
 pub mod store;
-pub mod sync;
 pub mod tls;
 pub mod upstream;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice::app::App;
 use sluice::config::Config;
 
 /// A private npm registry mirror: whitelist, read-through cache, full mirror.
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check => {
-            sluice::plugins::build(&config)?;
+            sluice::plugins::Host::build(&config)?;
             print!("{config}");
             Ok(ExitCode::SUCCESS)
         }
@@ -117,8 +118,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Mirror { once } => mirror(config, once),
         Command::Verify => verify(config),
         Command::RemovePackage { names } => {
-            let plugins = sluice::plugins::build(&config)?;
-            let Some(list) = plugins.whitelist else {
+            let host = sluice::plugins::Host::build(&config)?;
+            let Some(list) = host.whitelist() else {
                 anyhow::bail!("policy.mode is \"mirror\": there is no whitelist to edit");
             };
             let mut code = ExitCode::SUCCESS;
@@ -136,8 +137,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
             Ok(code)
         }
         Command::Serve => {
-            let registry = sluice::server::registry(config)?;
-            sluice::server::serve(registry)?;
+            sluice::server::serve(App::build(config)?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -149,7 +149,7 @@ fn add_package(
     all_versions: bool,
     concurrency: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    use sluice::sync::closure::{add_packages, parse_spec, AddOptions};
+    use sluice::jobs::closure::{add_packages, parse_spec, AddOptions};
     use std::io::IsTerminal;
 
     let wants = specs
@@ -161,12 +161,11 @@ fn add_package(
         concurrency: concurrency.unwrap_or(config.upstream.concurrency).max(1),
         progress: std::io::stderr().is_terminal(),
     };
-    let registry = sluice::server::registry(config)?;
+    let app = App::build(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let summary = runtime.block_on(add_packages(&registry, wants, &options));
-    let whitelist = registry
-        .whitelist
-        .as_ref()
+    let summary = runtime.block_on(add_packages(&app, wants, &options));
+    let whitelist = app
+        .whitelist()
         .map(|l| l.path().display().to_string())
         .unwrap_or_else(|| "(mirror mode: no whitelist)".into());
     println!(
@@ -201,9 +200,8 @@ fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
     if !once {
         anyhow::bail!("use `sluice mirror --once` to catch up and exit, or `sluice serve` with policy.mode = \"mirror\" to follow continuously");
     }
-    let registry = sluice::server::registry(config)?;
-    let follower =
-        sluice::sync::mirror::Follower::new(registry.clone()).map_err(anyhow::Error::msg)?;
+    let app = App::build(config)?;
+    let follower = sluice::jobs::mirror::Follower::new(app).map_err(anyhow::Error::msg)?;
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -234,14 +232,14 @@ fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
 
 fn verify(config: Config) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
-    let store = sluice::store::Store::new(&config.storage.dir);
+    let store = sluice::store::open(&config.storage);
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(0)
     } else {
         indicatif::ProgressBar::hidden()
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = runtime.block_on(store.verify(|done, total| {
+    let report = runtime.block_on(store.verify(&|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     }))?;
@@ -255,7 +253,7 @@ fn verify(config: Config) -> anyhow::Result<ExitCode> {
     println!(
         "{} entries checked in {}: {} good, {} corrupt, {} missing",
         report.ok as usize + report.corrupt.len() + report.missing.len(),
-        config.storage.dir.display(),
+        store.location(),
         report.ok,
         report.corrupt.len(),
         report.missing.len()

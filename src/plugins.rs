@@ -1,24 +1,19 @@
-//! The plugin host's registry: `[policy]` and `[[plugins]]` → plugin instances, by a plain
-//! `match` on `kind`. A plugin that fails to build stops the start (fail closed).
+//! The plugin host: `[policy]` and `[[plugins]]` → plugin instances, built by a plain `match` on
+//! `kind` (a plugin that fails to build stops the start: fail closed), and the one place the
+//! phases are run from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use sluice_plugin_api::{Plugin, PluginError};
+use sluice_plugin_api::live::Watched;
+use sluice_plugin_api::{Ctx, Decision, NpmRequest, Packument, Plugin, PluginError, Response};
 use sluice_plugin_deny::DenyPlugin;
 use sluice_plugin_min_age::MinAgePlugin;
-use sluice_plugin_read_through::ReadThroughPlugin;
 use sluice_plugin_scope_pin::ScopePinPlugin;
 use sluice_plugin_whitelist::{Whitelist, WhitelistPlugin};
 
 use crate::config::{Config, Mode};
-
-/// The plugins of a configuration, in run order.
-pub struct Plugins {
-    /// Every plugin, built-in policies first.
-    pub list: Vec<Arc<dyn Plugin>>,
-    /// The live whitelist, in whitelist mode.
-    pub whitelist: Option<Arc<Whitelist>>,
-}
 
 /// A plugin that cannot be built; names the config file and the table's line.
 #[derive(Debug, thiserror::Error)]
@@ -30,46 +25,151 @@ pub struct BuildError {
     pub message: String,
 }
 
-/// Build the plugins of `config`.
-pub fn build(config: &Config) -> Result<Plugins, BuildError> {
-    let fail = |message: String| BuildError {
-        file: config.source.clone(),
-        message,
-    };
-    let mut list: Vec<Arc<dyn Plugin>> = Vec::new();
-    let mut whitelist = None;
-    if config.policy.mode == Mode::Whitelist {
-        let live = Arc::new(
-            Whitelist::load(&config.policy.whitelist)
-                .map_err(|e| fail(format!("policy.whitelist: {e}")))?,
-        );
-        list.push(Arc::new(WhitelistPlugin::new(live.clone())));
-        if config.policy.read_through {
-            list.push(Arc::new(ReadThroughPlugin::new(live.clone())));
-        }
-        whitelist = Some(live);
+/// The versions the plugins hide in one document, with the first reason given for each.
+#[derive(Debug, Clone, Default)]
+pub struct HiddenVersions {
+    /// version → why it is hidden.
+    pub reasons: HashMap<String, String>,
+    /// When the answer changes by itself, if it does.
+    pub until: Option<SystemTime>,
+}
+
+/// The plugins of a configuration, in run order.
+pub struct Host {
+    list: Vec<Arc<dyn Plugin>>,
+    whitelist: Option<Arc<Whitelist>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<&str> = self.list.iter().map(|p| p.kind()).collect();
+        f.debug_struct("Host").field("plugins", &kinds).finish()
     }
-    for plugin in &config.plugins {
-        let line = plugin.line;
-        let at_line = |error: PluginError| fail(format!("line {line}: {error}"));
-        let table = &plugin.table;
-        let built: Arc<dyn Plugin> = match plugin.kind.as_str() {
-            "min-age" => Arc::new(MinAgePlugin::from_table(table).map_err(at_line)?),
-            "deny" => Arc::new(DenyPlugin::from_table(table, &plugin.base).map_err(at_line)?),
-            "scope-pin" => Arc::new(ScopePinPlugin::from_table(table).map_err(at_line)?),
-            "whitelist" | "read-through" => {
-                return Err(fail(format!(
-                    "line {line}: the `{}` plugin is configured by [policy] (mode, read_through, whitelist), not [[plugins]]",
-                    plugin.kind
-                )))
-            }
-            other => {
-                return Err(fail(format!(
-                    "line {line}: unknown plugin kind `{other}` (known: min-age, deny, scope-pin)"
-                )))
-            }
+}
+
+impl Host {
+    /// Build the plugins of `config`: the `[[plugins]]` tables in order, then the whitelist
+    /// policy (in whitelist mode), so a rule's answer (deny, scope-pin) comes before "not on
+    /// the whitelist".
+    pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let fail = |message: String| BuildError {
+            file: config.source.clone(),
+            message,
         };
-        list.push(built);
+        let mut list: Vec<Arc<dyn Plugin>> = Vec::new();
+        for plugin in &config.plugins {
+            let line = plugin.line;
+            let at_line = |error: PluginError| fail(format!("line {line}: {error}"));
+            let table = &plugin.table;
+            let built: Arc<dyn Plugin> = match plugin.kind.as_str() {
+                "min-age" => Arc::new(MinAgePlugin::from_table(table).map_err(at_line)?),
+                "deny" => Arc::new(DenyPlugin::from_table(table, &plugin.base).map_err(at_line)?),
+                "scope-pin" => Arc::new(ScopePinPlugin::from_table(table).map_err(at_line)?),
+                "whitelist" | "read-through" => {
+                    return Err(fail(format!(
+                        "line {line}: the `{}` plugin is configured by [policy] (mode, read_through, whitelist), not [[plugins]]",
+                        plugin.kind
+                    )))
+                }
+                other => {
+                    return Err(fail(format!(
+                        "line {line}: unknown plugin kind `{other}` (known: min-age, deny, scope-pin)"
+                    )))
+                }
+            };
+            list.push(built);
+        }
+        let mut whitelist = None;
+        if config.policy.mode == Mode::Whitelist {
+            let live = Arc::new(
+                Whitelist::load(&config.policy.whitelist)
+                    .map_err(|e| fail(format!("policy.whitelist: {e}")))?,
+            );
+            list.push(Arc::new(WhitelistPlugin::new(
+                live.clone(),
+                config.policy.read_through,
+            )));
+            whitelist = Some(live);
+        }
+        Ok(Self { list, whitelist })
     }
-    Ok(Plugins { list, whitelist })
+
+    /// The live whitelist, in whitelist mode.
+    pub fn whitelist(&self) -> Option<&Arc<Whitelist>> {
+        self.whitelist.as_ref()
+    }
+
+    /// Run every plugin's [`Plugin::on_request`]; `Some` is the answer to send now.
+    pub fn on_request(
+        &self,
+        request: &NpmRequest,
+        headers: &http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Response>, PluginError> {
+        for plugin in &self.list {
+            if let Decision::Respond(response) = plugin.on_request(request, headers, ctx)? {
+                return Ok(Some(response));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Run every plugin's admission rule for `name`; `Some` is the refusal.
+    pub fn admit(&self, name: &str, ctx: &mut Ctx) -> Result<Option<Response>, PluginError> {
+        for plugin in &self.list {
+            if let Decision::Respond(response) = plugin.admit(name, ctx)? {
+                return Ok(Some(response));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether background work may touch `name` (a failing plugin refuses: fail closed).
+    pub fn admits(&self, name: &str) -> bool {
+        match self.admit(name, &mut Ctx::background()) {
+            Ok(refusal) => refusal.is_none(),
+            Err(error) => {
+                tracing::error!(package = name, %error, "plugin failed: skipped");
+                false
+            }
+        }
+    }
+
+    /// What every plugin hides of `packument` (as upstream published it) at `now`.
+    pub fn hidden(
+        &self,
+        packument: &Packument,
+        now: SystemTime,
+    ) -> Result<HiddenVersions, PluginError> {
+        let mut all = HiddenVersions::default();
+        for plugin in &self.list {
+            let hidden = plugin.hide_versions(packument, now)?;
+            for (version, reason) in hidden.versions {
+                all.reasons.entry(version).or_insert(reason);
+            }
+            if let Some(until) = hidden.until {
+                all.until = Some(all.until.map_or(until, |u| u.min(until)));
+            }
+        }
+        Ok(all)
+    }
+
+    /// The plugins' combined generation: when it changes, cached renders are stale.
+    pub fn generation(&self) -> u64 {
+        self.list
+            .iter()
+            .fold(0u64, |sum, p| sum.wrapping_add(p.generation()))
+    }
+
+    /// Run every plugin's [`Plugin::on_response`].
+    pub fn on_response(&self, status: u16, headers: &mut http::HeaderMap, ctx: &Ctx) {
+        for plugin in &self.list {
+            plugin.on_response(status, headers, ctx);
+        }
+    }
+
+    /// Every file the plugins want watched.
+    pub fn watched(&self) -> Vec<Arc<dyn Watched>> {
+        self.list.iter().flat_map(|p| p.watched()).collect()
+    }
 }

@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
-use ssri::Integrity;
 
 use crate::config::UpstreamConfig;
 use crate::store::now_ms;
@@ -94,6 +93,22 @@ pub enum Fetched {
     NotModified,
     /// 404: upstream has no such package (any more).
     NotFound,
+}
+
+/// A body streaming from upstream.
+pub struct UpstreamBody {
+    /// Its length, when upstream said.
+    pub len: Option<u64>,
+    /// Its bytes.
+    pub stream: futures::stream::BoxStream<'static, Result<Bytes, UpstreamError>>,
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts of upstream traffic, for metrics.
@@ -274,7 +289,8 @@ impl Upstream {
         self.registry.join(&format!("{name}/-/{file}")).ok()
     }
 
-    /// Fetch a tarball and verify it against `integrity` before returning it.
+    /// Start fetching tarball `file` of `name`: its length when upstream says, and its body
+    /// as a stream (cut off with an error past `upstream.max_tarball`). The caller verifies it.
     ///
     /// Returns `Ok(None)` on 404.
     pub async fn tarball(
@@ -282,8 +298,7 @@ impl Upstream {
         name: &str,
         file: &str,
         published: Option<&str>,
-        integrity: &Integrity,
-    ) -> Result<Option<Bytes>, UpstreamError> {
+    ) -> Result<Option<UpstreamBody>, UpstreamError> {
         let url = self
             .tarball_url(name, file, published)
             .ok_or_else(|| UpstreamError::Invalid(format!("no URL for {name}/-/{file}")))?;
@@ -291,14 +306,48 @@ impl Upstream {
         if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::GONE) {
             return Ok(None);
         }
+        let limit = self.max_tarball;
         let what = format!("{name}/-/{file}");
-        let bytes = self
-            .body(response, self.max_tarball, &what, "max_tarball")
-            .await?;
-        if integrity.check(&bytes).is_err() {
-            return Err(UpstreamError::Integrity(what));
+        let too_large = move |what: &str| UpstreamError::TooLarge {
+            what: what.to_string(),
+            limit,
+            key: "max_tarball",
+        };
+        let len = response.content_length();
+        if len.is_some_and(|len| len > limit) {
+            return Err(too_large(&what));
         }
-        Ok(Some(bytes))
+        let breaker = self.breaker.clone();
+        let stats = self.stats.clone();
+        let body = response.bytes_stream().boxed();
+        let stream = futures::stream::unfold(Some((body, 0u64)), move |state| {
+            let breaker = breaker.clone();
+            let stats = stats.clone();
+            let what = what.clone();
+            async move {
+                let (mut body, seen) = state?;
+                match body.next().await {
+                    None => {
+                        breaker.success();
+                        None
+                    }
+                    Some(Ok(chunk)) => {
+                        let seen = seen + chunk.len() as u64;
+                        if seen > limit {
+                            return Some((Err(too_large(&what)), None));
+                        }
+                        Some((Ok(chunk), Some((body, seen))))
+                    }
+                    Some(Err(e)) => {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        breaker.failure(None);
+                        Some((Err(UpstreamError::from_reqwest(&e)), None))
+                    }
+                }
+            }
+        })
+        .boxed();
+        Ok(Some(UpstreamBody { len, stream }))
     }
 
     async fn send(

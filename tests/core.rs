@@ -40,7 +40,7 @@ fn a_dependency_tree_installs_with_npm_and_everything_comes_from_sluice() {
     let lock = std::fs::read_to_string(project.path().join("package-lock.json")).unwrap();
     assert!(lock.contains(&sluice.url()), "{lock}");
     assert!(!lock.contains(&upstream.url()), "{lock}");
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for (name, file) in [("top", "top-3.0.0.tgz"), ("left", "left-1.1.0.tgz")] {
         assert!(runtime
@@ -201,7 +201,7 @@ fn tarball_links_point_at_public_url_whatever_the_host_header_says() {
         }
     }
     // The stored document keeps upstream's links; only the served one is rewritten.
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stored = runtime
         .block_on(registry.store.packument("left"))
@@ -277,7 +277,7 @@ fn a_tarball_that_does_not_match_its_integrity_is_refused_and_not_stored() {
         body["error"].as_str().unwrap().contains("integrity"),
         "{body}"
     );
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(!runtime
         .block_on(registry.store.has_tarball("left", "left-1.1.0.tgz"))

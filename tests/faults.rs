@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice::store::Fault;
 use support::{eventually, raw_request, FakeRegistry, Faults, Project, Reaped, Sluice};
 
 fn tree(upstream: &FakeRegistry) {
@@ -392,7 +393,7 @@ fn assert_fault(faults: Faults, expected: &[u16], message: &str, extra: &str) {
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{message}: {body}"
     );
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(
         runtime
@@ -402,7 +403,9 @@ fn assert_fault(faults: Faults, expected: &[u16], message: &str, extra: &str) {
         "{message}: stored"
     );
     // A stored copy that is due for revalidation is served (stale) instead.
-    runtime.block_on(registry.mark_stale("left")).unwrap();
+    runtime
+        .block_on(registry.packuments.mark_stale("left"))
+        .unwrap();
     let (status, headers, body) = sluice.get("/left", &[]);
     assert_eq!(status, 200, "{message}");
     assert_eq!(headers["x-cache-status"], "STALE", "{message}");
@@ -568,8 +571,8 @@ fn a_full_disk_still_serves_the_bytes_and_keeps_nothing_half_written() {
     let upstream = FakeRegistry::start();
     tree(&upstream);
     let sluice = Sluice::start(&upstream, "left\n", "");
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
-    registry.store.set_fail_writes(true);
+    let registry = sluice.server.as_ref().unwrap().app.clone();
+    sluice.store.set(Fault::DiskFull, true);
     let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
     assert_eq!(status, 200);
     assert_eq!(bytes, upstream.tarball("left", "1.0.0"));
@@ -577,7 +580,7 @@ fn a_full_disk_still_serves_the_bytes_and_keeps_nothing_half_written() {
     assert!(!runtime
         .block_on(registry.store.has_tarball("left", "left-1.0.0.tgz"))
         .unwrap());
-    registry.store.set_fail_writes(false);
+    sluice.store.set(Fault::DiskFull, false);
     let (status, _, bytes) = sluice.get("/left/-/left-1.1.0.tgz", &[]);
     assert_eq!(status, 200);
     assert_eq!(bytes, upstream.tarball("left", "1.1.0"));
@@ -911,10 +914,10 @@ fn a_refresh_due_under_load_makes_exactly_one_revalidation() {
     let sluice = Sluice::start(&upstream, "left\n", "");
     assert_eq!(sluice.get_json("/left").0, 200);
     assert_eq!(upstream.count("/left"), 1);
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     tokio::runtime::Runtime::new()
         .unwrap()
-        .block_on(registry.mark_stale("left"))
+        .block_on(registry.packuments.mark_stale("left"))
         .unwrap();
     upstream.set_faults(Faults {
         delay: Some(Duration::from_millis(300)),

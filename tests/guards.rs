@@ -19,17 +19,18 @@ fn publish_at(upstream: &FakeRegistry, name: &str, version: &str, days: f64) {
     upstream.publish_with(name, version, json!({}), Some(&days_ago(days)));
 }
 
-/// The answer the host's tarball check (every plugin's `on_tarball`) gives for `file` of `name`.
+/// The answer the core's tarballs part gives for `file` of `name` when a plugin hides its
+/// version.
 fn tarball_refusal(sluice: &Sluice, name: &str, file: &str) -> Option<(u16, String)> {
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let app = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime
-        .block_on(registry.tarball_refusal(name, file))
-        .unwrap()
-        .map(|response| (response.status, response.message))
+    match runtime.block_on(app.tarballs.serve(name, file)) {
+        Err(sluice::core::Error::Refused(response)) => Some((response.status, response.message)),
+        _ => None,
+    }
 }
 
-/// GET a tarball that a plugin's `on_tarball` refuses: the refusal, as served.
+/// GET a tarball whose version a plugin hides: the refusal, as served.
 fn refused_tarball(sluice: &Sluice, name: &str, file: &str) -> (u16, String) {
     let refusal = tarball_refusal(sluice, name, file);
     assert!(refusal.is_some(), "no plugin refuses {name}/-/{file}");
@@ -38,7 +39,7 @@ fn refused_tarball(sluice: &Sluice, name: &str, file: &str) -> (u16, String) {
         Some(&served),
         refusal.as_ref(),
         "the refusal is not what the proxy serves for {name}/-/{file} \
-         (does it call Registry::tarball_refusal?)"
+         (does it serve through the core's tarballs part?)"
     );
     served
 }
@@ -360,7 +361,7 @@ fn build_error(dir: &Path, plugin: &str) -> String {
         "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n\n[policy]\nmode = \"mirror\"\n\n{plugin}"
     );
     let config = sluice::config::Config::parse(&text, "guards.toml", dir).unwrap();
-    match sluice::plugins::build(&config) {
+    match sluice::plugins::Host::build(&config) {
         Ok(_) => panic!("{plugin} was accepted"),
         Err(error) => error.to_string(),
     }

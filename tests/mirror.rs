@@ -62,7 +62,7 @@ fn mirror_once_copies_the_feed_keeps_deletions_and_picks_up_late_entries() {
     );
 
     let sluice = Sluice::start_in(dir, &upstream, &config_with_changes(&upstream));
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for name in ["late-comer", "doomed", "pkg-0", "pkg-199"] {
         assert!(
@@ -113,9 +113,7 @@ fn a_killed_mirror_run_resumes_to_the_same_final_state() {
     );
     // Kill -9 once it has made some progress.
     assert!(eventually(60, || {
-        std::fs::read_to_string(store.join("mirror-checkpoint.json"))
-            .map(|t| !t.contains("\"since\":\"0\""))
-            .unwrap_or(false)
+        checkpoint_of(&store).is_some_and(|c| c.since != "0")
     }));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -126,9 +124,9 @@ fn a_killed_mirror_run_resumes_to_the_same_final_state() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let checkpoint = std::fs::read_to_string(store.join("mirror-checkpoint.json")).unwrap();
+    let checkpoint = format!("{:?}", checkpoint_of(&store).unwrap());
     let sluice = Sluice::start_in(dir, &upstream, &config_with_changes(&upstream));
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for i in 0..150 {
         let name = format!("pkg-{i}");
@@ -158,7 +156,7 @@ fn serve_in_mirror_mode_follows_the_feed_in_the_background() {
         "",
         &format!("{}interval = \"200ms\"\n", config_with_changes(&upstream)),
     );
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     assert!(eventually(20, || runtime
         .block_on(registry.store.packument("pkg-19"))
@@ -171,4 +169,15 @@ fn serve_in_mirror_mode_follows_the_feed_in_the_background() {
         .is_some()));
     let (_, status) = sluice.get_json("/-/sluice/status");
     assert!(status["mirror"]["checkpoint"].is_string(), "{status}");
+}
+
+/// The mirror checkpoint stored in the store folder `store`, read through the store.
+fn checkpoint_of(store: &std::path::Path) -> Option<sluice::jobs::mirror::Checkpoint> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = sluice::store::DiskStore::new(store);
+    runtime
+        .block_on(sluice::jobs::mirror::load_checkpoint(&store))
+        .ok()
+        .flatten()
+        .map(|(checkpoint, _)| checkpoint)
 }

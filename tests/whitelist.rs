@@ -290,7 +290,7 @@ fn refresh_picks_up_new_versions_and_upstream_failure_serves_stale() {
     let (status, _) = sluice.get_json("/left");
     assert_eq!(status, 200);
     upstream.publish("left", "1.2.0", &[]);
-    let registry = sluice.server.as_ref().unwrap().registry.clone();
+    let registry = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // No client asks; the refresher stores the new version and its tarball (tarballs = latest).
     assert!(eventually(10, || {

@@ -1,7 +1,6 @@
 //! The pingora `ProxyHttp` implementation: it only dispatches. Every request is answered in
-//! `request_filter` from the registry core; sluice never proxies a client's request as is.
+//! `request_filter` from the core; sluice never proxies a client's request as is.
 
-mod deadline;
 mod respond;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,16 +8,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use serde_json::json;
-use sluice_plugin_api::{CacheStatus, Ctx, Decision, NpmRequest};
+use sluice_plugin_api::{CacheStatus, Ctx, NpmRequest};
 
-use crate::registry::{Error as CoreError, Registry};
+use crate::app::App;
+use crate::core::Error as CoreError;
 use crate::route::{self, RouteError, CORGI};
 use crate::upstream::UpstreamError;
-pub use deadline::{Deadlines, Limits};
-use respond::Answer;
+use respond::{Answer, Body};
 
 /// The per-request state.
 pub struct RequestCtx {
@@ -32,15 +32,15 @@ pub struct RequestCtx {
 
 /// The HTTP front of sluice.
 pub struct SluiceProxy {
-    registry: Arc<Registry>,
+    app: Arc<App>,
     next_id: AtomicU64,
 }
 
 impl SluiceProxy {
-    /// A proxy answering from `registry`.
-    pub fn new(registry: Arc<Registry>) -> Self {
+    /// A proxy answering from `app`.
+    pub fn new(app: Arc<App>) -> Self {
         Self {
-            registry,
+            app,
             next_id: AtomicU64::new(1),
         }
     }
@@ -48,7 +48,8 @@ impl SluiceProxy {
     async fn answer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Answer {
         let (request, gzip) = match self.admit(session.req_header(), ctx) {
             Ok(admitted) => admitted,
-            Err((answer, close)) => {
+            Err(refused) => {
+                let (answer, close) = *refused;
                 if close {
                     session.set_keepalive(None);
                 }
@@ -58,20 +59,11 @@ impl SluiceProxy {
         if let NpmRequest::Audit { path } = &request {
             return self.audit(session, path).await;
         }
-        let answer = self.dispatch(&request, gzip, ctx).await;
-        if answer.status < 400 && ctx.plugin.read_through {
-            if let Some(name) = request.package() {
-                for plugin in &self.registry.plugins {
-                    if let Err(error) = plugin.on_fetched(name, &ctx.plugin) {
-                        tracing::error!(package = name, %error, "plugin failed after a fetch");
-                    }
-                }
-            }
-        }
-        answer
+        self.dispatch(&request, gzip, ctx).await
     }
 
-    /// Check the request's shape, route it and run the plugins' `on_request`.
+    /// Check the request's shape, route it and run the plugins: `on_request`, then the
+    /// admission rule for the package it is about.
     ///
     /// Returns the request and whether the client takes gzip, or the answer to send at once
     /// (and whether to close the connection after it).
@@ -79,9 +71,9 @@ impl SluiceProxy {
         &self,
         header: &pingora::http::RequestHeader,
         ctx: &mut RequestCtx,
-    ) -> Result<(NpmRequest, bool), (Answer, bool)> {
+    ) -> Result<(NpmRequest, bool), Box<(Answer, bool)>> {
         if header.method == http::Method::CONNECT {
-            return Err((
+            return Err(refuse(
                 Answer::error(
                     405,
                     "CONNECT is not supported: sluice is not a forward proxy",
@@ -94,7 +86,7 @@ impl SluiceProxy {
             || header.uri.scheme().is_some()
             || !raw_path.starts_with(b"/")
         {
-            return Err((
+            return Err(refuse(
                 Answer::error(
                     400,
                     "absolute-form request targets are refused: sluice is not a forward proxy",
@@ -103,7 +95,7 @@ impl SluiceProxy {
             ));
         }
         if raw_path.len() > MAX_TARGET {
-            return Err((
+            return Err(refuse(
                 Answer::error(414, "the request target is longer than 8 KiB"),
                 true,
             ));
@@ -114,7 +106,7 @@ impl SluiceProxy {
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
         if header_bytes > MAX_HEADERS {
-            return Err((
+            return Err(refuse(
                 Answer::error(431, "the request headers are larger than 32 KiB"),
                 true,
             ));
@@ -129,26 +121,24 @@ impl SluiceProxy {
             header.uri.query(),
             accept,
         )
-        .map_err(|RouteError { status, message }| (Answer::error(status, message), false))?;
+        .map_err(|RouteError { status, message }| refuse(Answer::error(status, message), false))?;
         ctx.route = request.route();
         ctx.package = request.package().map(str::to_string);
-        for plugin in &self.registry.plugins {
-            match plugin.on_request(&request, &header.headers, &mut ctx.plugin) {
-                Ok(Decision::Continue) => {}
-                Ok(Decision::Respond(response)) => {
-                    return Err((Answer::error(response.status, response.message), false))
-                }
-                Err(error) => {
-                    tracing::error!(%error, "plugin failed");
-                    return Err((Answer::error(500, error.to_string()), false));
-                }
+        ctx.plugin.package = ctx.package.clone();
+        let host = &self.app.host;
+        let refusal = host
+            .on_request(&request, &header.headers, &mut ctx.plugin)
+            .and_then(|refusal| match (refusal, request.package()) {
+                (None, Some(name)) => host.admit(name, &mut ctx.plugin),
+                (refusal, _) => Ok(refusal),
+            });
+        match refusal {
+            Ok(None) => {}
+            Ok(Some(response)) => return Err(refuse(Answer::plugin(response), false)),
+            Err(error) => {
+                tracing::error!(%error, "plugin failed");
+                return Err(refuse(Answer::error(500, error.to_string()), false));
             }
-        }
-        if let Some(refusal) = ctx.plugin.refusal.take() {
-            return Err((
-                Answer::error(refusal.response.status, refusal.response.message),
-                false,
-            ));
         }
         let gzip = accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING));
         Ok((request, gzip))
@@ -190,7 +180,7 @@ impl SluiceProxy {
             (body.freeze(), content_encoding)
         };
         match self
-            .registry
+            .app
             .upstream
             .relay(
                 reqwest::Method::POST,
@@ -230,7 +220,7 @@ impl SluiceProxy {
         }
         let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain)
             .map_err(|e| format!("the audit body is not a JSON object: {e}"))?;
-        doc.retain(|name, _| self.registry.allows(name));
+        doc.retain(|name, _| self.app.host.admits(name));
         Ok(bytes::Bytes::from(
             serde_json::Value::Object(doc).to_string(),
         ))
@@ -238,18 +228,18 @@ impl SluiceProxy {
 
     /// Relay a GET (signing keys, attestations), cached for a while when it succeeds.
     async fn relay(&self, path: &str) -> Answer {
-        if let Some((status, content_type, body)) = self.registry.relayed.get(path).await {
+        if let Some((status, content_type, body)) = self.app.relayed.get(path).await {
             return Answer::relayed(status, content_type, body);
         }
         match self
-            .registry
+            .app
             .upstream
             .relay(reqwest::Method::GET, path, None, None, None)
             .await
         {
             Ok((status, content_type, body)) => {
                 if status == 200 {
-                    self.registry
+                    self.app
                         .relayed
                         .insert(
                             path.to_string(),
@@ -264,10 +254,11 @@ impl SluiceProxy {
     }
 
     async fn dispatch(&self, request: &NpmRequest, gzip: bool, ctx: &mut RequestCtx) -> Answer {
-        let registry = &self.registry;
+        let app = &self.app;
         let result = match request {
-            NpmRequest::Packument { name, abbreviated } => registry
-                .rendered(name, *abbreviated, gzip)
+            NpmRequest::Packument { name, abbreviated } => app
+                .renders
+                .packument(name, *abbreviated, gzip)
                 .await
                 .map(|(rendered, status)| {
                     ctx.plugin.cache_status = Some(status);
@@ -279,46 +270,54 @@ impl SluiceProxy {
                     Answer::rendered(rendered, content_type, gzip).with_vary()
                 }),
             NpmRequest::Version { name, spec } => {
-                registry.version(name, spec).await.map(|(v, status)| {
+                app.renders.version(name, spec).await.map(|(v, status)| {
                     ctx.plugin.cache_status = Some(status);
                     Answer::json(200, &v)
                 })
             }
-            NpmRequest::DistTags { name } => registry.dist_tags(name).await.map(|(v, status)| {
-                ctx.plugin.cache_status = Some(status);
-                Answer::json(200, &v)
-            }),
+            NpmRequest::DistTags { name } => {
+                app.renders.dist_tags(name).await.map(|(v, status)| {
+                    ctx.plugin.cache_status = Some(status);
+                    Answer::json(200, &v)
+                })
+            }
             NpmRequest::Tarball { name, file } => {
-                let answer = Self::tarball(registry, name, file, ctx).await;
-                // A version published since the last refresh: re-read the packument, then ask
-                // again from the top, so plugins judge the new version too.
-                if matches!(answer, Err(CoreError::Unlisted(_)))
-                    && matches!(registry.recheck_for_tarball(name, file).await, Ok(true))
-                {
-                    Self::tarball(registry, name, file, ctx).await
-                } else {
-                    answer
-                }
+                app.tarballs
+                    .serve(name, file)
+                    .await
+                    .map(|(served, status)| {
+                        ctx.plugin.cache_status = Some(status);
+                        Answer::tarball(served)
+                    })
             }
             NpmRequest::Ping => Ok(Answer::json(200, &json!({}))),
             NpmRequest::Metrics => Ok(Answer::text(
                 "text/plain; version=0.0.4",
-                crate::metrics::render(registry).await,
+                crate::observe::metrics::render(&app.metrics, &app.snapshot().await),
             )),
             NpmRequest::StatusPage => Ok(Answer::text(
                 "text/html; charset=utf-8",
-                crate::metrics::page(registry).await,
+                crate::observe::metrics::page(&app.metrics, &app.snapshot().await),
             )),
             NpmRequest::Passthrough { path, .. } => Ok(self.relay(path).await),
             NpmRequest::Audit { .. } => Ok(Answer::error(405, "audit requests are POSTs")),
-            NpmRequest::Status => Ok(Answer::json(200, &crate::status::status(registry))),
+            NpmRequest::Status => Ok(Answer::json(
+                200,
+                &crate::observe::status::status(&app.metrics, &app.snapshot().await),
+            )),
             NpmRequest::Search(query) => Ok(Answer::json(
                 200,
-                &crate::status::search(registry, query).await,
+                &crate::core::search::search(app.store.as_ref(), &app.host, &app.renders, query)
+                    .await,
             )),
         };
         result.unwrap_or_else(|error| error_answer(request, &error))
     }
+}
+
+/// An answer to send at once, and whether to close the connection after it.
+fn refuse(answer: Answer, close: bool) -> Box<(Answer, bool)> {
+    Box::new((answer, close))
 }
 
 /// A request header's value as text, if present and printable.
@@ -338,23 +337,6 @@ const MAX_TARGET: usize = 8 << 10;
 
 /// The most request header bytes accepted.
 const MAX_HEADERS: usize = 32 << 10;
-
-impl SluiceProxy {
-    /// Tarball `file` of `name`, unless a plugin refuses it.
-    async fn tarball(
-        registry: &Arc<Registry>,
-        name: &str,
-        file: &str,
-        ctx: &mut RequestCtx,
-    ) -> Result<Answer, CoreError> {
-        if let Some(refusal) = registry.tarball_refusal(name, file).await? {
-            return Ok(Answer::error(refusal.status, refusal.message));
-        }
-        let (rendered, status) = registry.tarball(name, file).await?;
-        ctx.plugin.cache_status = Some(status);
-        Ok(Answer::tarball(rendered))
-    }
-}
 
 /// Whether `error` is a client running out of time (see `deadline`).
 fn timed_out(error: &pingora::Error) -> bool {
@@ -396,9 +378,8 @@ fn accepts_gzip(value: Option<&http::HeaderValue>) -> bool {
 fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
     let what = request.package().unwrap_or("the request");
     match error {
-        CoreError::NotFound(message) | CoreError::Unlisted(message) => {
-            Answer::error(404, message.clone())
-        }
+        CoreError::NotFound(message) => Answer::error(404, message.clone()),
+        CoreError::Refused(response) => Answer::plugin(response.clone()),
         CoreError::Upstream(UpstreamError::Integrity(_)) => Answer::error(502, error.to_string()),
         CoreError::Upstream(e) if e.is_timeout() => Answer::error(
             504,
@@ -456,9 +437,9 @@ impl ProxyHttp for SluiceProxy {
             response.insert_header("x-cache-status", status.as_str())?;
         }
         let mut extra = http::HeaderMap::new();
-        for plugin in &self.registry.plugins {
-            plugin.on_response(&mut extra, &ctx.plugin);
-        }
+        self.app
+            .host
+            .on_response(response.status.as_u16(), &mut extra, &ctx.plugin);
         for (name, value) in &extra {
             response.insert_header(name.clone(), value.clone())?;
         }
@@ -477,13 +458,39 @@ impl ProxyHttp for SluiceProxy {
             }
         }
         ctx.status = response.status.as_u16();
-        ctx.bytes = if head { 0 } else { body.len() };
         let send_body = !head && !body.is_empty();
         session
             .write_response_header(Box::new(response), !send_body)
             .await?;
-        if send_body {
-            session.write_response_body(Some(body), true).await?;
+        if !send_body {
+            return Ok(true);
+        }
+        match body {
+            Body::Full(bytes) => {
+                ctx.bytes = bytes.len();
+                session.write_response_body(Some(bytes), true).await?;
+            }
+            Body::Stream { mut stream, .. } => {
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(chunk) => {
+                            ctx.bytes += chunk.len();
+                            session.write_response_body(Some(chunk), false).await?;
+                        }
+                        Err(error) => {
+                            // The body is not whole: abort the response (the connection
+                            // closes), never end it as if it were complete.
+                            tracing::warn!(package = ctx.package.as_deref(), %error, "response aborted");
+                            session.set_keepalive(None);
+                            return pingora::Error::e_explain(
+                                ErrorType::HTTPStatus(502),
+                                "body aborted: not whole",
+                            );
+                        }
+                    }
+                }
+                session.write_response_body(None, true).await?;
+            }
         }
         Ok(true)
     }
@@ -507,7 +514,7 @@ impl ProxyHttp for SluiceProxy {
     ) {
         let header = session.req_header();
         let cache = ctx.plugin.cache_status.map_or("-", CacheStatus::as_str);
-        self.registry.metrics.record(
+        self.app.metrics.record(
             ctx.route,
             ctx.status,
             cache,

@@ -4,11 +4,94 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 use serde_json::json;
 
+use crate::core::tarballs::{Served, TarballStream};
+use crate::core::Error;
 use crate::store::Rendered;
+
+/// A body about to be sent: whole, or streaming (an error in the stream aborts the response).
+pub enum Body {
+    /// All of it.
+    Full(Bytes),
+    /// A stream of `size` bytes (chunked when unknown).
+    Stream {
+        /// Its length, when known.
+        size: Option<u64>,
+        /// Its bytes.
+        stream: BoxStream<'static, Result<Bytes, Error>>,
+    },
+}
+
+impl Body {
+    /// Its length, when known.
+    pub fn len(&self) -> Option<u64> {
+        match self {
+            Body::Full(bytes) => Some(bytes.len() as u64),
+            Body::Stream { size, .. } => *size,
+        }
+    }
+
+    /// Whether it is known to be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+}
+
+/// Bytes `start..=end` of `stream`. The stream is read to its end whatever the range, and the
+/// range's last bytes go out only once it ended well: a stream that fails its check at the end
+/// never gives a range that looks whole.
+fn ranged(
+    stream: BoxStream<'static, Result<Bytes, Error>>,
+    start: u64,
+    end: u64,
+) -> BoxStream<'static, Result<Bytes, Error>> {
+    struct State {
+        inner: Option<BoxStream<'static, Result<Bytes, Error>>>,
+        at: u64,
+        held: Option<Bytes>,
+    }
+    let state = State {
+        inner: Some(stream),
+        at: 0,
+        held: None,
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        loop {
+            let inner = state.inner.as_mut()?;
+            match inner.next().await {
+                None => {
+                    state.inner = None;
+                    let last = state.held.take()?;
+                    return Some((Ok(last), state));
+                }
+                Some(Err(error)) => {
+                    state.inner = None;
+                    state.held = None;
+                    return Some((Err(error), state));
+                }
+                Some(Ok(chunk)) => {
+                    let (from, to) = (state.at, state.at + chunk.len() as u64);
+                    state.at = to;
+                    let lo = start.max(from);
+                    let hi = (end + 1).min(to);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let piece = chunk.slice((lo - from) as usize..(hi - from) as usize);
+                    if let Some(previous) = state.held.replace(piece) {
+                        return Some((Ok(previous), state));
+                    }
+                }
+            }
+        }
+    })
+    .boxed()
+}
 
 enum ContentType {
     Static(&'static str),
@@ -20,7 +103,8 @@ pub struct Answer {
     /// HTTP status.
     pub status: u16,
     content_type: ContentType,
-    body: Bytes,
+    body: Body,
+    headers: Vec<(String, String)>,
     etag: Option<Arc<str>>,
     last_modified: Option<Arc<str>>,
     gzip: bool,
@@ -44,7 +128,7 @@ pub struct Conditions {
 
 /// A single byte range of a body of `len` bytes: `Ok(None)` means "serve it whole" (no range,
 /// several ranges, or a form we do not take), `Err(())` means unsatisfiable.
-fn byte_range(header: &str, len: usize) -> Result<Option<(usize, usize)>, ()> {
+fn byte_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     let Some(spec) = header.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };
@@ -55,7 +139,7 @@ fn byte_range(header: &str, len: usize) -> Result<Option<(usize, usize)>, ()> {
         return Ok(None);
     };
     let (start, end) = (start.trim(), end.trim());
-    let range = match (start.parse::<usize>(), end.parse::<usize>()) {
+    let range = match (start.parse::<u64>(), end.parse::<u64>()) {
         (Ok(start), Ok(end)) if start <= end => (start, end.min(len.saturating_sub(1))),
         (Ok(start), Err(_)) if end.is_empty() => (start, len.saturating_sub(1)),
         (Err(_), Ok(suffix)) if start.is_empty() && suffix > 0 => {
@@ -76,12 +160,20 @@ impl Answer {
         Self::json(status, &json!({ "error": message }))
     }
 
+    /// A plugin's answer: its status, message and headers.
+    pub fn plugin(response: sluice_plugin_api::Response) -> Self {
+        let mut answer = Self::error(response.status, response.message);
+        answer.headers = response.headers;
+        answer
+    }
+
     /// A JSON body.
     pub fn json(status: u16, value: &serde_json::Value) -> Self {
         Self {
             status,
             content_type: ContentType::Static("application/json"),
-            body: Bytes::from(value.to_string()),
+            body: Body::Full(Bytes::from(value.to_string())),
+            headers: Vec::new(),
             etag: None,
             last_modified: None,
             gzip: false,
@@ -96,7 +188,8 @@ impl Answer {
         Self {
             status: 200,
             content_type: ContentType::Static(content_type),
-            body: Bytes::from(body),
+            body: Body::Full(Bytes::from(body)),
+            headers: Vec::new(),
             etag: None,
             last_modified: None,
             gzip: false,
@@ -111,7 +204,8 @@ impl Answer {
         Self {
             status,
             content_type: ContentType::Owned(content_type),
-            body,
+            body: Body::Full(body),
+            headers: Vec::new(),
             etag: None,
             last_modified: None,
             gzip: false,
@@ -126,7 +220,8 @@ impl Answer {
         Self {
             status: 200,
             content_type: ContentType::Static(content_type),
-            body: rendered.body.clone(),
+            body: Body::Full(rendered.body.clone()),
+            headers: Vec::new(),
             etag: Some(rendered.etag.clone()),
             last_modified: rendered.last_modified.clone(),
             gzip,
@@ -136,13 +231,23 @@ impl Answer {
         }
     }
 
-    /// A tarball body; tarballs never change, so their ETag is stable.
-    pub fn tarball(rendered: Arc<Rendered>) -> Self {
+    /// A tarball; tarballs never change, so their ETag is stable.
+    pub fn tarball(served: Served) -> Self {
+        let (body, etag) = match served {
+            Served::Whole(rendered) => (
+                Body::Full(rendered.body.clone()),
+                Some(rendered.etag.clone()),
+            ),
+            Served::Stream(TarballStream { size, etag, stream }) => {
+                (Body::Stream { size, stream }, etag)
+            }
+        };
         Self {
             status: 200,
             content_type: ContentType::Static("application/octet-stream"),
-            body: rendered.body.clone(),
-            etag: Some(rendered.etag.clone()),
+            body,
+            headers: Vec::new(),
+            etag,
             last_modified: None,
             gzip: false,
             vary: false,
@@ -159,7 +264,7 @@ impl Answer {
 
     /// The response header and body; a matching `If-None-Match` (or, without one, an
     /// `If-Modified-Since` not older than `Last-Modified`) gives 304 without a body.
-    pub fn into_response(self, conditions: &Conditions) -> Result<(ResponseHeader, Bytes)> {
+    pub fn into_response(self, conditions: &Conditions) -> Result<(ResponseHeader, Body)> {
         let if_none_match = conditions.if_none_match.as_deref();
         let if_modified_since = conditions.if_modified_since.as_deref();
         let not_modified = self.status == 200
@@ -198,9 +303,12 @@ impl Answer {
         if self.vary {
             response.insert_header("vary", "Accept, Accept-Encoding")?;
         }
+        for (name, value) in &self.headers {
+            response.append_header(name.clone(), value.as_str())?;
+        }
         if not_modified {
             response.insert_header("content-length", "0")?;
-            return Ok((response, Bytes::new()));
+            return Ok((response, Body::Full(Bytes::new())));
         }
         match &self.content_type {
             ContentType::Static(t) => response.insert_header("content-type", *t)?,
@@ -216,31 +324,42 @@ impl Answer {
                 (Some(_), None) => false,
                 (None, _) => true,
             };
-            let len = self.body.len();
-            match conditions
-                .range
-                .as_deref()
-                .filter(|_| fresh)
-                .map(|r| byte_range(r, len))
-            {
-                Some(Ok(Some((start, end)))) => {
+            let range = match (
+                conditions.range.as_deref().filter(|_| fresh),
+                self.body.len(),
+            ) {
+                (Some(range), Some(len)) => Some((byte_range(range, len), len)),
+                _ => None,
+            };
+            match range {
+                Some((Ok(Some((start, end))), len)) => {
                     response.set_status(206)?;
                     response
                         .insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
                     response.insert_header("content-length", (end - start + 1).to_string())?;
-                    return Ok((response, self.body.slice(start..=end)));
+                    let body = match self.body {
+                        Body::Full(bytes) => Body::Full(bytes.slice(start as usize..=end as usize)),
+                        Body::Stream { stream, .. } => Body::Stream {
+                            size: Some(end - start + 1),
+                            stream: ranged(stream, start, end),
+                        },
+                    };
+                    return Ok((response, body));
                 }
-                Some(Err(())) => {
+                Some((Err(()), len)) => {
                     response.set_status(416)?;
                     response.insert_header("content-range", format!("bytes */{len}"))?;
                     response.remove_header("content-type");
                     response.insert_header("content-length", "0")?;
-                    return Ok((response, Bytes::new()));
+                    return Ok((response, Body::Full(Bytes::new())));
                 }
                 _ => {}
             }
         }
-        response.insert_header("content-length", self.body.len().to_string())?;
+        match self.body.len() {
+            Some(len) => response.insert_header("content-length", len.to_string())?,
+            None => response.insert_header("transfer-encoding", "chunked")?,
+        }
         Ok((response, self.body))
     }
 }

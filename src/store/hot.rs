@@ -1,9 +1,10 @@
-//! The hot cache: rendered packument bodies and small tarballs in memory, bounded by bytes.
+//! The hot cache: rendered packument bodies and small tarballs (up to
+//! `storage.hot_tarball_max`) in memory, bounded by bytes.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use moka::future::Cache;
+use moka::sync::Cache;
 
 /// What the hot cache holds an entry for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -37,6 +38,8 @@ pub struct Rendered {
     pub last_modified: Option<Arc<str>>,
     /// The plugins' generation it was rendered under (packuments only).
     pub generation: u64,
+    /// When a plugin's answer for it changes by itself (unix ms; packuments only).
+    pub expires_at: Option<u64>,
 }
 
 impl Rendered {
@@ -48,8 +51,40 @@ impl Rendered {
             body,
             last_modified,
             generation: 0,
+            expires_at: None,
         }
     }
+
+    /// A tarball's body, with an ETag derived from its stored integrity.
+    pub fn tarball(body: Bytes, etag: Arc<str>) -> Self {
+        Self {
+            body,
+            etag,
+            last_modified: None,
+            generation: 0,
+            expires_at: None,
+        }
+    }
+
+    /// Whether it was rendered under plugin generation `generation` and has not expired at
+    /// `now` (unix ms).
+    pub fn is_current(&self, generation: u64, now: u64) -> bool {
+        self.generation == generation && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// The ETag of a tarball whose stored content has integrity `sri`: strong and stable, whether
+/// the body is served from memory or streamed from the store.
+///
+/// Returns `None` when `sri` has no sha512 hash (the store keeps every tarball under one, so a
+/// sha1-only published integrity gives no ETag until the tarball is stored).
+pub fn tarball_etag(sri: &ssri::Integrity) -> Option<Arc<str>> {
+    let hash = sri
+        .hashes
+        .iter()
+        .find(|h| h.algorithm == ssri::Algorithm::Sha512)?;
+    let digest = hash.digest.get(..32).unwrap_or(&hash.digest);
+    Some(format!("\"{digest}\"").into())
 }
 
 /// The in-memory cache, bounded by the bytes it holds.
@@ -92,29 +127,28 @@ impl HotCache {
     }
 
     /// The entry for `key`, if held.
-    pub async fn get(&self, key: &HotKey) -> Option<Arc<Rendered>> {
-        self.cache.get(key).await
+    pub fn get(&self, key: &HotKey) -> Option<Arc<Rendered>> {
+        self.cache.get(key)
     }
 
     /// Hold `value` under `key`, unless it is too large to be worth it.
-    pub async fn insert(&self, key: HotKey, value: Arc<Rendered>) {
+    pub fn insert(&self, key: HotKey, value: Arc<Rendered>) {
         if (value.body.len() as u64) <= self.max_entry {
-            self.cache.insert(key, value).await;
+            self.cache.insert(key, value);
         }
     }
 
     /// Forget every rendered body of packument `name`.
-    pub async fn invalidate_packument(&self, name: &str) {
+    pub fn invalidate_packument(&self, name: &str) {
         let name: Arc<str> = name.into();
         for abbreviated in [false, true] {
             for gzip in [false, true] {
-                self.cache
-                    .invalidate(&HotKey::Packument {
-                        name: name.clone(),
-                        abbreviated,
-                        gzip,
-                    })
-                    .await;
+                let key = HotKey::Packument {
+                    name: name.clone(),
+                    abbreviated,
+                    gzip,
+                };
+                self.cache.invalidate(&key);
             }
         }
     }
@@ -125,7 +159,7 @@ impl HotCache {
     }
 
     /// Run pending maintenance (evictions) now.
-    pub async fn sync(&self) {
-        self.cache.run_pending_tasks().await;
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
     }
 }

@@ -1,30 +1,90 @@
-//! The store: packuments and tarballs on disk (cacache), and the hot cache of rendered bodies
-//! in memory (moka).
+//! The store: the only door to persistent data. [`Store`] is the contract; [`DiskStore`]
+//! (cacache in a folder) is the embedded default backend; [`Faulty`] wraps any store to inject
+//! faults in tests. The hot cache of rendered bodies ([`HotCache`]) lives here too, in memory.
 //!
-//! Keys are built from names, but cacache hashes keys into its own paths: no path on disk is
-//! ever built from a package name. Every read goes through cacache's verifying reads: an entry
-//! whose bytes do not match their integrity is dropped and reported as a miss.
+//! What the contract guarantees, whatever the backend:
+//! - a packument put names what it expects to replace (nothing, or a version token it read);
+//!   a put that lost a race answers [`Written::Conflict`] and changes nothing, so a merge is
+//!   read → merge → conditional put → on conflict read and merge again, and no version is lost
+//!   when several processes (or machines) merge one package at once;
+//! - a tarball is verified against its published integrity while it streams in and becomes
+//!   visible only once it is complete and verified; a stored tarball that fails its check
+//!   while it streams out ends its stream with an error, before its last bytes;
+//! - small state objects (the mirror checkpoint…) have the same conditional put.
 
+mod disk;
+mod faulty;
 mod hot;
 
-use std::path::{Path, PathBuf};
+use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use ssri::{Algorithm, Integrity};
-use tokio::io::AsyncWriteExt;
+use ssri::Integrity;
 
-pub use hot::{HotCache, HotKey, Rendered};
+pub use disk::DiskStore;
+pub use faulty::{Fault, Faulty};
+pub use hot::{tarball_etag, HotCache, HotKey, Rendered};
 
-/// A store operation that failed (disk full, permissions…).
-#[derive(Debug, thiserror::Error)]
-#[error("store {}: {message}", dir.display())]
+/// A store operation that failed (disk full, permissions, an unreachable bucket…).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store {location}: {message}")]
 pub struct StoreError {
-    /// The store's folder.
-    pub dir: PathBuf,
+    /// Where the store is (its folder or bucket).
+    pub location: String,
     /// What failed.
     pub message: String,
+}
+
+/// An opaque version of a stored object: it changes whenever the object changes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Token(Arc<str>);
+
+impl Token {
+    /// A token from a backend's own version text.
+    pub fn new(text: impl Into<Arc<str>>) -> Self {
+        Self(text.into())
+    }
+
+    /// The backend's version text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a conditional put expects to find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing: the put creates the object.
+    Absent,
+    /// The object at exactly this version.
+    Version(Token),
+}
+
+impl Expect {
+    /// `Version` of what was read, `Absent` when nothing was.
+    pub fn from_read(token: Option<&Token>) -> Self {
+        token.map_or(Expect::Absent, |t| Expect::Version(t.clone()))
+    }
+}
+
+/// The outcome of a conditional put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Stored; the object's new version.
+    Stored(Token),
+    /// The object is not what the put expected: nothing was written.
+    Conflict,
 }
 
 /// What we know about a stored packument besides its bytes.
@@ -47,9 +107,46 @@ pub struct StoredPackument {
     pub bytes: Bytes,
     /// Validators and freshness.
     pub meta: PackumentMeta,
-    /// The integrity of `bytes` in the store; changes whenever the document changes.
-    pub integrity: Integrity,
+    /// Its version in the store, for a conditional put.
+    pub token: Token,
 }
+
+/// A stored tarball, streaming out.
+pub struct TarballBody {
+    /// Its length in bytes.
+    pub size: u64,
+    /// The integrity of the stored content (what its ETag derives from).
+    pub integrity: Integrity,
+    /// Its bytes, checked against the stored integrity as they flow: a mismatch ends the stream
+    /// with an error before its last chunk (and drops the entry, so it is fetched again).
+    pub stream: BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+impl fmt::Debug for TarballBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TarballBody")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tarball streaming into the store. Dropping it without [`TarballSink::commit`] leaves
+/// nothing behind.
+#[async_trait]
+pub trait TarballSink: Send {
+    /// Append a chunk.
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError>;
+
+    /// Check the whole against the integrity given when the sink was opened and make it
+    /// visible; a mismatch stores nothing and answers an error.
+    ///
+    /// Returns the integrity the store keeps the content under.
+    async fn commit(self: Box<Self>) -> Result<Integrity, StoreError>;
+}
+
+/// An exclusive claim (one mirror follower per store); released when dropped or when its
+/// process dies.
+pub type Claim = Box<dyn std::any::Any + Send + Sync>;
 
 /// What `verify` found.
 #[derive(Debug, Default, Clone)]
@@ -58,8 +155,93 @@ pub struct VerifyReport {
     pub ok: u64,
     /// Keys whose content did not match (dropped).
     pub corrupt: Vec<String>,
-    /// Keys whose content file was gone (dropped).
+    /// Keys whose content was gone (dropped).
     pub missing: Vec<String>,
+}
+
+/// The persistent store: packuments, tarballs and small state objects.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Where the store is, for messages and logs (a folder, a bucket).
+    fn location(&self) -> String;
+
+    /// The stored packument of `name`; `None` when absent (or corrupt, then dropped).
+    async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError>;
+
+    /// The stored packument's metadata and version only, without reading its bytes.
+    async fn packument_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<(PackumentMeta, Token)>, StoreError>;
+
+    /// Store `bytes` as the packument of `name` if what is stored is what `expect` says.
+    async fn put_packument(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        meta: &PackumentMeta,
+        expect: Expect,
+    ) -> Result<Written, StoreError>;
+
+    /// Record new metadata (a revalidation that found no change) for the packument of `name`
+    /// stored at version `expect`, keeping its bytes.
+    async fn touch_packument(
+        &self,
+        name: &str,
+        meta: &PackumentMeta,
+        expect: &Token,
+    ) -> Result<Written, StoreError>;
+
+    /// The stored tarball `file` of `name`, streaming; `None` when absent.
+    async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError>;
+
+    /// Whether tarball `file` of `name` is stored (its content is checked when read).
+    async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError>;
+
+    /// Open a sink for tarball `file` of `name`, to be verified against `integrity`; `size` is
+    /// its length when known. Storing a tarball that is already stored is harmless.
+    async fn tarball_sink(
+        &self,
+        name: &str,
+        file: &str,
+        integrity: &Integrity,
+        size: Option<u64>,
+    ) -> Result<Box<dyn TarballSink>, StoreError>;
+
+    /// The state object `key` and its version.
+    async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError>;
+
+    /// Store the state object `key` if what is stored is what `expect` says.
+    async fn put_state(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expect: Expect,
+    ) -> Result<Written, StoreError>;
+
+    /// Claim `what` exclusively; `None` when another holder has it.
+    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError>;
+
+    /// The name of every stored packument.
+    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>>;
+
+    /// The bytes the store takes.
+    async fn usage(&self) -> Result<u64, StoreError>;
+
+    /// Check every entry against its integrity; drop the corrupt or missing ones (they are
+    /// fetched again on demand). `progress` gets (done, total) after each entry.
+    async fn verify(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<VerifyReport, StoreError>;
+}
+
+/// The store every part shares.
+pub type SharedStore = Arc<dyn Store>;
+
+/// The store `[storage]` configures.
+pub fn open(config: &crate::config::StorageConfig) -> SharedStore {
+    Arc::new(DiskStore::new(&config.dir))
 }
 
 /// Unix time in milliseconds.
@@ -70,336 +252,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The disk store.
-#[derive(Debug, Clone)]
-pub struct Store {
-    dir: PathBuf,
-    fail_writes: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-fn packument_key(name: &str) -> String {
-    format!("packument:{name}")
-}
-
-fn tarball_key(name: &str, file: &str) -> String {
-    format!("tarball:{name}/{file}")
-}
-
-impl Store {
-    /// A store in `dir` (created on first write).
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            fail_writes: Default::default(),
-        }
-    }
-
-    /// Fault hook for tests: make every write fail as a full disk does.
-    #[doc(hidden)]
-    pub fn set_fail_writes(&self, fail: bool) {
-        self.fail_writes
-            .store(fail, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn check_writable(&self) -> Result<(), StoreError> {
-        if self.fail_writes.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(self.fail("No space left on device (os error 28)"));
-        }
-        Ok(())
-    }
-
-    /// The store's folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn fail(&self, message: impl std::fmt::Display) -> StoreError {
-        StoreError {
-            dir: self.dir.clone(),
-            message: message.to_string(),
-        }
-    }
-
-    /// The stored packument of `name`, verified; `None` when absent or corrupt (then dropped).
-    pub async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
-        let key = packument_key(name);
-        let Some(entry) = self.find(&key).await? else {
-            return Ok(None);
-        };
-        let Some(bytes) = self.read_verified(&key, &entry.integrity).await? else {
-            return Ok(None);
-        };
-        let meta = serde_json::from_value(entry.metadata).unwrap_or_default();
-        Ok(Some(StoredPackument {
-            bytes: Bytes::from(bytes),
-            meta,
-            integrity: entry.integrity,
-        }))
-    }
-
-    /// The stored packument's metadata only (no content read).
-    pub async fn packument_meta(&self, name: &str) -> Result<Option<PackumentMeta>, StoreError> {
-        Ok(self
-            .find(&packument_key(name))
-            .await?
-            .map(|entry| serde_json::from_value(entry.metadata).unwrap_or_default()))
-    }
-
-    /// Store `bytes` as the packument of `name`; returns its integrity.
-    pub async fn put_packument(
-        &self,
-        name: &str,
-        bytes: &[u8],
-        meta: &PackumentMeta,
-    ) -> Result<Integrity, StoreError> {
-        self.check_writable()?;
-        let metadata = serde_json::to_value(meta).map_err(|e| self.fail(e))?;
-        let mut writer = cacache::WriteOpts::new()
-            .algorithm(Algorithm::Sha256)
-            .size(bytes.len())
-            .metadata(metadata)
-            .open(&self.dir, packument_key(name))
-            .await
-            .map_err(|e| self.fail(e))?;
-        writer.write_all(bytes).await.map_err(|e| self.fail(e))?;
-        writer.commit().await.map_err(|e| self.fail(e))
-    }
-
-    /// Record new metadata (e.g. a revalidation that found no change) for the stored packument
-    /// with `integrity`, without rewriting its bytes.
-    pub async fn touch_packument(
-        &self,
-        name: &str,
-        integrity: &Integrity,
-        size: usize,
-        meta: &PackumentMeta,
-    ) -> Result<(), StoreError> {
-        let metadata = serde_json::to_value(meta).map_err(|e| self.fail(e))?;
-        let opts = cacache::WriteOpts::new()
-            .integrity(integrity.clone())
-            .size(size)
-            .metadata(metadata);
-        cacache::index::insert_async(&self.dir, &packument_key(name), opts)
-            .await
-            .map_err(|e| self.fail(e))?;
-        Ok(())
-    }
-
-    /// An exclusive lock, shared by every process using this store, for read-merge-write of
-    /// the packument of `name`; released when the returned file is dropped.
-    ///
-    /// Names map onto 256 lock files by hash: no path is built from a name.
-    pub async fn lock_packument(&self, name: &str) -> Result<std::fs::File, StoreError> {
-        let dir = self.dir.join("locks");
-        let path = dir.join(format!(
-            "{:02x}.lock",
-            xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % 256
-        ));
-        tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(&dir)?;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&path)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| self.fail(e))?
-        .map_err(|e| self.fail(e))
-    }
-
-    /// The stored tarball `file` of `name`, verified; `None` when absent or corrupt (then
-    /// dropped, so the next request refetches it).
-    pub async fn tarball(&self, name: &str, file: &str) -> Result<Option<Bytes>, StoreError> {
-        let key = tarball_key(name, file);
-        let Some(entry) = self.find(&key).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .read_verified(&key, &entry.integrity)
-            .await?
-            .map(Bytes::from))
-    }
-
-    /// Whether tarball `file` of `name` is stored (index only; the content is checked on read).
-    pub async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
-        Ok(self.find(&tarball_key(name, file)).await?.is_some())
-    }
-
-    /// Store tarball bytes that were already verified against their published integrity.
-    pub async fn put_tarball(
-        &self,
-        name: &str,
-        file: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        self.check_writable()?;
-        let mut writer = cacache::WriteOpts::new()
-            .algorithm(Algorithm::Sha512)
-            .size(bytes.len())
-            .open(&self.dir, tarball_key(name, file))
-            .await
-            .map_err(|e| self.fail(e))?;
-        writer.write_all(bytes).await.map_err(|e| self.fail(e))?;
-        writer.commit().await.map_err(|e| self.fail(e))?;
-        Ok(())
-    }
-
-    /// The names of every stored packument (walks the index; for background work only).
-    pub fn packument_names(&self) -> Vec<String> {
-        cacache::index::ls(&self.dir)
-            .filter_map(Result::ok)
-            .filter_map(|entry| entry.key.strip_prefix("packument:").map(str::to_string))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect()
-    }
-
-    /// Every stored entry's key and integrity (for `verify`).
-    pub fn entries(&self) -> Vec<(String, Integrity)> {
-        cacache::index::ls(&self.dir)
-            .filter_map(Result::ok)
-            .map(|entry| (entry.key, entry.integrity))
-            .collect()
-    }
-
-    /// Check every entry's content against its integrity; drop the corrupt or missing ones
-    /// (they are fetched again on demand). `progress` is called after each entry with
-    /// (done, total).
-    pub async fn verify(&self, progress: impl Fn(u64, u64)) -> Result<VerifyReport, StoreError> {
-        let store = self.clone();
-        let entries = tokio::task::spawn_blocking(move || store.entries())
-            .await
-            .map_err(|e| self.fail(e))?;
-        let total = entries.len() as u64;
-        let mut report = VerifyReport::default();
-        for (done, (key, sri)) in entries.into_iter().enumerate() {
-            match cacache::read_hash(&self.dir, &sri).await {
-                Ok(_) => report.ok += 1,
-                Err(cacache::Error::IntegrityError(_)) => {
-                    let _ = cacache::remove_hash(&self.dir, &sri).await;
-                    let _ = cacache::remove(&self.dir, &key).await;
-                    report.corrupt.push(key);
-                }
-                Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let _ = cacache::remove(&self.dir, &key).await;
-                    report.missing.push(key);
-                }
-                Err(e) => return Err(self.fail(e)),
-            }
-            progress(done as u64 + 1, total);
-        }
-        Ok(report)
-    }
-
-    /// Drop the entry `key` (its content is left for cacache to reuse or collect).
-    pub async fn remove_key(&self, key: &str) -> Result<(), StoreError> {
-        cacache::remove(&self.dir, key)
-            .await
-            .map_err(|e| self.fail(e))
-    }
-
-    /// Read the content of `key` with integrity `sri`, verified.
-    ///
-    /// Returns `None` (and drops the entry) when the content is missing or corrupt.
-    pub async fn read_verified(
-        &self,
-        key: &str,
-        sri: &Integrity,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        match cacache::read_hash(&self.dir, sri).await {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(cacache::Error::IntegrityError(_)) => {
-                tracing::warn!(
-                    key,
-                    "stored entry is corrupt: dropped, it will be fetched again"
-                );
-                let _ = cacache::remove_hash(&self.dir, sri).await;
-                let _ = cacache::remove(&self.dir, key).await;
-                Ok(None)
-            }
-            Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = cacache::remove(&self.dir, key).await;
-                Ok(None)
-            }
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    async fn find(&self, key: &str) -> Result<Option<cacache::Metadata>, StoreError> {
-        match cacache::index::find_async(&self.dir, key).await {
-            Ok(found) => Ok(found),
-            Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
-                Ok(None)
-            }
-            Err(e) => Err(self.fail(e)),
-        }
-    }
+/// Collect a names stream into a sorted list (background work and search).
+pub async fn all_names(store: &dyn Store) -> Result<Vec<String>, StoreError> {
+    use futures::TryStreamExt;
+    let mut names: Vec<String> = store.packument_names().try_collect().await?;
+    names.sort();
+    names.dedup();
+    Ok(names)
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[tokio::test]
-    async fn a_flipped_byte_is_a_miss_and_the_entry_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
-        store
-            .put_tarball("a", "a-1.0.0.tgz", b"hello tarball")
-            .await
-            .unwrap();
-        assert_eq!(
-            store.tarball("a", "a-1.0.0.tgz").await.unwrap().as_deref(),
-            Some(&b"hello tarball"[..])
-        );
-        // Flip a byte in the content file.
-        for entry in walk(&dir.path().join("content-v2")) {
-            let mut bytes = std::fs::read(&entry).unwrap();
-            bytes[0] ^= 1;
-            std::fs::write(&entry, bytes).unwrap();
-        }
-        let report = store.verify(|_, _| {}).await.unwrap();
-        assert_eq!(report.corrupt, vec!["tarball:a/a-1.0.0.tgz".to_string()]);
-        assert!(store.tarball("a", "a-1.0.0.tgz").await.unwrap().is_none());
-        assert!(!store.has_tarball("a", "a-1.0.0.tgz").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn packuments_keep_their_metadata_and_touch_updates_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(dir.path());
-        assert!(store.packument("a").await.unwrap().is_none());
-        let meta = PackumentMeta {
-            etag: Some("\"1\"".into()),
-            last_modified: None,
-            fetched_at: 5,
-        };
-        let sri = store.put_packument("a", b"{}", &meta).await.unwrap();
-        let touched = PackumentMeta {
-            fetched_at: 9,
-            ..meta.clone()
-        };
-        store.touch_packument("a", &sri, 2, &touched).await.unwrap();
-        let stored = store.packument("a").await.unwrap().unwrap();
-        assert_eq!(stored.meta, touched);
-        assert_eq!(&stored.bytes[..], b"{}");
-        assert_eq!(store.packument_names(), vec!["a".to_string()]);
-    }
-
-    fn walk(dir: &Path) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                out.extend(walk(&path));
-            } else {
-                out.push(path);
-            }
-        }
-        out
-    }
-}
+mod conformance;

@@ -245,6 +245,11 @@ impl FakeRegistry {
     }
 
     pub fn set_faults(&self, faults: Faults) {
+        // The bomb is built here, once, not while a request waits for it: a slow answer would
+        // test the upstream timeout instead of the size limit.
+        if let Some(size) = faults.gzip_bomb {
+            gzip_bomb(size);
+        }
         self.state.lock().unwrap().faults = faults;
     }
 
@@ -477,12 +482,7 @@ async fn connection(
             body
         };
         if let Some(size) = faults.gzip_bomb {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            let zeros = vec![0u8; 1 << 20];
-            for _ in 0..size.div_ceil(zeros.len()) {
-                gz.write_all(&zeros).unwrap();
-            }
-            body = gz.finish().unwrap();
+            body = gzip_bomb(size).to_vec();
             head.push_str("content-encoding: gzip\r\n");
         }
         head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
@@ -635,4 +635,23 @@ fn changes(state: &State, query: &str) -> String {
         .and_then(|r| r["seq"].as_u64())
         .unwrap_or(since);
     json!({"results": results, "last_seq": last_seq}).to_string()
+}
+
+/// A gzip body that inflates to `size` zero bytes, built once per size.
+fn gzip_bomb(size: usize) -> std::sync::Arc<Vec<u8>> {
+    static BOMBS: std::sync::OnceLock<Mutex<HashMap<usize, std::sync::Arc<Vec<u8>>>>> =
+        std::sync::OnceLock::new();
+    let bombs = BOMBS.get_or_init(Default::default);
+    let mut bombs = bombs.lock().unwrap();
+    bombs
+        .entry(size)
+        .or_insert_with(|| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..size.div_ceil(zeros.len()) {
+                gz.write_all(&zeros).unwrap();
+            }
+            std::sync::Arc::new(gz.finish().unwrap())
+        })
+        .clone()
 }

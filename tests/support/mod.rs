@@ -9,13 +9,16 @@ use std::process::{Command, Output};
 
 pub use fake::{FakeRegistry, Faults};
 use sluice::config::Config;
-use sluice::server::{free_port, spawn, Running};
+use sluice::server::{free_port, spawn_on, Running};
+use sluice::store::{DiskStore, Faulty};
 
 /// A sluice started in this process against a fake registry, with its own folder.
 pub struct Sluice {
     pub dir: tempfile::TempDir,
     pub server: Option<Running>,
     pub config_path: PathBuf,
+    /// The store the server runs on, wrapped so a test can inject faults.
+    pub store: std::sync::Arc<Faulty>,
 }
 
 impl Sluice {
@@ -40,12 +43,16 @@ impl Sluice {
             let text = config_text(port, registry, extra);
             std::fs::write(&config_path, &text).unwrap();
             let config = Config::load_file(&config_path).unwrap();
-            match spawn(config) {
+            let store = std::sync::Arc::new(Faulty::new(std::sync::Arc::new(DiskStore::new(
+                &config.storage.dir,
+            ))));
+            match spawn_on(config, store.clone()) {
                 Ok(server) => {
                     return Sluice {
                         dir,
                         server: Some(server),
                         config_path,
+                        store,
                     }
                 }
                 Err(e) => last_error = Some(e),

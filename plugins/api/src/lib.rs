@@ -2,16 +2,25 @@
 //!
 //! A plugin implements [`Plugin`], whose phases are named like pingora's filters and each do
 //! nothing by default. The host runs the plugins of the configuration in list order:
-//! - [`Plugin::on_request`] decides whether a request may go on ([`Decision::Continue`]) or is
-//!   answered at once ([`Decision::Respond`]); policies (whitelist, deny…) live here.
-//! - [`Plugin::on_packument`] filters a package document before it is rendered; the host repairs
-//!   the document's invariants (dist-tags, `time`) afterwards.
-//! - [`Plugin::on_response`] sees the response headers.
-//! - [`Plugin::on_fetched`] learns that a package was fetched from upstream for this request.
+//! - [`Plugin::on_request`] decides about a request as a whole (its method, its headers);
+//! - [`Plugin::admit`] is the admission rule for a package name, asked for every request about
+//!   a package and by background work (refresh, add-package, search, audit) alike;
+//! - [`Plugin::hide_versions`] says which versions of a document a plugin hides and why; the
+//!   host takes them off documents, repairs the document's invariants (dist-tags), and refuses
+//!   the tarballs of hidden versions with the reason (403);
+//! - [`Plugin::on_response`] sees the response status and headers once the request is answered.
 //!
+//! When a plugin's output changes (its contract with the host's caches):
+//! - a rule reload bumps [`Plugin::generation`]: the host drops what it rendered before;
+//! - time: [`Hidden::until`] names the moment a hidden version stops being hidden (min-age), and
+//!   the host renders again at that moment.
+//!
+//! Plugins that read files an admin edits hand them to the host with [`Plugin::watched`]; the
+//! host watches them as a background service ([`live`] has the shared "live file" helper).
 //! Plugins see only this crate, never the proxy's internals.
 
 pub mod config;
+pub mod live;
 pub mod name;
 mod packument;
 mod request;
@@ -21,6 +30,8 @@ pub use packument::Packument;
 pub use request::{NpmRequest, SearchQuery};
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// An error a plugin reports; the host turns it into a 500 answer and a log line.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +56,16 @@ impl PluginError {
 /// The result type of every phase.
 pub type Result<T> = std::result::Result<T, PluginError>;
 
-/// A response a plugin asks the host to send: a status and an npm-style `{"error": …}` body.
+/// A response a plugin asks the host to send: a status, an npm-style `{"error": …}` body, and
+/// headers (`WWW-Authenticate`, `Retry-After`…).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// HTTP status.
     pub status: u16,
     /// The message put in the body's `error` field.
     pub message: String,
+    /// Extra response headers, as (name, value).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -60,38 +74,62 @@ impl Response {
         Self {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same response with one more header.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 }
 
-/// What [`Plugin::on_request`] decided.
+/// What [`Plugin::on_request`] or [`Plugin::admit`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Go on to the next plugin, then to the cache and upstream.
     Continue,
-    /// Answer with this response now; no later plugin runs.
+    /// Refuse with this response now; no later plugin runs.
     Respond(Response),
 }
 
-/// Why a package is refused, when a plugin refuses it without answering yet.
-///
-/// A later plugin may lift a refusal (read-through lifts [`RefusalKind::NotListed`]); the host
-/// answers with the refusal that remains after all plugins ran.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    /// What kind of refusal this is.
-    pub kind: RefusalKind,
-    /// The answer sent when nobody lifts it.
-    pub response: Response,
+/// Why a package name is being admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Purpose {
+    /// A client's request.
+    #[default]
+    Request,
+    /// Background work (refresh, prefetch, add-package, search, audit filtering): nothing is
+    /// fetched for a name only a request could bring in (read-through).
+    Background,
 }
 
-/// The kinds of [`Refusal`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// The package is not on the allow list; read-through may fetch it anyway.
-    NotListed,
-    /// A rule refuses it; nothing lifts this.
-    Denied,
+/// The versions of a document a plugin hides, each with its reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hidden {
+    /// (version, why it is hidden — said to the client refused its tarball).
+    pub versions: Vec<(String, String)>,
+    /// When the plugin's answer for this document changes by itself (the next hidden version
+    /// comes of age), if it does.
+    pub until: Option<SystemTime>,
+}
+
+impl Hidden {
+    /// Hide `version`, saying why.
+    pub fn hide(&mut self, version: impl Into<String>, reason: impl Into<String>) {
+        self.versions.push((version.into(), reason.into()));
+    }
+
+    /// Note that the answer changes at `at` (the earliest such moment is kept).
+    pub fn change_at(&mut self, at: SystemTime) {
+        self.until = Some(self.until.map_or(at, |until| until.min(at)));
+    }
+
+    /// Whether nothing is hidden.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
 }
 
 /// Where an answer came from, reported in `X-Cache-Status`.
@@ -125,14 +163,18 @@ impl fmt::Display for CacheStatus {
     }
 }
 
-/// The per-request context shared by all plugins, created by the host for each request.
+/// The per-request context shared by all plugins, created by the host for each request (or
+/// background job).
 #[derive(Debug, Default)]
 pub struct Ctx {
-    /// The request's id, as logged.
+    /// The request's id, as logged (0 for background work).
     pub request_id: u64,
-    /// The refusal standing after the plugins that ran so far, if any.
-    pub refusal: Option<Refusal>,
-    /// Set when a plugin allows fetching a package that is not listed (read-through).
+    /// Why names are admitted.
+    pub purpose: Purpose,
+    /// The package the request is about, once routed.
+    pub package: Option<String>,
+    /// Set by a plugin that admits a package it does not list, to be fetched from upstream
+    /// for this request (read-through); it hears of the answer in [`Plugin::on_response`].
     pub read_through: bool,
     /// How the answer was served, once known.
     pub cache_status: Option<CacheStatus>,
@@ -146,6 +188,14 @@ impl Ctx {
             ..Self::default()
         }
     }
+
+    /// A context for background work.
+    pub fn background() -> Self {
+        Self {
+            purpose: Purpose::Background,
+            ..Self::default()
+        }
+    }
 }
 
 /// A sluice plugin: each phase has a default that does nothing.
@@ -153,11 +203,10 @@ pub trait Plugin: Send + Sync {
     /// The plugin's kind, as written in the configuration (`kind = "…"`).
     fn kind(&self) -> &'static str;
 
-    /// Decide whether the request goes on.
+    /// Decide about a request as a whole, before any package rule.
     ///
-    /// Returns [`Decision::Respond`] to answer now, or [`Decision::Continue`]; a plugin may also
-    /// set or lift [`Ctx::refusal`] and let later plugins decide.
-    /// By default this does nothing and returns [`Decision::Continue`].
+    /// Returns [`Decision::Respond`] to answer now, or [`Decision::Continue`].
+    /// By default this returns [`Decision::Continue`].
     fn on_request(
         &self,
         _request: &NpmRequest,
@@ -167,57 +216,42 @@ pub trait Plugin: Send + Sync {
         Ok(Decision::Continue)
     }
 
-    /// Filter a package document before it is served (remove versions, hide fields…).
+    /// The admission rule for package `name`: may it be served (or fetched, or refreshed)?
     ///
-    /// The host repairs dist-tags and `time` afterwards.
-    /// By default this does nothing.
-    fn on_packument(&self, _packument: &mut Packument) -> Result<()> {
-        Ok(())
+    /// Returns [`Decision::Respond`] with the refusal, or [`Decision::Continue`]. Asked for
+    /// requests and background work alike; `ctx.purpose` tells which.
+    /// By default every package is admitted.
+    fn admit(&self, _name: &str, _ctx: &mut Ctx) -> Result<Decision> {
+        Ok(Decision::Continue)
     }
 
-    /// A number that changes whenever [`Plugin::on_packument`] would filter differently
-    /// (e.g. a rule file was reloaded); the host re-renders cached documents when it changes.
+    /// The versions of `packument` (as upstream published it) this plugin hides at `now`, and
+    /// why; the host filters documents with them and refuses their tarballs.
     ///
-    /// By default 0 (the filter only changes with the document).
+    /// By default nothing is hidden.
+    fn hide_versions(&self, _packument: &Packument, _now: SystemTime) -> Result<Hidden> {
+        Ok(Hidden::default())
+    }
+
+    /// A number that changes whenever [`Plugin::hide_versions`] or [`Plugin::admit`] would
+    /// answer differently for the same input (a rule file was reloaded); the host drops cached
+    /// renders when it changes.
+    ///
+    /// By default 0 (the answers only change with the document and with time).
     fn generation(&self) -> u64 {
         0
     }
 
-    /// Whether this plugin implements [`Plugin::on_tarball`]; the host only looks up a
-    /// tarball's version for plugins that ask.
-    ///
-    /// By default `false`.
-    fn checks_tarballs(&self) -> bool {
-        false
-    }
-
-    /// Decide whether the tarball of `version` of `name` may be served, knowing the package
-    /// document as upstream published it (before any plugin filtered it).
-    ///
-    /// Returns [`Decision::Respond`] to refuse it (e.g. a 403 naming the rule).
-    /// By default this returns [`Decision::Continue`].
-    fn on_tarball(&self, _name: &str, _version: &str, _packument: &Packument) -> Result<Decision> {
-        Ok(Decision::Continue)
-    }
-
-    /// Adjust the response headers.
+    /// See the answer: its status and headers (which may be adjusted).
     ///
     /// By default this does nothing.
-    fn on_response(&self, _headers: &mut http::HeaderMap, _ctx: &Ctx) {}
+    fn on_response(&self, _status: u16, _headers: &mut http::HeaderMap, _ctx: &Ctx) {}
 
-    /// Learn that package `name` was fetched from upstream and stored while serving a request
-    /// this plugin let through with [`Ctx::read_through`].
+    /// The files this plugin reads that an admin edits while sluice runs; the host watches
+    /// them as a background service and re-reads them after edits.
     ///
-    /// By default this does nothing.
-    fn on_fetched(&self, _name: &str, _ctx: &Ctx) -> Result<()> {
-        Ok(())
-    }
-
-    /// Whether package `name` may be served at all; used by background work (refresh,
-    /// add-package) that has no request.
-    ///
-    /// By default every package is allowed.
-    fn allows(&self, _name: &str) -> bool {
-        true
+    /// By default none.
+    fn watched(&self) -> Vec<Arc<dyn live::Watched>> {
+        Vec::new()
     }
 }

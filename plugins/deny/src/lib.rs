@@ -1,28 +1,25 @@
 //! The deny plugin: packages, scopes and version ranges an admin refuses.
 //!
 //! A denied package or scope answers 403 for every request about it, before the cache or
-//! upstream are asked ([`Plugin::on_request`] responds at once, so no whitelist or read-through
-//! can let it through). A denied range hides those versions from the package document (the host
-//! repairs its dist-tags) and refuses their tarballs. Rules come from the config's `packages`
-//! and from an optional file an admin edits while sluice runs (see [`watch`]).
+//! upstream are asked ([`Plugin::admit`] refuses it, whatever the whitelist or read-through
+//! say), and background work skips it. A denied range hides those versions
+//! ([`Plugin::hide_versions`]): the host takes them off the package document, repairs its
+//! dist-tags and refuses their tarballs. Rules come from the config's `packages` and from an
+//! optional file an admin edits while sluice runs (the host watches it).
 
 pub mod file;
 pub mod rules;
-mod watch;
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Deserialize;
-use sluice_plugin_api::{
-    Ctx, Decision, NpmRequest, Packument, Plugin, PluginError, Response, Result,
-};
+use sluice_plugin_api::live::Watched;
+use sluice_plugin_api::{Ctx, Decision, Hidden, Packument, Plugin, PluginError, Response, Result};
 
-pub use file::{DenyFile, Reload};
+pub use file::DenyFile;
 pub use rules::{Origin, Placed, Rule, Rules};
-pub use sluice_plugin_api::watch::WatchHandle;
-pub use watch::watch;
 
 /// The plugin's kind, as written in `kind = "deny"`.
 pub const KIND: &str = "deny";
@@ -38,19 +35,11 @@ pub struct DenyConfig {
     pub file: Option<String>,
 }
 
-/// How soon after the last event an edit of the deny file is applied.
-const DEBOUNCE: Duration = Duration::from_millis(150);
-/// How often the deny file is re-read even without events.
-const POLL: Duration = Duration::from_secs(5);
-
 /// The `deny` plugin.
 #[derive(Debug)]
 pub struct DenyPlugin {
     inline: Rules,
     file: Option<Arc<DenyFile>>,
-    /// The file's watcher, started by the first phase that runs (not while the config is only
-    /// checked, nor before the server forks); dropped, and so stopped, with the plugin.
-    watcher: OnceLock<Option<WatchHandle>>,
 }
 
 impl DenyPlugin {
@@ -67,7 +56,7 @@ impl DenyPlugin {
         let inline = Rules::from_config(&config.packages).map_err(|e| PluginError::new(KIND, e))?;
         let file = match &config.file {
             Some(path) => Some(Arc::new(
-                DenyFile::load(base.join(path)).map_err(|e| PluginError::new(KIND, e))?,
+                file::load(&base.join(path)).map_err(|e| PluginError::new(KIND, e))?,
             )),
             None => None,
         };
@@ -77,24 +66,7 @@ impl DenyPlugin {
                 "nothing to deny: set `packages = [...]` or `file = \"...\"`",
             ));
         }
-        Ok(Self {
-            inline,
-            file,
-            watcher: OnceLock::new(),
-        })
-    }
-
-    /// The live file rules, starting the file's watcher on first use.
-    fn file_rules(&self) -> Option<Arc<Rules>> {
-        let file = self.file.as_ref()?;
-        self.watcher.get_or_init(|| {
-            watch(file.clone(), DEBOUNCE, POLL)
-                .map_err(|error| {
-                    tracing::error!(path = %file.path().display(), %error, "cannot watch the deny file: edits need a restart");
-                })
-                .ok()
-        });
-        Some(file.rules())
+        Ok(Self { inline, file })
     }
 
     /// The rule refusing package `name` as a whole, described for a person.
@@ -102,7 +74,11 @@ impl DenyPlugin {
         if let Some(placed) = self.inline.package(name) {
             return Some(placed.describe());
         }
-        self.file_rules()?.package(name).map(Placed::describe)
+        self.file
+            .as_ref()?
+            .current()
+            .package(name)
+            .map(Placed::describe)
     }
 
     /// The rule refusing `version` of `name`, described for a person.
@@ -110,23 +86,12 @@ impl DenyPlugin {
         if let Some(placed) = self.inline.version(name, version) {
             return Some(placed.describe());
         }
-        self.file_rules()?
+        self.file
+            .as_ref()?
+            .current()
             .version(name, version)
             .map(Placed::describe)
     }
-
-    fn concerns(&self, name: &str) -> bool {
-        self.inline.concerns(name) || self.file_rules().is_some_and(|r| r.concerns(name))
-    }
-}
-
-/// The version a tarball file name carries (`lodash-4.17.20.tgz` of `lodash`), if it has the
-/// usual form.
-fn tarball_version<'a>(name: &str, file: &'a str) -> Option<&'a str> {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    file.strip_prefix(base)?
-        .strip_prefix('-')?
-        .strip_suffix(".tgz")
 }
 
 impl Plugin for DenyPlugin {
@@ -135,89 +100,48 @@ impl Plugin for DenyPlugin {
     }
 
     fn generation(&self) -> u64 {
-        // Starting the watcher here too: the first packument served starts it.
-        let _ = self.file_rules();
         self.file.as_ref().map_or(0, |file| file.generation())
     }
 
-    fn on_request(
-        &self,
-        request: &NpmRequest,
-        _headers: &http::HeaderMap,
-        _ctx: &mut Ctx,
-    ) -> Result<Decision> {
-        let Some(name) = request.package() else {
-            return Ok(Decision::Continue);
-        };
-        if let Some(rule) = self.package_rule(name) {
-            return Ok(Decision::Respond(Response::error(
-                403,
-                format!("{name} is denied by this registry: {rule}"),
-            )));
-        }
-        // A tarball of a denied version is refused before anything is fetched; the host's
-        // tarball check (on_tarball) covers file names of another form.
-        if let NpmRequest::Tarball { file, .. } = request {
-            if let Some(version) = tarball_version(name, file) {
-                if let Some(rule) = self.version_rule(name, version) {
-                    return Ok(Decision::Respond(Response::error(
-                        403,
-                        format!("{name}@{version} is denied by this registry: {rule}"),
-                    )));
-                }
-            }
-        }
-        Ok(Decision::Continue)
-    }
-
-    fn on_packument(&self, packument: &mut Packument) -> Result<()> {
-        let Some(name) = packument.name().map(str::to_string) else {
-            return Ok(());
-        };
-        if !self.concerns(&name) {
-            return Ok(());
-        }
-        let file_rules = self.file_rules();
-        let denied: Vec<String> = packument
-            .versions()
-            .map(|versions| {
-                versions
-                    .keys()
-                    .filter(|v| {
-                        self.inline.version(&name, v).is_some()
-                            || file_rules
-                                .as_ref()
-                                .is_some_and(|rules| rules.version(&name, v).is_some())
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        for version in &denied {
-            packument.remove_version(version);
-        }
-        if !denied.is_empty() {
-            tracing::debug!(package = %name, versions = ?denied, "deny: hid denied versions");
-        }
-        Ok(())
-    }
-
-    fn checks_tarballs(&self) -> bool {
-        true
-    }
-
-    fn on_tarball(&self, name: &str, version: &str, _packument: &Packument) -> Result<Decision> {
-        Ok(match self.version_rule(name, version) {
+    fn admit(&self, name: &str, _ctx: &mut Ctx) -> Result<Decision> {
+        Ok(match self.package_rule(name) {
             Some(rule) => Decision::Respond(Response::error(
                 403,
-                format!("{name}@{version} is denied by this registry: {rule}"),
+                format!("{name} is denied by this registry: {rule}"),
             )),
             None => Decision::Continue,
         })
     }
 
-    fn allows(&self, name: &str) -> bool {
-        self.package_rule(name).is_none()
+    fn hide_versions(&self, packument: &Packument, _now: SystemTime) -> Result<Hidden> {
+        let mut hidden = Hidden::default();
+        let Some(name) = packument.name() else {
+            return Ok(hidden);
+        };
+        let file_rules = self.file.as_ref().map(|file| file.current());
+        let concerned = self.inline.concerns(name)
+            || file_rules
+                .as_ref()
+                .is_some_and(|rules| rules.concerns(name));
+        if !concerned {
+            return Ok(hidden);
+        }
+        for version in packument.versions().into_iter().flat_map(|v| v.keys()) {
+            if let Some(rule) = self.version_rule(name, version) {
+                hidden.hide(
+                    version.as_str(),
+                    format!("{name}@{version} is denied by this registry: {rule}"),
+                );
+            }
+        }
+        Ok(hidden)
+    }
+
+    fn watched(&self) -> Vec<Arc<dyn Watched>> {
+        self.file
+            .iter()
+            .map(|file| file.clone() as Arc<dyn Watched>)
+            .collect()
     }
 }
 
@@ -231,10 +155,8 @@ mod tests {
         DenyPlugin::from_table(&toml_text.parse::<toml::Table>().unwrap(), base)
     }
 
-    fn decide(plugin: &DenyPlugin, request: NpmRequest) -> Decision {
-        plugin
-            .on_request(&request, &http::HeaderMap::new(), &mut Ctx::new(1))
-            .unwrap()
+    fn admits(plugin: &DenyPlugin, name: &str) -> bool {
+        plugin.admit(name, &mut Ctx::new(1)).unwrap() == Decision::Continue
     }
 
     fn packument(name: &str, versions: &[&str]) -> Packument {
@@ -250,6 +172,13 @@ mod tests {
         )
     }
 
+    fn hidden(plugin: &DenyPlugin, doc: &Packument) -> Vec<(String, String)> {
+        plugin
+            .hide_versions(doc, SystemTime::now())
+            .unwrap()
+            .versions
+    }
+
     #[test]
     fn a_denied_name_or_scope_answers_403_naming_the_rule() {
         let plugin = plugin(
@@ -258,82 +187,48 @@ mod tests {
         )
         .unwrap();
         for name in ["left-pad", "@evil/thing"] {
-            let Decision::Respond(response) = decide(
-                &plugin,
-                NpmRequest::Packument {
-                    name: name.into(),
-                    abbreviated: true,
-                },
-            ) else {
-                panic!("{name} went on");
-            };
-            assert_eq!(response.status, 403);
-            assert!(response.message.contains("rule `"), "{}", response.message);
-            assert!(!plugin.allows(name));
+            for mut ctx in [Ctx::new(1), Ctx::background()] {
+                let Decision::Respond(response) = plugin.admit(name, &mut ctx).unwrap() else {
+                    panic!("{name} went on");
+                };
+                assert_eq!(response.status, 403);
+                assert!(response.message.contains("rule `"), "{}", response.message);
+            }
         }
-        assert!(plugin.allows("lodash"));
-        let packument_request = NpmRequest::Packument {
-            name: "lodash".into(),
-            abbreviated: false,
-        };
-        assert_eq!(decide(&plugin, packument_request), Decision::Continue);
-        let Decision::Respond(response) = decide(
-            &plugin,
-            NpmRequest::Tarball {
-                name: "lodash".into(),
-                file: "lodash-4.17.20.tgz".into(),
-            },
-        ) else {
-            panic!("a denied version's tarball went on");
-        };
-        assert!(response.message.contains("lodash@<4.17.21"));
-        let allowed = NpmRequest::Tarball {
-            name: "lodash".into(),
-            file: "lodash-4.17.21.tgz".into(),
-        };
-        assert_eq!(decide(&plugin, allowed), Decision::Continue);
+        assert!(admits(&plugin, "lodash"));
     }
 
     #[test]
-    fn a_denied_range_is_hidden_and_its_tarballs_refused() {
+    fn a_denied_range_is_hidden_with_the_rule_as_its_reason() {
         let plugin = plugin("packages = [\"lodash@<4.17.21\"]\n", Path::new("/")).unwrap();
-        let mut doc = packument("lodash", &["4.17.20", "4.17.21", "4.17.21-rc.1", "5.0.0"]);
-        let original = doc.clone();
-        plugin.on_packument(&mut doc).unwrap();
-        let kept: Vec<&String> = doc.versions().unwrap().keys().collect();
-        assert_eq!(kept, vec!["4.17.21", "5.0.0"]);
-        assert!(matches!(
-            plugin.on_tarball("lodash", "4.17.20", &original).unwrap(),
-            Decision::Respond(Response { status: 403, .. })
-        ));
-        assert_eq!(
-            plugin.on_tarball("lodash", "5.0.0", &original).unwrap(),
-            Decision::Continue
-        );
-        let mut other = packument("express", &["1.0.0"]);
-        plugin.on_packument(&mut other).unwrap();
-        assert_eq!(other.versions().unwrap().len(), 1);
+        let doc = packument("lodash", &["4.17.20", "4.17.21", "4.17.21-rc.1", "5.0.0"]);
+        let found = hidden(&plugin, &doc);
+        let versions: Vec<&str> = found.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(versions, vec!["4.17.20", "4.17.21-rc.1"]);
+        assert!(found[0].1.contains("lodash@<4.17.21"), "{}", found[0].1);
+        assert!(hidden(&plugin, &packument("express", &["1.0.0"])).is_empty());
     }
 
     #[test]
-    fn file_rules_are_relative_to_the_config_and_hot_reloaded() {
+    fn file_rules_are_relative_to_the_config_and_reloaded_when_the_host_says() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("deny"), "# bad\nleft-pad\n").unwrap();
         let plugin = plugin("file = \"deny\"\n", dir.path()).unwrap();
-        assert!(!plugin.allows("left-pad"));
-        assert!(plugin.allows("right-pad"));
+        let watched = plugin.watched();
+        assert_eq!(watched.len(), 1);
+        assert!(!admits(&plugin, "left-pad"));
+        assert!(admits(&plugin, "right-pad"));
+        let before = plugin.generation();
         std::fs::write(dir.path().join("deny"), "left-pad\nright-pad # too\n").unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while plugin.allows("right-pad") && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!plugin.allows("right-pad"));
+        watched[0].reread(false);
+        assert!(!admits(&plugin, "right-pad"));
+        assert!(plugin.generation() > before);
         let message = plugin.package_rule("right-pad").unwrap();
         assert!(message.contains("deny line 2"), "{message}");
         // A broken edit keeps the last good rules.
         std::fs::write(dir.path().join("deny"), "lodash@\n").unwrap();
-        std::thread::sleep(Duration::from_millis(600));
-        assert!(!plugin.allows("right-pad"));
+        watched[0].reread(false);
+        assert!(!admits(&plugin, "right-pad"));
     }
 
     #[test]

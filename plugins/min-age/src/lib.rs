@@ -3,15 +3,17 @@
 //!
 //! Ages come from upstream's `time` entries (when the version was published), never from when
 //! sluice fetched it. A version without a readable `time` entry is treated as too young.
-//! Young versions are taken off the package document ([`Plugin::on_packument`]; the host then
-//! points dist-tags at the newest remaining version), so `npm install pkg` resolves to the newest
-//! old-enough version; their tarballs answer 403 ([`Plugin::on_tarball`]).
+//! Young versions are hidden ([`Plugin::hide_versions`]): the host takes them off the package
+//! document and points dist-tags at the newest remaining version, so `npm install pkg` resolves
+//! to the newest old-enough version, and their tarballs answer 403 with the date they will be
+//! served from. The plugin names the moment its next hidden version comes of age, so the host
+//! shows that version at that moment.
 
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use sluice_plugin_api::name::NamePattern;
-use sluice_plugin_api::{Decision, Packument, Plugin, PluginError, Response, Result};
+use sluice_plugin_api::{Hidden, Packument, Plugin, PluginError, Result};
 
 /// The plugin's kind, as written in `kind = "min-age"`.
 pub const KIND: &str = "min-age";
@@ -111,71 +113,50 @@ impl MinAgePlugin {
         }
     }
 
-    /// Remove the versions of `packument` that are too young at `now`; returns them.
-    pub fn filter_at(&self, packument: &mut Packument, now: SystemTime) -> Vec<String> {
-        let name = packument.name().unwrap_or("").to_string();
-        if self.is_exempt(&name) {
-            return Vec::new();
-        }
-        let young: Vec<(String, Age)> = packument
-            .versions()
-            .map(|versions| {
-                versions
-                    .keys()
-                    .map(|v| (v.clone(), self.age(packument, v, now)))
-                    .filter(|(_, age)| *age != Age::OldEnough)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut removed = Vec::with_capacity(young.len());
-        for (version, age) in young {
-            if age == Age::Unknown {
-                tracing::warn!(
-                    package = %name,
-                    version = %version,
-                    "min-age: upstream gives no publish time for this version: hidden"
-                );
-            }
-            packument.remove_version(&version);
-            removed.push(version);
-        }
-        if !removed.is_empty() {
-            tracing::debug!(package = %name, versions = ?removed, days = self.days, "min-age: hid young versions");
-        }
-        removed
-    }
-
-    /// The 403 answer for `version` of `name`, when it is too young at `now`.
-    pub fn refusal_at(
-        &self,
-        name: &str,
-        version: &str,
-        packument: &Packument,
-        now: SystemTime,
-    ) -> Option<Response> {
+    /// The versions of `packument` that are too young at `now`, each with the message a
+    /// client refused its tarball reads, and when the next of them comes of age.
+    pub fn hidden_at(&self, packument: &Packument, now: SystemTime) -> Hidden {
+        let mut hidden = Hidden::default();
+        let name = packument.name().unwrap_or("");
         if self.is_exempt(name) {
-            return None;
+            return hidden;
         }
-        let message = match self.age(packument, version, now) {
-            Age::OldEnough => return None,
-            Age::Young {
-                published,
-                available,
-            } => format!(
-                "{name}@{version} was published on {}, less than {} days ago: this registry \
-                 serves it from {}",
-                humantime::format_rfc3339_seconds(published),
-                self.days,
-                humantime::format_rfc3339_seconds(available)
-            ),
-            Age::Unknown => format!(
-                "{name}@{version} has no publish time in the upstream registry's document, so \
-                 its age is unknown: this registry only serves versions published at least {} \
-                 days ago",
-                self.days
-            ),
-        };
-        Some(Response::error(403, message))
+        for version in packument.versions().into_iter().flat_map(|v| v.keys()) {
+            let message = match self.age(packument, version, now) {
+                Age::OldEnough => continue,
+                Age::Young {
+                    published,
+                    available,
+                } => {
+                    hidden.change_at(available);
+                    format!(
+                        "{name}@{version} was published on {}, less than {} days ago: this \
+                         registry serves it from {}",
+                        humantime::format_rfc3339_seconds(published),
+                        self.days,
+                        humantime::format_rfc3339_seconds(available)
+                    )
+                }
+                Age::Unknown => {
+                    tracing::warn!(
+                        package = %name,
+                        version = %version,
+                        "min-age: upstream gives no publish time for this version: hidden"
+                    );
+                    format!(
+                        "{name}@{version} has no publish time in the upstream registry's \
+                         document, so its age is unknown: this registry only serves versions \
+                         published at least {} days ago",
+                        self.days
+                    )
+                }
+            };
+            hidden.hide(version.as_str(), message);
+        }
+        if !hidden.is_empty() {
+            tracing::debug!(package = %name, versions = hidden.versions.len(), days = self.days, "min-age: hid young versions");
+        }
+        hidden
     }
 }
 
@@ -198,22 +179,8 @@ impl Plugin for MinAgePlugin {
         KIND
     }
 
-    fn on_packument(&self, packument: &mut Packument) -> Result<()> {
-        self.filter_at(packument, SystemTime::now());
-        Ok(())
-    }
-
-    fn checks_tarballs(&self) -> bool {
-        true
-    }
-
-    fn on_tarball(&self, name: &str, version: &str, packument: &Packument) -> Result<Decision> {
-        Ok(
-            match self.refusal_at(name, version, packument, SystemTime::now()) {
-                Some(response) => Decision::Respond(response),
-                None => Decision::Continue,
-            },
-        )
+    fn hide_versions(&self, packument: &Packument, now: SystemTime) -> Result<Hidden> {
+        Ok(self.hidden_at(packument, now))
     }
 }
 
@@ -247,38 +214,36 @@ mod tests {
         Packument::new(value.as_object().unwrap().clone())
     }
 
+    fn hidden_versions(plugin: &MinAgePlugin, doc: &Packument, now: SystemTime) -> Vec<String> {
+        plugin
+            .hidden_at(doc, now)
+            .versions
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
     #[test]
-    fn young_and_untimed_versions_are_hidden_and_their_tarballs_refused() {
+    fn young_and_untimed_versions_are_hidden_with_the_date_they_come_of_age() {
         let plugin = plugin("days = 7\n").unwrap();
         let now = at("2024-03-10T00:00:00Z");
-        let mut packument = doc("left-pad");
-        let removed = plugin.filter_at(&mut packument, now);
-        assert_eq!(removed, vec!["1.2.0", "1.3.0-rc.1"]);
-        let kept: Vec<&String> = packument.versions().unwrap().keys().collect();
-        assert_eq!(kept, vec!["1.0.0", "1.1.0"]);
-
-        let original = doc("left-pad");
-        let response = plugin
-            .refusal_at("left-pad", "1.2.0", &original, now)
-            .unwrap();
-        assert_eq!(response.status, 403);
+        let packument = doc("left-pad");
+        let hidden = plugin.hidden_at(&packument, now);
+        let versions: Vec<&str> = hidden.versions.iter().map(|(v, _)| v.as_str()).collect();
+        assert_eq!(versions, vec!["1.2.0", "1.3.0-rc.1"]);
+        let (_, young) = &hidden.versions[0];
         assert!(
-            response.message.contains("2024-03-09T00:00:00Z")
-                && response.message.contains("2024-03-16T00:00:00Z"),
-            "{}",
-            response.message
+            young.contains("2024-03-09T00:00:00Z") && young.contains("2024-03-16T00:00:00Z"),
+            "{young}"
         );
-        let untimed = plugin
-            .refusal_at("left-pad", "1.3.0-rc.1", &original, now)
-            .unwrap();
-        assert!(untimed.message.contains("no publish time"));
-        assert!(plugin
-            .refusal_at("left-pad", "1.1.0", &original, now)
-            .is_none());
+        assert!(hidden.versions[1].1.contains("no publish time"));
+        // The answer changes by itself when 1.2.0 comes of age.
+        assert_eq!(hidden.until, Some(at("2024-03-16T00:00:00Z")));
         // A week later the version is served.
-        assert!(plugin
-            .refusal_at("left-pad", "1.2.0", &original, at("2024-03-16T00:00:01Z"))
-            .is_none());
+        assert_eq!(
+            hidden_versions(&plugin, &packument, at("2024-03-16T00:00:01Z")),
+            vec!["1.3.0-rc.1"]
+        );
     }
 
     #[test]
@@ -286,20 +251,18 @@ mod tests {
         let plugin = plugin("days = 7\nexempt = [\"@acme/*\", \"ours\"]\n").unwrap();
         let now = at("2024-03-10T00:00:00Z");
         for name in ["@acme/tool", "ours"] {
-            let mut packument = doc(name);
-            assert!(plugin.filter_at(&mut packument, now).is_empty());
-            assert!(plugin.refusal_at(name, "1.2.0", &packument, now).is_none());
+            assert!(plugin.hidden_at(&doc(name), now).is_empty());
         }
-        assert!(!plugin.filter_at(&mut doc("theirs"), now).is_empty());
+        assert!(!plugin.hidden_at(&doc("theirs"), now).is_empty());
     }
 
     #[test]
     fn fractional_days_and_zero_work() {
         let now = at("2024-03-09T13:00:00Z");
         let half = plugin("days = 0.5\n").unwrap();
-        assert_eq!(half.filter_at(&mut doc("x"), now), vec!["1.3.0-rc.1"]);
+        assert_eq!(hidden_versions(&half, &doc("x"), now), vec!["1.3.0-rc.1"]);
         let zero = plugin("days = 0\n").unwrap();
-        assert_eq!(zero.filter_at(&mut doc("x"), now), vec!["1.3.0-rc.1"]);
+        assert_eq!(hidden_versions(&zero, &doc("x"), now), vec!["1.3.0-rc.1"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 use sluice_plugin_api::name::{check_name, scope_of};
-use sluice_plugin_api::{Ctx, Decision, NpmRequest, Plugin, PluginError, Response, Result};
+use sluice_plugin_api::{Ctx, Decision, Plugin, PluginError, Response, Result};
 
 /// The plugin's kind, as written in `kind = "scope-pin"`.
 pub const KIND: &str = "scope-pin";
@@ -75,15 +75,7 @@ impl Plugin for ScopePinPlugin {
         KIND
     }
 
-    fn on_request(
-        &self,
-        request: &NpmRequest,
-        _headers: &http::HeaderMap,
-        _ctx: &mut Ctx,
-    ) -> Result<Decision> {
-        let Some(name) = request.package() else {
-            return Ok(Decision::Continue);
-        };
+    fn admit(&self, name: &str, _ctx: &mut Ctx) -> Result<Decision> {
         let Some(scope) = self.pinned_scope(name) else {
             return Ok(Decision::Continue);
         };
@@ -96,10 +88,6 @@ impl Plugin for ScopePinPlugin {
             ),
         )))
     }
-
-    fn allows(&self, name: &str) -> bool {
-        self.pinned_scope(name).is_none()
-    }
 }
 
 #[cfg(test)]
@@ -111,48 +99,27 @@ mod tests {
         ScopePinPlugin::from_table(&toml_text.parse::<toml::Table>().unwrap())
     }
 
-    fn decide(plugin: &ScopePinPlugin, request: NpmRequest) -> Decision {
-        plugin
-            .on_request(&request, &http::HeaderMap::new(), &mut Ctx::new(1))
-            .unwrap()
+    fn decide(plugin: &ScopePinPlugin, name: &str) -> Decision {
+        plugin.admit(name, &mut Ctx::new(1)).unwrap()
     }
 
     #[test]
-    fn every_request_for_a_pinned_scope_is_answered_404() {
+    fn every_name_of_a_pinned_scope_is_answered_404() {
         let plugin = plugin("scopes = [\"@acme\", \"@Corp\"]\n").unwrap();
-        for request in [
-            NpmRequest::Packument {
-                name: "@acme/tool".into(),
-                abbreviated: true,
-            },
-            NpmRequest::Tarball {
-                name: "@acme/tool".into(),
-                file: "tool-1.0.0.tgz".into(),
-            },
-            NpmRequest::Version {
-                name: "@ACME/tool".into(),
-                spec: "latest".into(),
-            },
-            NpmRequest::DistTags {
-                name: "@corp/x".into(),
-            },
-        ] {
-            let Decision::Respond(response) = decide(&plugin, request.clone()) else {
-                panic!("{request:?} went on");
+        for name in ["@acme/tool", "@ACME/tool", "@corp/x"] {
+            let Decision::Respond(response) = decide(&plugin, name) else {
+                panic!("{name} went on");
             };
             assert_eq!(response.status, 404);
             assert!(response.message.contains("private scope"), "{response:?}");
+            assert!(matches!(
+                plugin.admit(name, &mut Ctx::background()).unwrap(),
+                Decision::Respond(_)
+            ));
         }
         for name in ["acme", "@acmex/tool", "tool"] {
-            let request = NpmRequest::Packument {
-                name: name.into(),
-                abbreviated: false,
-            };
-            assert_eq!(decide(&plugin, request), Decision::Continue, "{name}");
-            assert!(plugin.allows(name));
+            assert_eq!(decide(&plugin, name), Decision::Continue, "{name}");
         }
-        assert_eq!(decide(&plugin, NpmRequest::Ping), Decision::Continue);
-        assert!(!plugin.allows("@acme/tool"));
     }
 
     #[test]

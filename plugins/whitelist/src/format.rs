@@ -123,6 +123,12 @@ impl Matcher {
         }
     }
 
+    /// Whether this list has an entry `previous` lacks.
+    pub fn adds_to(&self, previous: &Matcher) -> bool {
+        self.names.iter().any(|n| !previous.names.contains(n))
+            || self.scopes.iter().any(|s| !previous.scopes.contains(s))
+    }
+
     /// Whether `name` is listed, by name or by scope.
     pub fn allows(&self, name: &str) -> bool {
         if self.names.contains(name) {

@@ -1,27 +1,25 @@
-//! The whitelist plugin: only packages listed in a file are served.
+//! The whitelist plugin: only packages listed in a file are served; with its `read_through`
+//! option, a request for an unlisted package fetches it, serves it and appends it to the file.
 //!
-//! The file is the admin's: edits made with any editor while sluice runs are picked up by
-//! [`watch`], and sluice's own additions ([`Whitelist::add`]) append lines without touching the
-//! admin's comments or order.
+//! The file is the admin's: edits made with any editor while sluice runs are picked up (the
+//! host watches it, see [`Plugin::watched`]), and sluice's own additions ([`Whitelist::add`])
+//! append lines without touching the admin's comments or order.
 
 pub mod format;
-mod watch;
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_plugin_api::{
-    Ctx, Decision, NpmRequest, Plugin, Refusal, RefusalKind, Response, Result as PluginResult,
-};
+use sluice_plugin_api::live::{self, LiveFile, Reload, Watched};
+use sluice_plugin_api::watch::Reread;
+use sluice_plugin_api::{Ctx, Decision, Plugin, Purpose, Response, Result as PluginResult};
 
 pub use format::{parse, Entry, LineError, Matcher, Parsed};
-pub use sluice_plugin_api::watch::WatchHandle;
-pub use watch::watch;
 
-/// A whitelist file that could not be read.
+/// A whitelist file that could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[error("whitelist {}: {source}", path.display())]
 pub struct WhitelistError {
@@ -32,29 +30,10 @@ pub struct WhitelistError {
     pub source: io::Error,
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reload {
-    /// The file's text did not change since the last read.
-    Unchanged,
-    /// The new list is live.
-    Applied {
-        /// Entries in the new list.
-        entries: usize,
-    },
-    /// The file has bad lines: the last good list stays live.
-    Rejected(Vec<LineError>),
-    /// The file became empty: it is accepted only if it is still empty at the next reload.
-    EmptyPending,
-}
-
 /// The live whitelist: a file and the matcher built from its last good parse.
 #[derive(Debug)]
 pub struct Whitelist {
-    path: PathBuf,
-    live: RwLock<Arc<Matcher>>,
-    /// The last text read (applied or not), to skip reloads that change nothing.
-    last_text: Mutex<Option<String>>,
+    file: LiveFile<Matcher>,
     /// Names this process appended recently, to restore them if a concurrent edit made
     /// from an older copy of the file drops them.
     appended: Mutex<Vec<(String, Instant)>>,
@@ -62,6 +41,21 @@ pub struct Whitelist {
 
 /// How long after appending a name sluice watches for an edit that loses it.
 const RESTORE_WINDOW: Duration = Duration::from_secs(600);
+
+fn parse_matcher(text: &str) -> live::Parsed<Matcher> {
+    let parsed = parse(text);
+    live::Parsed {
+        value: Matcher::new(&parsed.entries),
+        errors: parsed
+            .errors
+            .into_iter()
+            .map(|e| live::LineError {
+                line: e.line,
+                message: e.message,
+            })
+            .collect(),
+    }
+}
 
 impl Whitelist {
     /// Load the list from `path`, creating an empty file when there is none.
@@ -84,28 +78,22 @@ impl Whitelist {
                 .open(&path)
                 .map_err(err)?;
         }
-        let text = read_text(&path).map_err(err)?;
-        let parsed = parse(&text);
-        log_errors(&path, &parsed.errors);
+        let file = LiveFile::load(&path, "whitelist", false, parse_matcher, Matcher::is_empty)
+            .map_err(|message| err(io::Error::other(message)))?;
         Ok(Self {
-            live: RwLock::new(Arc::new(Matcher::new(&parsed.entries))),
-            last_text: Mutex::new(Some(text)),
+            file,
             appended: Mutex::new(Vec::new()),
-            path,
         })
     }
 
     /// The file this list is read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The live matcher.
     pub fn snapshot(&self) -> Arc<Matcher> {
-        match self.live.read() {
-            Ok(live) => live.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.file.current()
     }
 
     /// Whether `name` is on the live list.
@@ -113,18 +101,9 @@ impl Whitelist {
         self.snapshot().allows(name)
     }
 
-    fn set_live(&self, matcher: Matcher) {
-        let matcher = Arc::new(matcher);
-        match self.live.write() {
-            Ok(mut live) => *live = matcher,
-            Err(poisoned) => *poisoned.into_inner() = matcher,
-        }
-    }
-
-    fn last_text(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.last_text
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// A number that changes each time a new list goes live.
+    pub fn generation(&self) -> u64 {
+        self.file.generation()
     }
 
     /// Re-read the whole file and make it live when it is good.
@@ -132,51 +111,35 @@ impl Whitelist {
     /// A file with bad lines keeps the last good list; an empty file that follows a non-empty
     /// list is only applied when a second reload still finds it empty (`confirm_empty`).
     pub fn reload(&self, confirm_empty: bool) -> Result<Reload, WhitelistError> {
-        let text = read_text(&self.path).map_err(|source| WhitelistError {
-            path: self.path.clone(),
-            source,
-        })?;
-        let mut last = self.last_text();
-        if last.as_deref() == Some(text.as_str()) && !confirm_empty {
-            return Ok(Reload::Unchanged);
+        let (reload, previous) =
+            self.file
+                .reload_with_previous(confirm_empty)
+                .map_err(|source| WhitelistError {
+                    path: self.path().to_path_buf(),
+                    source,
+                })?;
+        if let Some(previous) = previous {
+            let lost = self.lost_appends(&previous, &self.snapshot());
+            if !lost.is_empty() {
+                tracing::warn!(
+                    names = ?lost,
+                    "an edit made from an older copy of the whitelist dropped names sluice had just added: appending them again"
+                );
+                self.add(&lost)?;
+            }
         }
-        *last = Some(text.clone());
-        drop(last);
-        let parsed = parse(&text);
-        if !parsed.errors.is_empty() {
-            log_errors(&self.path, &parsed.errors);
-            tracing::warn!(path = %self.path.display(), "whitelist has bad lines: the last good list stays live");
-            return Ok(Reload::Rejected(parsed.errors));
-        }
-        if parsed.entries.is_empty() && !self.snapshot().is_empty() && !confirm_empty {
-            return Ok(Reload::EmptyPending);
-        }
-        let entries = parsed.entries.len();
-        let previous = self.snapshot();
-        let next = Matcher::new(&parsed.entries);
-        let lost = self.lost_appends(&previous, &next, &parsed.entries);
-        self.set_live(next);
-        tracing::info!(path = %self.path.display(), entries, "whitelist reloaded");
-        if !lost.is_empty() {
-            tracing::warn!(
-                names = ?lost,
-                "an edit made from an older copy of the whitelist dropped names sluice had just added: appending them again"
-            );
-            self.add(&lost)?;
-        }
-        Ok(Reload::Applied { entries })
+        Ok(reload)
     }
 
     /// Names we appended recently that `next` drops while it also adds entries of its own:
     /// the mark of an editor saving over our append. A pure removal is the admin's choice.
-    fn lost_appends(&self, previous: &Matcher, next: &Matcher, entries: &[Entry]) -> Vec<String> {
+    fn lost_appends(&self, previous: &Matcher, next: &Matcher) -> Vec<String> {
         let mut appended = self
             .appended
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         appended.retain(|(_, at)| at.elapsed() < RESTORE_WINDOW);
-        let edited_too = entries.iter().any(|e| !previous.has(e));
-        if !edited_too {
+        if !next.adds_to(previous) {
             return Vec::new();
         }
         appended
@@ -192,11 +155,11 @@ impl Whitelist {
     /// same time (the folder is locked while the file is read and written).
     pub fn add(&self, names: &[String]) -> Result<Vec<String>, WhitelistError> {
         let err = |source| WhitelistError {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             source,
         };
         let _lock = self.lock_folder().map_err(err)?;
-        let text = read_text(&self.path).map_err(err)?;
+        let text = live::read_text(self.path()).map_err(err)?;
         let current = Matcher::new(&parse(&text).entries);
         let mut added: Vec<String> = Vec::new();
         for name in names {
@@ -217,17 +180,16 @@ impl Whitelist {
         }
         let mut file = OpenOptions::new()
             .append(true)
-            .open(&self.path)
+            .open(self.path())
             .map_err(err)?;
         file.write_all(chunk.as_bytes()).map_err(err)?;
         file.sync_data().map_err(err)?;
-        // What we wrote is known: the watcher's re-read of it changes nothing.
-        *self.last_text() = Some(format!("{text}{chunk}"));
         let mut updated = (*self.snapshot()).clone();
         for name in &added {
             updated.insert_name(name);
         }
-        self.set_live(updated);
+        // What we wrote is known: the watcher's re-read of it changes nothing.
+        self.file.set(format!("{text}{chunk}"), updated);
         let now = Instant::now();
         self.appended
             .lock()
@@ -241,11 +203,11 @@ impl Whitelist {
     /// Returns whether a line was removed.
     pub fn remove(&self, name: &str) -> Result<bool, WhitelistError> {
         let err = |source| WhitelistError {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             source,
         };
         let _lock = self.lock_folder().map_err(err)?;
-        let text = read_text(&self.path).map_err(err)?;
+        let text = live::read_text(self.path()).map_err(err)?;
         let mut removed = false;
         let mut kept = String::with_capacity(text.len());
         for line in text.split_inclusive('\n') {
@@ -262,7 +224,7 @@ impl Whitelist {
             }
         }
         if removed {
-            write_replacing(&self.path, kept.as_bytes()).map_err(err)?;
+            write_replacing(self.path(), kept.as_bytes()).map_err(err)?;
             self.reload(true)?;
         }
         Ok(removed)
@@ -270,13 +232,27 @@ impl Whitelist {
 
     /// An exclusive lock on the file's folder, shared by every sluice process.
     fn lock_folder(&self) -> io::Result<File> {
-        let dir = match self.path.parent() {
+        let dir = match self.path().parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
         let folder = File::open(dir)?;
         folder.lock()?;
         Ok(folder)
+    }
+}
+
+impl Watched for Whitelist {
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn reread(&self, confirm_empty: bool) -> Reread {
+        match self.reload(confirm_empty) {
+            Ok(Reload::EmptyPending) => Reread::EmptyPending,
+            Ok(_) => Reread::Done,
+            Err(error) => Reread::Failed(error.to_string()),
+        }
     }
 }
 
@@ -301,34 +277,19 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::rename(&temp, &target)
 }
 
-fn read_text(path: &Path) -> io::Result<String> {
-    let mut bytes = Vec::new();
-    File::open(path)?.read_to_end(&mut bytes)?;
-    String::from_utf8(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}")))
-}
-
-fn log_errors(path: &Path, errors: &[LineError]) {
-    for error in errors {
-        tracing::warn!(
-            "{}:{}: {} (line ignored)",
-            path.display(),
-            error.line,
-            error.message
-        );
-    }
-}
-
-/// The `whitelist` plugin: refuses every package not on the list, naming how to add it.
+/// The `whitelist` plugin: refuses every package not on the list, naming how to add it; with
+/// `read_through`, a request for an unlisted package is let through, fetched, and the package
+/// appended to the list once it was served.
 #[derive(Debug, Clone)]
 pub struct WhitelistPlugin {
     list: Arc<Whitelist>,
+    read_through: bool,
 }
 
 impl WhitelistPlugin {
-    /// A plugin enforcing `list`.
-    pub fn new(list: Arc<Whitelist>) -> Self {
-        Self { list }
+    /// A plugin enforcing `list`; `read_through` lets requests bring in unlisted packages.
+    pub fn new(list: Arc<Whitelist>, read_through: bool) -> Self {
+        Self { list, read_through }
     }
 
     /// The live list this plugin enforces.
@@ -342,33 +303,48 @@ impl Plugin for WhitelistPlugin {
         "whitelist"
     }
 
-    fn on_request(
-        &self,
-        request: &NpmRequest,
-        _headers: &http::HeaderMap,
-        ctx: &mut Ctx,
-    ) -> PluginResult<Decision> {
-        let Some(name) = request.package() else {
+    fn admit(&self, name: &str, ctx: &mut Ctx) -> PluginResult<Decision> {
+        if self.list.allows(name) {
             return Ok(Decision::Continue);
-        };
-        if !self.list.allows(name) {
-            ctx.refusal = Some(Refusal {
-                kind: RefusalKind::NotListed,
-                response: Response::error(
-                    403,
-                    format!(
-                        "{name} is not on this registry's whitelist. Ask an admin to add it: \
-                         `sluice add-package {name}`, or a line `{name}` in {}",
-                        self.list.path().display()
-                    ),
-                ),
-            });
         }
-        Ok(Decision::Continue)
+        if self.read_through && ctx.purpose == Purpose::Request {
+            ctx.read_through = true;
+            return Ok(Decision::Continue);
+        }
+        Ok(Decision::Respond(Response::error(
+            403,
+            format!(
+                "{name} is not on this registry's whitelist. Ask an admin to add it: \
+                 `sluice add-package {name}`, or a line `{name}` in {}",
+                self.list.path().display()
+            ),
+        )))
     }
 
-    fn allows(&self, name: &str) -> bool {
-        self.list.allows(name)
+    fn generation(&self) -> u64 {
+        self.list.generation()
+    }
+
+    fn on_response(&self, status: u16, _headers: &mut http::HeaderMap, ctx: &Ctx) {
+        if !ctx.read_through || status >= 400 {
+            return;
+        }
+        let Some(name) = ctx.package.as_deref() else {
+            return;
+        };
+        match self.list.add(&[name.to_string()]) {
+            Ok(added) if !added.is_empty() => {
+                tracing::info!(package = name, "read-through: added to the whitelist");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(package = name, %error, "read-through: cannot add to the whitelist")
+            }
+        }
+    }
+
+    fn watched(&self) -> Vec<Arc<dyn Watched>> {
+        vec![self.list.clone()]
     }
 }
 
@@ -434,6 +410,36 @@ mod tests {
     }
 
     #[test]
+    fn read_through_admits_unlisted_names_for_requests_and_adds_them_once_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("whitelist");
+        fs::write(&path, "express\n").unwrap();
+        let list = Arc::new(Whitelist::load(&path).unwrap());
+        let strict = WhitelistPlugin::new(list.clone(), false);
+        let open = WhitelistPlugin::new(list.clone(), true);
+        let mut ctx = Ctx::new(1);
+        assert!(matches!(
+            strict.admit("lodash", &mut ctx).unwrap(),
+            Decision::Respond(Response { status: 403, .. })
+        ));
+        assert!(!ctx.read_through);
+        assert_eq!(open.admit("lodash", &mut ctx).unwrap(), Decision::Continue);
+        assert!(ctx.read_through);
+        // Background work never brings in an unlisted name.
+        assert!(matches!(
+            open.admit("lodash", &mut Ctx::background()).unwrap(),
+            Decision::Respond(_)
+        ));
+        // A failed answer adds nothing; a served one appends the name.
+        ctx.package = Some("lodash".into());
+        open.on_response(502, &mut http::HeaderMap::new(), &ctx);
+        assert!(!list.allows("lodash"));
+        open.on_response(200, &mut http::HeaderMap::new(), &ctx);
+        assert!(list.allows("lodash"));
+        assert_eq!(fs::read_to_string(&path).unwrap(), "express\nlodash\n");
+    }
+
+    #[test]
     fn a_broken_file_keeps_the_last_good_list_and_empty_needs_confirming() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("whitelist");
@@ -445,7 +451,7 @@ mod tests {
         fs::write(&path, "").unwrap();
         assert_eq!(list.reload(false).unwrap(), Reload::EmptyPending);
         assert!(list.allows("express"));
-        assert_eq!(list.reload(true).unwrap(), Reload::Applied { entries: 0 });
+        assert_eq!(list.reload(true).unwrap(), Reload::Applied);
         assert!(!list.allows("express"));
     }
 }

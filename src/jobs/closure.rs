@@ -12,8 +12,10 @@ use nodejs_semver::{Range, Version};
 use serde_json::Value;
 use sluice_plugin_api::Packument;
 
+use crate::app::App;
+use crate::core::renders::Filtered;
+use crate::core::Error;
 use crate::packument;
-use crate::registry::{Error, Registry};
 
 /// What a spec on the command line or in a dependency asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -172,11 +174,7 @@ pub struct Summary {
 
 /// Resolve `wants` and their dependency closure, mirror packuments and tarballs, and add
 /// every name to the whitelist.
-pub async fn add_packages(
-    registry: &Arc<Registry>,
-    wants: Vec<Want>,
-    options: &AddOptions,
-) -> Summary {
+pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions) -> Summary {
     let started = Instant::now();
     let bar = if options.progress {
         let bar = ProgressBar::new_spinner();
@@ -203,10 +201,10 @@ pub async fn add_packages(
         let results: Vec<(Want, Result<Selected, Error>)> =
             futures::stream::iter(frontier.drain(..))
                 .map(|want| {
-                    let registry = registry.clone();
+                    let app = app.clone();
                     let all = options.all_versions;
                     async move {
-                        let result = resolve(&registry, &want, all).await;
+                        let result = resolve(&app, &want, all).await;
                         (want, result)
                     }
                 })
@@ -241,13 +239,13 @@ pub async fn add_packages(
         }
         let failures: Vec<String> = futures::stream::iter(jobs)
             .map(|(name, file)| {
-                let registry = registry.clone();
+                let app = app.clone();
                 let bytes = bytes.clone();
                 let tarballs = tarballs.clone();
                 async move {
-                    match registry.fetch_tarball(&name, &file).await {
-                        Ok(body) => {
-                            bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    match app.tarballs.ensure_stored(&name, &file).await {
+                        Ok(size) => {
+                            bytes.fetch_add(size, Ordering::Relaxed);
                             tarballs.fetch_add(1, Ordering::Relaxed);
                             None
                         }
@@ -271,7 +269,7 @@ pub async fn add_packages(
     summary.versions = selected.len();
     summary.tarballs = tarballs.load(Ordering::Relaxed) as usize;
     summary.bytes = bytes.load(Ordering::Relaxed);
-    if let Some(list) = &registry.whitelist {
+    if let Some(list) = app.whitelist() {
         let names: Vec<String> = summary.names.iter().cloned().collect();
         match list.add(&names) {
             Ok(added) => summary.added = added,
@@ -283,14 +281,9 @@ pub async fn add_packages(
 }
 
 /// Fetch `want`'s packument from upstream (stored) and return the selected versions.
-async fn resolve(
-    registry: &Arc<Registry>,
-    want: &Want,
-    all_versions: bool,
-) -> Result<Selected, Error> {
-    let (stored, _) = registry.fetch_packument(&want.name).await;
-    let stored = stored?;
-    let doc = registry.filtered(&want.name, &stored)?;
+async fn resolve(app: &Arc<App>, want: &Want, all_versions: bool) -> Result<Selected, Error> {
+    let (stored, _) = app.packuments.fetch(&want.name).await;
+    let Filtered { doc, .. } = app.renders.filtered(&want.name, &stored?)?;
     if all_versions {
         return Ok(doc
             .versions()

@@ -1,15 +1,13 @@
 //! Mirror mode: follow the upstream's replication feed and copy every package it lists.
 //!
 //! `GET {changes}` gives the head (`update_seq`); `GET {changes}_changes?since=S&limit=N` pages
-//! through changes. Sequences are opaque. The checkpoint (in the store) is written, with fsync,
+//! through changes. Sequences are opaque. The checkpoint (a state object in the store) is written
 //! only after every change before it is stored, so a kill at any moment resumes without losing a
 //! change. The feed inserts entries behind a `last_seq` already read, so each cycle re-reads the
 //! last few pages; changes already applied in this run cost nothing, after a restart one
 //! conditional request each.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,29 +16,12 @@ use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::app::App;
 use crate::config::Since;
-use crate::registry::{Error, Registry};
+use crate::core::Error;
+use crate::observe::MirrorStatus;
+use crate::store::{Expect, Store, StoreError, Token, Written};
 use crate::upstream::UpstreamError;
-
-/// What the follower reports in `/-/sluice/status`.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct MirrorStatus {
-    /// The stored checkpoint.
-    pub checkpoint: Option<String>,
-    /// The feed's head when last asked.
-    pub head: Option<String>,
-    /// Head minus checkpoint, when both are numbers.
-    pub lag: Option<u64>,
-    /// Packages fetched since start.
-    pub packages: u64,
-    /// Changes read since start (re-reads included).
-    pub changes: u64,
-    /// Packages that could not be mirrored (bad documents…); they are retried next time
-    /// they change.
-    pub failed: u64,
-    /// Packages per second over the last cycle.
-    pub rate: f64,
-}
 
 /// The checkpoint file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,47 +33,50 @@ pub struct Checkpoint {
     pub recent: Vec<String>,
 }
 
-fn checkpoint_path(store: &Path) -> PathBuf {
-    store.join("mirror-checkpoint.json")
+/// The state object the checkpoint is kept in.
+const CHECKPOINT: &str = "mirror-checkpoint";
+
+/// Why a catch-up stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// The feed failed for good.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another follower holds the store.
+    #[error("another sluice is following the feed into {0} (a `serve` in mirror mode?)")]
+    Busy(String),
+    /// The checkpoint was written by someone else meanwhile.
+    #[error("the mirror checkpoint in {0} was changed by another writer: stopping")]
+    Conflict(String),
 }
 
-/// Read the stored checkpoint, if any.
-pub fn load_checkpoint(store: &Path) -> Option<Checkpoint> {
-    let bytes = std::fs::read(checkpoint_path(store)).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// Read the stored checkpoint and its version, if any.
+pub async fn load_checkpoint(store: &dyn Store) -> Result<Option<(Checkpoint, Token)>, StoreError> {
+    let Some((bytes, token)) = store.state(CHECKPOINT).await? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok().map(|c| (c, token)))
 }
 
-/// Write the checkpoint durably: temporary file, fsync, rename, fsync of the folder.
-pub fn save_checkpoint(store: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
-    std::fs::create_dir_all(store)?;
-    let path = checkpoint_path(store);
-    let temp = store.join(format!("mirror-checkpoint.json.{}.tmp", std::process::id()));
+/// Write the checkpoint over the version `expect` says; returns its new version.
+pub async fn save_checkpoint(
+    store: &dyn Store,
+    checkpoint: &Checkpoint,
+    expect: Expect,
+) -> Result<Token, MirrorError> {
+    let bytes = serde_json::to_vec(checkpoint).map_err(|e| StoreError {
+        location: store.location(),
+        message: format!("cannot encode the checkpoint: {e}"),
+    })?;
+    match store
+        .put_state(CHECKPOINT, bytes::Bytes::from(bytes), expect)
+        .await?
     {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&serde_json::to_vec(checkpoint).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temp, &path)?;
-    std::fs::File::open(store)?.sync_all()
-}
-
-/// One follower per store: an exclusive lock on `mirror.lock`, held while catching up.
-fn lock_follower(store: &Path) -> Result<std::fs::File, UpstreamError> {
-    let fail = |e: std::io::Error| UpstreamError::Invalid(format!("cannot lock the store: {e}"));
-    std::fs::create_dir_all(store).map_err(fail)?;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(store.join("mirror.lock"))
-        .map_err(fail)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(UpstreamError::Invalid(format!(
-            "another sluice is following the feed into {} (a `serve` in mirror mode?)",
-            store.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(fail(e)),
+        Written::Stored(token) => Ok(token),
+        Written::Conflict => Err(MirrorError::Conflict(store.location())),
     }
 }
 
@@ -121,7 +105,7 @@ pub struct CatchUp {
 
 /// The replication follower.
 pub struct Follower {
-    registry: Arc<Registry>,
+    app: Arc<App>,
     changes: String,
     /// (id, rev) pairs applied in this run: re-reads of them cost nothing.
     applied: std::sync::Mutex<LruSet>,
@@ -149,13 +133,13 @@ impl LruSet {
 
 impl Follower {
     /// A follower for `registry`'s `upstream.changes` feed.
-    pub fn new(registry: Arc<Registry>) -> Result<Self, String> {
+    pub fn new(app: Arc<App>) -> Result<Self, String> {
         let changes =
-            registry.config.upstream.changes.clone().ok_or(
+            app.config.upstream.changes.clone().ok_or(
                 "upstream.changes is not set: mirror mode needs the replication feed's URL",
             )?;
         Ok(Self {
-            registry,
+            app,
             changes,
             applied: std::sync::Mutex::new(LruSet {
                 order: VecDeque::new(),
@@ -166,14 +150,14 @@ impl Follower {
     }
 
     fn status(&self) -> std::sync::MutexGuard<'_, MirrorStatus> {
-        self.registry
+        self.app
             .mirror
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn head(&self) -> Result<String, UpstreamError> {
-        let doc = self.registry.upstream.get_json(&self.changes).await?;
+        let doc = self.app.upstream.get_json(&self.changes).await?;
         doc.get("update_seq")
             .and_then(seq_text)
             .ok_or_else(|| UpstreamError::Invalid(format!("{} has no update_seq", self.changes)))
@@ -181,13 +165,15 @@ impl Follower {
 
     /// Read the feed from the checkpoint (less the re-read window) to its end, storing every
     /// package it lists.
-    pub async fn catch_up(&self, bar: &ProgressBar) -> Result<CatchUp, UpstreamError> {
-        let store = self.registry.store.dir().to_path_buf();
-        let config = &self.registry.config.mirror;
-        let _lock = lock_follower(&store)?;
+    pub async fn catch_up(&self, bar: &ProgressBar) -> Result<CatchUp, MirrorError> {
+        let store = self.app.store.as_ref();
+        let config = &self.app.config.mirror;
+        let Some(_claim) = store.claim("mirror follower").await? else {
+            return Err(MirrorError::Busy(store.location()));
+        };
         let head = with_retries(|| self.head()).await?;
-        let mut checkpoint = match load_checkpoint(&store) {
-            Some(checkpoint) => checkpoint,
+        let (mut checkpoint, mut version) = match load_checkpoint(store).await? {
+            Some(found) => found,
             None => {
                 let since = match &config.since {
                     Since::Now => head.clone(),
@@ -197,10 +183,8 @@ impl Follower {
                     since,
                     recent: Vec::new(),
                 };
-                save_checkpoint(&store, &checkpoint).map_err(|e| {
-                    UpstreamError::Invalid(format!("cannot write the checkpoint: {e}"))
-                })?;
-                checkpoint
+                let version = save_checkpoint(store, &checkpoint, Expect::Absent).await?;
+                (checkpoint, version)
             }
         };
         {
@@ -224,7 +208,7 @@ impl Follower {
                 "{}_changes?since={since}&limit={}",
                 self.changes, config.batch
             );
-            let page = with_retries(|| self.registry.upstream.get_json(&url)).await?;
+            let page = with_retries(|| self.app.upstream.get_json(&url)).await?;
             let results = page
                 .get("results")
                 .and_then(Value::as_array)
@@ -261,8 +245,7 @@ impl Follower {
             if ahead(&last_seq, &checkpoint.since) {
                 checkpoint.since = last_seq.clone();
             }
-            save_checkpoint(&store, &checkpoint)
-                .map_err(|e| UpstreamError::Invalid(format!("cannot write the checkpoint: {e}")))?;
+            version = save_checkpoint(store, &checkpoint, Expect::Version(version)).await?;
             let rate = summary.packages as f64 / started.elapsed().as_secs_f64().max(0.001);
             {
                 let mut status = self.status();
@@ -329,14 +312,14 @@ impl Follower {
     /// Fetch (and store) every package in `names`, retrying upstream faults until they pass:
     /// a change is never dropped. Returns (fetched, failed for good).
     async fn apply(&self, names: &[String]) -> (u64, u64) {
-        let concurrency = self.registry.config.upstream.concurrency;
+        let concurrency = self.app.config.upstream.concurrency;
         let results: Vec<bool> = futures::stream::iter(names.iter().cloned())
             .map(|name| async move {
-                if !self.registry.allows(&name) {
+                if !self.app.host.admits(&name) {
                     return true;
                 }
                 let result = with_retries(|| async {
-                    match self.registry.fetch_packument(&name).await.0 {
+                    match self.app.packuments.fetch(&name).await.0 {
                         Ok(_) => Ok(true),
                         Err(Error::Upstream(e)) if transient(&e) => Err(e),
                         // Gone upstream before we ever held it: nothing to keep.
@@ -350,7 +333,7 @@ impl Follower {
                 .await;
                 match result {
                     Ok(true) => {
-                        crate::sync::prefetch_tarballs(&self.registry, &name).await;
+                        crate::jobs::refresh::prefetch_tarballs(&self.app, &name).await;
                         true
                     }
                     _ => false,
@@ -422,15 +405,15 @@ where
 }
 
 /// Follow the feed forever (the `serve` background service in mirror mode).
-pub async fn follow(registry: Arc<Registry>) {
-    let follower = match Follower::new(registry.clone()) {
+pub async fn follow(app: Arc<App>) {
+    let follower = match Follower::new(app.clone()) {
         Ok(follower) => follower,
         Err(message) => {
             tracing::warn!("{message}; packages are mirrored on request only");
             return;
         }
     };
-    let interval = registry.config.mirror.interval;
+    let interval = app.config.mirror.interval;
     loop {
         match follower.catch_up(&ProgressBar::hidden()).await {
             Ok(summary) => tracing::info!(
@@ -451,16 +434,25 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn checkpoints_round_trip() {
+    #[tokio::test]
+    async fn checkpoints_round_trip_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load_checkpoint(dir.path()).is_none());
+        let store = crate::store::DiskStore::new(dir.path());
+        assert!(load_checkpoint(&store).await.unwrap().is_none());
         let checkpoint = Checkpoint {
             since: "42".into(),
             recent: vec!["10".into(), "30".into()],
         };
-        save_checkpoint(dir.path(), &checkpoint).unwrap();
-        assert_eq!(load_checkpoint(dir.path()), Some(checkpoint));
+        let version = save_checkpoint(&store, &checkpoint, Expect::Absent)
+            .await
+            .unwrap();
+        let (read, token) = load_checkpoint(&store).await.unwrap().unwrap();
+        assert_eq!((read, &token), (checkpoint.clone(), &version));
+        // A second writer that did not read the latest version is refused.
+        assert!(matches!(
+            save_checkpoint(&store, &checkpoint, Expect::Absent).await,
+            Err(MirrorError::Conflict(_))
+        ));
     }
 
     #[test]

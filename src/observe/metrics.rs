@@ -1,14 +1,12 @@
-//! Counters for `/-/metrics` (Prometheus text) and the status page.
+//! Request counters, `/-/metrics` (Prometheus text) and the status page.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use crate::config::Mode;
-use crate::registry::Registry;
+use super::Snapshot;
+use crate::store::now_ms;
 
 /// How many distinct package names the "most requested" table tracks.
 const TRACKED_PACKAGES: usize = 10_000;
@@ -19,7 +17,6 @@ pub struct Metrics {
     requests: Mutex<HashMap<(&'static str, u16, &'static str), u64>>,
     bytes: AtomicU64,
     packages: Mutex<HashMap<String, u64>>,
-    store_size: Mutex<Option<(Instant, u64)>>,
     /// Client connections closed for running out of time (`server.*_timeout`).
     pub client_timeouts: std::sync::Arc<AtomicU64>,
 }
@@ -78,42 +75,10 @@ impl Metrics {
         }
         (hits, all)
     }
-
-    /// The store's size on disk, recomputed at most every 30 s.
-    pub async fn store_bytes(&self, dir: &Path) -> u64 {
-        if let Some((at, size)) = *lock(&self.store_size) {
-            if at.elapsed() < Duration::from_secs(30) {
-                return size;
-            }
-        }
-        let dir = dir.to_path_buf();
-        let size = tokio::task::spawn_blocking(move || folder_size(&dir))
-            .await
-            .unwrap_or(0);
-        *lock(&self.store_size) = Some((Instant::now(), size));
-        size
-    }
-}
-
-fn folder_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => folder_size(&entry.path()),
-            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 /// The Prometheus text of `GET /-/metrics`.
-pub async fn render(registry: &Registry) -> String {
-    let metrics = &registry.metrics;
-    // moka counts weights when its pending maintenance runs.
-    registry.hot.sync().await;
+pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -149,52 +114,49 @@ pub async fn render(registry: &Registry) -> String {
             "sluice_upstream_requests_total",
             "counter",
             "Requests sent to the upstream registry.",
-            load(&registry.upstream.stats.requests),
+            snapshot.upstream_requests,
         ),
         (
             "sluice_upstream_failures_total",
             "counter",
             "Upstream requests that failed.",
-            load(&registry.upstream.stats.failures),
+            snapshot.upstream_failures,
         ),
         (
             "sluice_revalidations_total",
             "counter",
             "Packument revalidations with upstream.",
-            load(&registry.stats.revalidations),
+            snapshot.revalidations,
         ),
         (
             "sluice_stale_served_total",
             "counter",
             "Answers served stale because upstream failed.",
-            load(&registry.stats.stale),
+            snapshot.stale,
         ),
         (
             "sluice_hot_cache_bytes",
             "gauge",
             "Bytes held by the in-memory hot cache.",
-            registry.hot.weighted_size(),
+            snapshot.hot_bytes,
         ),
         (
             "sluice_hot_cache_limit_bytes",
             "gauge",
             "The hot cache's bound (storage.memory).",
-            registry.config.storage.memory,
+            snapshot.hot_limit,
         ),
         (
             "sluice_store_bytes",
             "gauge",
-            "Bytes of the disk store.",
-            metrics.store_bytes(registry.store.dir()).await,
+            "Bytes the store takes.",
+            snapshot.store_bytes,
         ),
         (
             "sluice_whitelist_entries",
             "gauge",
             "Entries on the live whitelist.",
-            registry
-                .whitelist
-                .as_ref()
-                .map_or(0, |w| w.snapshot().len() as u64),
+            snapshot.whitelist.unwrap_or(0) as u64,
         ),
     ];
     for (name, kind, help, value) in gauges {
@@ -203,13 +165,12 @@ pub async fn render(registry: &Registry) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
-    let last_refresh = load(&registry.stats.last_refresh_ms);
+    let last_refresh = snapshot.last_refresh_ms;
     if last_refresh > 0 {
-        let lag = crate::store::now_ms().saturating_sub(last_refresh) / 1000;
+        let lag = now_ms().saturating_sub(last_refresh) / 1000;
         let _ = writeln!(out, "# HELP sluice_refresh_lag_seconds Seconds since the last scheduled refresh of the whitelisted packuments finished.\n# TYPE sluice_refresh_lag_seconds gauge\nsluice_refresh_lag_seconds {lag}");
     }
-    if registry.config.policy.mode == Mode::Mirror {
-        let status = lock(&registry.mirror).clone();
+    if let Some(status) = &snapshot.mirror {
         if let Some(lag) = status.lag {
             let _ = writeln!(out, "# HELP sluice_mirror_lag Changes between the feed's head and the checkpoint.\n# TYPE sluice_mirror_lag gauge\nsluice_mirror_lag {lag}");
         }
@@ -219,32 +180,25 @@ pub async fn render(registry: &Registry) -> String {
 }
 
 /// The HTML of `GET /-/sluice/`: a small read-only status page, no JavaScript.
-pub async fn page(registry: &Registry) -> String {
-    let metrics = &registry.metrics;
-    registry.hot.sync().await;
+pub fn page(metrics: &Metrics, snapshot: &Snapshot) -> String {
     let (hits, all) = metrics.hit_ratio();
     let ratio = if all == 0 {
         "—".to_string()
     } else {
         format!("{:.1}% ({hits} of {all})", hits as f64 * 100.0 / all as f64)
     };
-    let requests = registry.upstream.stats.requests.load(Ordering::Relaxed);
-    let failures = registry.upstream.stats.failures.load(Ordering::Relaxed);
-    let health = if registry.upstream.is_open() {
+    let requests = snapshot.upstream_requests;
+    let failures = snapshot.upstream_failures;
+    let health = if snapshot.upstream_failing {
         "failing: not asked for a while (serving stored copies)"
     } else {
         "ok"
     };
-    let mode = match registry.config.policy.mode {
-        Mode::Whitelist if registry.config.policy.read_through => "whitelist + read-through",
-        Mode::Whitelist => "whitelist",
-        Mode::Mirror => "mirror",
-    };
-    let whitelist = registry
+    let mode = snapshot.mode;
+    let whitelist = snapshot
         .whitelist
-        .as_ref()
-        .map_or("—".to_string(), |w| w.snapshot().len().to_string());
-    let store = metrics.store_bytes(registry.store.dir()).await;
+        .map_or("—".to_string(), |w| w.to_string());
+    let store = snapshot.store_bytes;
     let mut rows = String::new();
     for (name, count) in metrics.top_packages(15) {
         let _ = write!(rows, "<tr><td>{}</td><td>{count}</td></tr>", escape(&name));
@@ -272,10 +226,10 @@ pub async fn page(registry: &Registry) -> String {
 <p><a href="/-/sluice/status">status JSON</a> · <a href="/-/metrics">metrics</a></p>
 </body></html>
 "#,
-        upstream = escape(&registry.config.upstream.registry),
+        upstream = escape(&snapshot.upstream),
         store_mb = store as f64 / 1e6,
-        hot_mb = registry.hot.weighted_size() as f64 / 1e6,
-        limit_mb = registry.config.storage.memory as f64 / 1e6,
+        hot_mb = snapshot.hot_bytes as f64 / 1e6,
+        limit_mb = snapshot.hot_limit as f64 / 1e6,
     )
 }
 

@@ -1,62 +1,36 @@
-//! sluice's own documents: the status JSON and the local search index's answers.
-
-use std::sync::Arc;
+//! The local search index: `GET /-/v1/search` answered from the packuments sluice holds.
 
 use serde_json::{json, Value};
 use sluice_plugin_api::SearchQuery;
 
-use crate::config::Mode;
-use crate::registry::Registry;
-
-/// `GET /-/sluice/status`.
-pub fn status(registry: &Registry) -> Value {
-    let stats = &registry.stats;
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    let (hits, answers) = registry.metrics.hit_ratio();
-    json!({
-        "name": "sluice",
-        "version": env!("CARGO_PKG_VERSION"),
-        "mode": match registry.config.policy.mode { Mode::Whitelist => "whitelist", Mode::Mirror => "mirror" },
-        "read_through": registry.config.policy.read_through,
-        "upstream": registry.config.upstream.registry,
-        "whitelist": registry.whitelist.as_ref().map(|w| w.snapshot().len()),
-        "hot_cache_bytes": registry.hot.weighted_size(),
-        // Packument and tarball answers: those served without asking upstream, of all.
-        "hits": hits,
-        "answers": answers,
-        "stale": load(&stats.stale),
-        "revalidations": load(&stats.revalidations),
-        "upstream_requests": load(&registry.upstream.stats.requests),
-        "upstream_failures": load(&registry.upstream.stats.failures),
-        "mirror": (registry.config.policy.mode == Mode::Mirror).then(|| {
-            let status = registry.mirror.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            serde_json::to_value(status).unwrap_or(Value::Null)
-        }),
-    })
-}
+use super::renders::{Filtered, Renders};
+use crate::plugins::Host;
+use crate::store::{all_names, Store};
 
 /// `GET /-/v1/search`: packages sluice holds whose name, description or keywords match.
-pub async fn search(registry: &Arc<Registry>, query: &SearchQuery) -> Value {
+pub async fn search(
+    store: &dyn Store,
+    host: &Host,
+    renders: &Renders,
+    query: &SearchQuery,
+) -> Value {
     let words: Vec<String> = query
         .text
         .split_whitespace()
         .map(str::to_lowercase)
         .collect();
-    let store = registry.store.clone();
-    let names = tokio::task::spawn_blocking(move || store.packument_names())
-        .await
-        .unwrap_or_default();
+    let names = all_names(store).await.unwrap_or_default();
     let mut objects = Vec::new();
     let mut skipped = 0;
     let mut total = 0;
     for name in names {
-        if !registry.allows(&name) {
+        if !host.admits(&name) {
             continue;
         }
-        let Ok(Some(stored)) = registry.store.packument(&name).await else {
+        let Ok(Some(stored)) = store.packument(&name).await else {
             continue;
         };
-        let Ok(doc) = registry.filtered(&name, &stored) else {
+        let Ok(Filtered { doc, .. }) = renders.filtered(&name, &stored.into()) else {
             continue;
         };
         let latest = doc

@@ -1,5 +1,8 @@
-//! The server: pingora with the sluice proxy service and the background services
-//! (whitelist watcher, refresher), run until SIGTERM or a test's stop signal.
+//! The server: pingora with the sluice proxy service (every connection under client
+//! deadlines, [`deadline`]) and the background services (the plugins' file watchers, the
+//! refresher or mirror follower, the memory trimmer), run until SIGTERM or a test's stop signal.
+
+pub mod deadline;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -14,60 +17,60 @@ use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, Shut
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 
+use crate::app::App;
 use crate::config::Config;
-use crate::plugins;
-use crate::proxy::{Deadlines, Limits, SluiceProxy};
-use crate::registry::Registry;
+use crate::memory::resident_bytes;
+use crate::proxy::SluiceProxy;
+use deadline::{Deadlines, Limits};
 
-/// Build the registry core of `config`: plugins (fail closed), store, upstream.
-pub fn registry(config: Config) -> anyhow::Result<Arc<Registry>> {
-    let plugins = plugins::build(&config)?;
-    Ok(Arc::new(Registry::new(Arc::new(config), plugins)?))
-}
+/// How soon after the last event an edit of a watched file is applied.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How often watched files are re-read even without events.
+const POLL: Duration = Duration::from_secs(5);
 
-/// Watches the whitelist file while the server runs.
-struct WhitelistWatcher {
-    registry: Arc<Registry>,
+/// Watches the files the plugins read (the whitelist, deny files) while the server runs.
+struct FileWatcher {
+    app: Arc<App>,
 }
 
 #[async_trait]
-impl BackgroundService for WhitelistWatcher {
+impl BackgroundService for FileWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(list) = self.registry.whitelist.clone() else {
-            return;
-        };
-        let handle = match sluice_plugin_whitelist::watch(
-            list,
-            Duration::from_millis(150),
-            Duration::from_secs(5),
-        ) {
-            Ok(handle) => handle,
-            Err(error) => {
-                tracing::error!(%error, "cannot watch the whitelist file: edits need a restart");
-                return;
+        let mut handles = Vec::new();
+        for file in self.app.host.watched() {
+            let path = file.path().to_path_buf();
+            match sluice_plugin_api::watch::watch_file(&path, DEBOUNCE, POLL, move |confirm| {
+                file.reread(confirm)
+            }) {
+                Ok(handle) => handles.push(handle),
+                Err(error) => tracing::error!(
+                    path = %path.display(),
+                    %error,
+                    "cannot watch this file: edits need a restart"
+                ),
             }
-        };
+        }
         let _ = shutdown.changed().await;
-        drop(handle);
+        drop(handles);
     }
 }
 
-/// Revalidates every whitelisted packument on schedule.
+/// Revalidates every whitelisted packument on schedule, or follows the replication feed.
 struct Refresher {
-    registry: Arc<Registry>,
+    app: Arc<App>,
 }
 
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let registry = self.registry.clone();
+        let app = self.app.clone();
         let work = async move {
-            let mirror = registry.config.policy.mode == crate::config::Mode::Mirror;
-            if mirror && registry.config.upstream.changes.is_some() {
+            let mirror = app.config.policy.mode == crate::config::Mode::Mirror;
+            if mirror && app.config.upstream.changes.is_some() {
                 // The feed keeps every package fresh; no schedule needed.
-                crate::sync::mirror::follow(registry).await;
+                crate::jobs::mirror::follow(app).await;
             } else {
-                crate::sync::refresh_loop(registry).await;
+                crate::jobs::refresh::refresh_loop(app).await;
             }
         };
         tokio::select! {
@@ -100,7 +103,7 @@ impl BackgroundService for MemoryTrimmer {
             }
             let now = resident_bytes();
             if now > after_last.saturating_add(TRIM_ABOVE) {
-                let _ = tokio::task::spawn_blocking(crate::registry::release_freed_memory).await;
+                let _ = tokio::task::spawn_blocking(crate::memory::release_freed_memory).await;
                 after_last = resident_bytes();
             } else {
                 // Follow RSS down too (the hot cache shrinking, a trim after a large render).
@@ -110,22 +113,8 @@ impl BackgroundService for MemoryTrimmer {
     }
 }
 
-/// This process's resident memory in bytes (0 when /proc cannot tell).
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * page_size())
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
-}
-
-fn build(registry: Arc<Registry>) -> Server {
-    let config = registry.config.clone();
+fn build(app: Arc<App>) -> Server {
+    let config = app.config.clone();
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
@@ -134,14 +123,13 @@ fn build(registry: Arc<Registry>) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy =
-        pingora::proxy::http_proxy(&server.configuration, SluiceProxy::new(registry.clone()));
+    let proxy = pingora::proxy::http_proxy(&server.configuration, SluiceProxy::new(app.clone()));
     let limits = Limits {
         header: config.server.header_timeout,
         body: config.server.body_timeout,
         send: config.server.send_timeout,
     };
-    let expired = registry.metrics.client_timeouts.clone();
+    let expired = app.metrics.client_timeouts.clone();
     let mut proxy = Service::new(
         "sluice".to_string(),
         Deadlines::new(Arc::new(proxy), limits, expired),
@@ -155,30 +143,28 @@ fn build(registry: Arc<Registry>) -> Server {
     );
     server.add_service(proxy);
     server.add_service(background_service(
-        "whitelist watcher",
-        WhitelistWatcher {
-            registry: registry.clone(),
-        },
+        "file watcher",
+        FileWatcher { app: app.clone() },
     ));
-    server.add_service(background_service("refresher", Refresher { registry }));
+    server.add_service(background_service("refresher", Refresher { app }));
     server.add_service(background_service("memory trimmer", MemoryTrimmer));
     server
 }
 
 /// Serve until SIGTERM (graceful, within `server.grace_period`) or SIGINT.
-pub fn serve(registry: Arc<Registry>) -> anyhow::Result<()> {
-    let listen = registry.config.server.listen;
+pub fn serve(app: Arc<App>) -> anyhow::Result<()> {
+    let listen = app.config.server.listen;
     // Fail with a clear message rather than a panic in the listener.
     TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} (server.listen)"))?;
     tracing::info!(
         %listen,
-        public_url = %registry.config.server.public_url,
-        upstream = %registry.config.upstream.registry,
-        store = %registry.config.storage.dir.display(),
+        public_url = %app.config.server.public_url,
+        upstream = %app.config.upstream.registry,
+        store = %app.store.location(),
         "sluice serving"
     );
-    build(registry).run(RunArgs::default());
+    build(app).run(RunArgs::default());
     Ok(())
 }
 
@@ -198,8 +184,8 @@ impl ShutdownSignalWatch for ChannelSignal {
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// Its registry core.
-    pub registry: Arc<Registry>,
+    /// What it serves from.
+    pub app: Arc<App>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -232,12 +218,18 @@ impl Drop for Running {
 }
 
 /// Start a server for `config` on a thread; returns once it accepts connections.
-pub fn spawn(mut config: Config) -> anyhow::Result<Running> {
+pub fn spawn(config: Config) -> anyhow::Result<Running> {
+    let store = crate::store::open(&config.storage);
+    spawn_on(config, store)
+}
+
+/// Start a server for `config` on `store` (tests wrap the store to inject faults).
+pub fn spawn_on(mut config: Config, store: crate::store::SharedStore) -> anyhow::Result<Running> {
     config.server.grace_period = Duration::ZERO;
     let addr = config.server.listen;
-    let registry = registry(config)?;
+    let app = App::with_store(config, store)?;
     let (stop, rx) = tokio::sync::oneshot::channel();
-    let server = build(registry.clone());
+    let server = build(app.clone());
     let thread = std::thread::Builder::new()
         .name("sluice-server".into())
         .spawn(move || {
@@ -254,7 +246,7 @@ pub fn spawn(mut config: Config) -> anyhow::Result<Running> {
     }
     Ok(Running {
         addr,
-        registry,
+        app,
         stop: Some(stop),
         thread: Some(thread),
     })

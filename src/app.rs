@@ -1,0 +1,169 @@
+//! The composition root: builds the store, the upstream client, the plugin host and the core's
+//! parts from a configuration, and wires them together. The server, the proxy and the command
+//! line all start here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_plugin_whitelist::Whitelist;
+
+use crate::config::{Config, Mode};
+use crate::core::packuments::{OnChange, Packuments};
+use crate::core::renders::Renders;
+use crate::core::tarballs::{TarballIndexes, Tarballs};
+use crate::observe::{Metrics, MirrorStatus, Snapshot};
+use crate::plugins::Host;
+use crate::store::{HotCache, SharedStore};
+use crate::upstream::Upstream;
+
+/// Everything a running sluice is made of.
+pub struct App {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The persistent store.
+    pub store: SharedStore,
+    /// The upstream client.
+    pub upstream: Upstream,
+    /// The plugins.
+    pub host: Arc<Host>,
+    /// Packuments: get, revalidate, conditional merge.
+    pub packuments: Arc<Packuments>,
+    /// What clients are sent for packuments.
+    pub renders: Arc<Renders>,
+    /// Tarballs: refusal, the unlisted re-read, streams.
+    pub tarballs: Arc<Tarballs>,
+    /// The in-memory cache of renders and small tarballs.
+    pub hot: HotCache,
+    /// Request counters.
+    pub metrics: Arc<Metrics>,
+    /// The replication follower's progress (mirror mode).
+    pub mirror: Arc<Mutex<MirrorStatus>>,
+    /// When the last scheduled refresh cycle finished (unix ms; 0: none yet).
+    pub last_refresh_ms: AtomicU64,
+    /// Relayed answers (signing keys, attestations), kept for a while.
+    pub relayed: moka::future::Cache<String, (u16, String, Bytes)>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("store", &self.store)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Build sluice for `config` on its configured store (`storage.dir`).
+    pub fn build(config: Config) -> anyhow::Result<Arc<App>> {
+        let store = crate::store::open(&config.storage);
+        Self::with_store(config, store)
+    }
+
+    /// Build sluice for `config` on `store` (tests wrap the configured one to inject faults).
+    pub fn with_store(config: Config, store: SharedStore) -> anyhow::Result<Arc<App>> {
+        crate::tls::install_crypto_provider();
+        let host = Arc::new(Host::build(&config)?);
+        let config = Arc::new(config);
+        let upstream = Upstream::new(&config.upstream)?;
+        let hot = HotCache::new(
+            config.storage.memory,
+            config.policy.refresh.max(Duration::from_secs(1)),
+        );
+        // Derived caches hear of every stored document that changed.
+        let indexes = TarballIndexes::default();
+        let on_change: Vec<OnChange> = {
+            let hot = hot.clone();
+            let indexes = indexes.clone();
+            vec![Box::new(move |name: &str| {
+                hot.invalidate_packument(name);
+                indexes.invalidate(name);
+            })]
+        };
+        let packuments = Arc::new(Packuments::new(
+            store.clone(),
+            upstream.clone(),
+            config.policy.refresh,
+            on_change,
+        ));
+        let renders = Arc::new(Renders::new(
+            packuments.clone(),
+            host.clone(),
+            hot.clone(),
+            config.server.public_url.clone(),
+        ));
+        let tarballs = Arc::new(Tarballs::new(
+            packuments.clone(),
+            host.clone(),
+            store.clone(),
+            upstream.clone(),
+            (hot.clone(), config.storage.hot_tarball_max),
+            indexes,
+        ));
+        Ok(Arc::new(App {
+            store,
+            upstream,
+            host,
+            packuments,
+            renders,
+            tarballs,
+            hot,
+            metrics: Arc::default(),
+            mirror: Arc::default(),
+            last_refresh_ms: AtomicU64::new(0),
+            relayed: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
+            config,
+        }))
+    }
+
+    /// The live whitelist, in whitelist mode.
+    pub fn whitelist(&self) -> Option<&Arc<Whitelist>> {
+        self.host.whitelist()
+    }
+
+    /// sluice's state now, for metrics and status.
+    pub async fn snapshot(&self) -> Snapshot {
+        // moka counts weights when its pending maintenance runs.
+        self.hot.sync();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let policy = &self.config.policy;
+        let mirror_mode = policy.mode == Mode::Mirror;
+        Snapshot {
+            mode: match policy.mode {
+                Mode::Whitelist if policy.read_through => "whitelist + read-through",
+                Mode::Whitelist => "whitelist",
+                Mode::Mirror => "mirror",
+            },
+            mirror_mode,
+            read_through: policy.read_through,
+            upstream: self.config.upstream.registry.clone(),
+            upstream_failing: self.upstream.is_open(),
+            upstream_requests: load(&self.upstream.stats.requests),
+            upstream_failures: load(&self.upstream.stats.failures),
+            whitelist: self.whitelist().map(|w| w.snapshot().len()),
+            hot_bytes: self.hot.weighted_size(),
+            hot_limit: self.config.storage.memory,
+            store_bytes: match self.store.usage().await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot measure the store");
+                    0
+                }
+            },
+            stale: load(&self.packuments.stats.stale),
+            revalidations: load(&self.packuments.stats.revalidations),
+            last_refresh_ms: load(&self.last_refresh_ms),
+            mirror: mirror_mode.then(|| {
+                self.mirror
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            }),
+        }
+    }
+}

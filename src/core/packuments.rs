@@ -1,0 +1,349 @@
+//! Packuments: hot in the store, revalidated with upstream after `policy.refresh`, merged so
+//! that no version we ever held is lost, and written with a conditional put (read → merge →
+//! put expecting what was read → on conflict read and merge again).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_plugin_api::CacheStatus;
+
+use super::{parse_document, Error, Shared, TRIM_AFTER};
+use crate::flight::SingleFlight;
+use crate::packument;
+use crate::store::{
+    now_ms, Expect, PackumentMeta, SharedStore, StoreError, StoredPackument, Token, Written,
+};
+use crate::upstream::{Fetched, Upstream};
+
+/// A packument as the core serves it: the merged document as upstream sent it.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    /// The document's bytes (never with our links).
+    pub bytes: Bytes,
+    /// Validators and freshness.
+    pub meta: PackumentMeta,
+    /// Its version in the store; `None` when it could not be stored.
+    pub token: Option<Token>,
+}
+
+impl From<StoredPackument> for Doc {
+    fn from(stored: StoredPackument) -> Self {
+        Self {
+            bytes: stored.bytes,
+            meta: stored.meta,
+            token: Some(stored.token),
+        }
+    }
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Answers served stale.
+    pub stale: AtomicU64,
+    /// Revalidations done (background or not).
+    pub revalidations: AtomicU64,
+}
+
+/// Called with a package's name whenever its stored document changed.
+pub type OnChange = Box<dyn Fn(&str) + Send + Sync>;
+
+/// How many times a merge is redone after losing a race before it gives up.
+const MERGE_ATTEMPTS: usize = 16;
+
+/// The packuments part of the core.
+pub struct Packuments {
+    store: SharedStore,
+    upstream: Upstream,
+    refresh: Duration,
+    flights: SingleFlight<Arc<str>, Shared<Doc>>,
+    /// When upstream last confirmed each packument we served (unix ms), in memory.
+    confirmed: moka::sync::Cache<Arc<str>, u64>,
+    on_change: Vec<OnChange>,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Packuments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Packuments")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Packuments {
+    /// Packuments kept in `store`, fetched from `upstream`, fresh for `refresh`; `on_change`
+    /// hears of every stored document that changed (derived caches drop what they hold).
+    pub fn new(
+        store: SharedStore,
+        upstream: Upstream,
+        refresh: Duration,
+        on_change: Vec<OnChange>,
+    ) -> Self {
+        Self {
+            store,
+            upstream,
+            refresh,
+            flights: SingleFlight::default(),
+            confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            on_change,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Whether a document upstream confirmed at `fetched_at` is still fresh.
+    pub fn is_fresh(&self, fetched_at: u64) -> bool {
+        now_ms().saturating_sub(fetched_at) < self.refresh.as_millis() as u64
+    }
+
+    /// Whether upstream confirmed `name` recently, as far as this process knows.
+    pub fn confirmed_fresh(&self, name: &str) -> bool {
+        self.confirmed.get(name).is_some_and(|at| self.is_fresh(at))
+    }
+
+    /// The packument of `name`: stored, else fetched from upstream; a stale copy is served at
+    /// once and revalidated in the background.
+    pub async fn get(self: &Arc<Self>, name: &str) -> Result<(Doc, CacheStatus), Error> {
+        if let Some(stored) = self.store.packument(name).await? {
+            self.confirmed.insert(name.into(), stored.meta.fetched_at);
+            if self.is_fresh(stored.meta.fetched_at) {
+                return Ok((stored.into(), CacheStatus::Hit));
+            }
+            self.revalidate_in_background(name);
+            return Ok((stored.into(), CacheStatus::Stale));
+        }
+        let (result, _) = self.fetch(name).await;
+        Ok((result?, CacheStatus::Miss))
+    }
+
+    /// The stored packument of `name`, without asking upstream.
+    pub async fn stored(&self, name: &str) -> Result<Option<Doc>, Error> {
+        Ok(self.store.packument(name).await?.map(Doc::from))
+    }
+
+    /// Revalidate `name` with upstream now (one request however many callers ask at once).
+    ///
+    /// Returns the stored document and whether this caller's request did the fetch.
+    pub async fn fetch(self: &Arc<Self>, name: &str) -> (Shared<Doc>, bool) {
+        let key: Arc<str> = name.into();
+        let this = self.clone();
+        let task_name = key.clone();
+        self.flights
+            .run(key, async move { this.revalidate(&task_name).await })
+            .await
+    }
+
+    /// Revalidate `name` in the background; the caller goes on with what it has.
+    pub fn revalidate_in_background(self: &Arc<Self>, name: &str) {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let (result, _) = this.fetch(&name).await;
+            if let Err(error) = result {
+                tracing::warn!(package = %name, %error, "revalidation failed: serving the stored copy");
+            }
+        });
+    }
+
+    /// The version of the stored packument of `name`, without reading it.
+    pub async fn stored_version(&self, name: &str) -> Result<Option<Token>, StoreError> {
+        Ok(self
+            .store
+            .packument_meta(name)
+            .await?
+            .map(|(_, token)| token))
+    }
+
+    /// Whether the stored packument of `name` is due for revalidation (no copy: due).
+    pub async fn is_due(&self, name: &str, slack: Duration) -> Result<bool, Error> {
+        Ok(match self.store.packument_meta(name).await? {
+            Some((meta, _)) => {
+                now_ms().saturating_sub(meta.fetched_at)
+                    >= self.refresh.saturating_sub(slack).as_millis() as u64
+            }
+            None => true,
+        })
+    }
+
+    /// Ask upstream for `name` (conditionally when we hold it) and store the merged result.
+    async fn revalidate(&self, name: &str) -> Shared<Doc> {
+        let held = self.store.packument(name).await?;
+        let (etag, last_modified) = held
+            .as_ref()
+            .map(|h| (h.meta.etag.as_deref(), h.meta.last_modified.as_deref()))
+            .unwrap_or((None, None));
+        self.stats.revalidations.fetch_add(1, Ordering::Relaxed);
+        let fetched = self.upstream.packument(name, etag, last_modified).await;
+        let now = now_ms();
+        match (fetched, held) {
+            (
+                Ok(Fetched::Document {
+                    bytes,
+                    etag,
+                    last_modified,
+                }),
+                held,
+            ) => {
+                let meta = PackumentMeta {
+                    etag,
+                    last_modified,
+                    fetched_at: now,
+                };
+                self.merge_and_store(name, bytes, meta, held).await
+            }
+            (Ok(Fetched::NotModified), Some(held)) => self.touch(name, held, now).await,
+            (Ok(Fetched::NotFound), Some(held)) => {
+                tracing::warn!(
+                    package = name,
+                    "upstream no longer has this package: keeping our copy"
+                );
+                self.touch(name, held, now).await
+            }
+            (Ok(Fetched::NotModified | Fetched::NotFound), None) => Err(Error::NotFound(format!(
+                "{name} is not in the upstream registry"
+            ))),
+            (Err(error), Some(held)) => {
+                tracing::warn!(package = name, %error, "upstream failed: serving the stored copy");
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                Ok(held.into())
+            }
+            (Err(error), None) => Err(error.into()),
+        }
+    }
+
+    /// Merge the fresh document `bytes` with what is stored and put the result, expecting what
+    /// was read; another writer (add-package, a second server) winning the race means reading
+    /// and merging again.
+    async fn merge_and_store(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        meta: PackumentMeta,
+        mut held: Option<StoredPackument>,
+    ) -> Shared<Doc> {
+        let fresh = parse_document(&bytes, name)?;
+        let first_held = held.as_ref().map(|h| h.bytes.clone());
+        for _ in 0..MERGE_ATTEMPTS {
+            let to_store = merged(name, &fresh, &bytes, held.as_ref())?;
+            let expect = Expect::from_read(held.as_ref().map(|h| &h.token));
+            match self
+                .store
+                .put_packument(name, to_store.clone(), &meta, expect)
+                .await
+            {
+                Ok(Written::Stored(token)) => {
+                    return Ok(self.stored_now(name, first_held, to_store, meta, Some(token)));
+                }
+                Ok(Written::Conflict) => {
+                    tracing::debug!(
+                        package = name,
+                        "another writer stored this packument first: merging again"
+                    );
+                    held = self.store.packument(name).await?;
+                }
+                Err(error) => {
+                    // Serve what upstream sent even when it cannot be kept.
+                    tracing::error!(package = name, %error, "packument not stored");
+                    return Ok(self.stored_now(name, first_held, to_store, meta, None));
+                }
+            }
+        }
+        Err(Error::Internal(format!(
+            "{name}: {MERGE_ATTEMPTS} merges in a row lost their race to other writers"
+        )))
+    }
+
+    /// Record that `name` now reads `bytes`: confirmed now, derived caches told when it changed.
+    fn stored_now(
+        &self,
+        name: &str,
+        before: Option<Bytes>,
+        bytes: Bytes,
+        meta: PackumentMeta,
+        token: Option<Token>,
+    ) -> Doc {
+        if before.as_ref() != Some(&bytes) {
+            self.changed(name);
+        }
+        self.confirmed.insert(name.into(), meta.fetched_at);
+        if bytes.len() > TRIM_AFTER {
+            tokio::task::spawn_blocking(crate::memory::release_freed_memory);
+        }
+        Doc { bytes, meta, token }
+    }
+
+    fn changed(&self, name: &str) {
+        for listener in &self.on_change {
+            listener(name);
+        }
+    }
+
+    async fn touch(&self, name: &str, held: StoredPackument, now: u64) -> Shared<Doc> {
+        let meta = PackumentMeta {
+            fetched_at: now,
+            ..held.meta.clone()
+        };
+        // A lost race means another writer stored a newer copy: theirs stands, and it is
+        // at least as fresh as ours.
+        let token = match self.store.touch_packument(name, &meta, &held.token).await? {
+            Written::Stored(token) => Some(token),
+            Written::Conflict => None,
+        };
+        self.confirmed.insert(name.into(), now);
+        Ok(Doc {
+            bytes: held.bytes,
+            meta,
+            token,
+        })
+    }
+
+    /// Treat the stored packument of `name` as due for revalidation (admin and test hook).
+    pub async fn mark_stale(&self, name: &str) -> Result<(), Error> {
+        self.confirmed.insert(name.into(), 0);
+        if let Some((meta, token)) = self.store.packument_meta(name).await? {
+            let meta = PackumentMeta {
+                fetched_at: 0,
+                ..meta
+            };
+            self.store.touch_packument(name, &meta, &token).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The bytes to store for `name`: the fresh document, with every version `held` had and it
+/// lacks.
+fn merged(
+    name: &str,
+    fresh: &sluice_plugin_api::Packument,
+    bytes: &Bytes,
+    held: Option<&StoredPackument>,
+) -> Result<Bytes, Error> {
+    let Some(held) = held else {
+        return Ok(bytes.clone());
+    };
+    let Ok(held_doc) = packument::parse(&held.bytes, name) else {
+        return Ok(bytes.clone());
+    };
+    let fresh_versions = fresh.versions();
+    let lacks_one = held_doc.versions().is_some_and(|held_versions| {
+        held_versions
+            .keys()
+            .any(|v| !fresh_versions.is_some_and(|f| f.contains_key(v)))
+    });
+    if !lacks_one {
+        return Ok(bytes.clone());
+    }
+    let mut doc = fresh.clone();
+    let restored = packument::merge(&mut doc, &held_doc);
+    if restored.is_empty() {
+        return Ok(bytes.clone());
+    }
+    tracing::info!(package = name, versions = ?restored, "keeping versions upstream no longer lists");
+    serde_json::to_vec(&doc.doc)
+        .map(Bytes::from)
+        .map_err(|e| Error::Internal(format!("cannot serialize {name}: {e}")))
+}

@@ -1,0 +1,25 @@
+//! Memory hygiene: hand freed heap back to the system, and read this process's resident size.
+
+/// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
+/// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// This process's resident memory in bytes (0 when /proc cannot tell).
+pub fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page_size())
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).unwrap_or(4096)
+}

@@ -1,0 +1,27 @@
+//! sluice's own status document, `GET /-/sluice/status`.
+
+use serde_json::{json, Value};
+
+use super::{Metrics, Snapshot};
+
+/// `GET /-/sluice/status`.
+pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
+    let (hits, answers) = metrics.hit_ratio();
+    json!({
+        "name": "sluice",
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": if snapshot.mirror_mode { "mirror" } else { "whitelist" },
+        "read_through": snapshot.read_through,
+        "upstream": snapshot.upstream,
+        "whitelist": snapshot.whitelist,
+        "hot_cache_bytes": snapshot.hot_bytes,
+        // Packument and tarball answers: those served without asking upstream, of all.
+        "hits": hits,
+        "answers": answers,
+        "stale": snapshot.stale,
+        "revalidations": snapshot.revalidations,
+        "upstream_requests": snapshot.upstream_requests,
+        "upstream_failures": snapshot.upstream_failures,
+        "mirror": snapshot.mirror.as_ref().map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
+    })
+}

@@ -1,0 +1,192 @@
+//! A store that wraps another and injects faults, for tests: a full disk, failing reads, lost
+//! races. It implements [`Store`] like any backend, so the production types carry no test hooks.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use ssri::Integrity;
+
+use super::{
+    Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
+    TarballSink, Token, VerifyReport, Written,
+};
+
+/// A fault [`Faulty`] can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every write fails as a full disk does (reads still work).
+    DiskFull,
+    /// Every read fails (an unreadable folder, an unreachable bucket).
+    ReadsFail,
+}
+
+/// A store wrapper that injects faults.
+#[derive(Debug)]
+pub struct Faulty {
+    inner: SharedStore,
+    disk_full: AtomicBool,
+    reads_fail: AtomicBool,
+    conflicts: AtomicU32,
+}
+
+impl Faulty {
+    /// Wrap `inner`; no fault is on.
+    pub fn new(inner: SharedStore) -> Self {
+        Self {
+            inner,
+            disk_full: AtomicBool::new(false),
+            reads_fail: AtomicBool::new(false),
+            conflicts: AtomicU32::new(0),
+        }
+    }
+
+    /// Turn `fault` on or off.
+    pub fn set(&self, fault: Fault, on: bool) {
+        match fault {
+            Fault::DiskFull => self.disk_full.store(on, Ordering::SeqCst),
+            Fault::ReadsFail => self.reads_fail.store(on, Ordering::SeqCst),
+        }
+    }
+
+    /// Make the next `n` conditional puts lose their race (as if another writer won), after
+    /// they have checked nothing: they answer [`Written::Conflict`] and write nothing.
+    pub fn conflict_next(&self, n: u32) {
+        self.conflicts.store(n, Ordering::SeqCst);
+    }
+
+    /// Conditional puts that were made to lose so far are counted down; how many remain.
+    pub fn conflicts_left(&self) -> u32 {
+        self.conflicts.load(Ordering::SeqCst)
+    }
+
+    fn error(&self, message: &str) -> StoreError {
+        StoreError {
+            location: self.inner.location(),
+            message: message.to_string(),
+        }
+    }
+
+    fn check_write(&self) -> Result<(), StoreError> {
+        if self.disk_full.load(Ordering::SeqCst) {
+            return Err(self.error("No space left on device (os error 28)"));
+        }
+        Ok(())
+    }
+
+    fn check_read(&self) -> Result<(), StoreError> {
+        if self.reads_fail.load(Ordering::SeqCst) {
+            return Err(self.error("Input/output error (os error 5)"));
+        }
+        Ok(())
+    }
+
+    fn lose_race(&self) -> bool {
+        self.conflicts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+#[async_trait]
+impl Store for Faulty {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+
+    async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
+        self.check_read()?;
+        self.inner.packument(name).await
+    }
+
+    async fn packument_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<(PackumentMeta, Token)>, StoreError> {
+        self.check_read()?;
+        self.inner.packument_meta(name).await
+    }
+
+    async fn put_packument(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        meta: &PackumentMeta,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        self.check_write()?;
+        if self.lose_race() {
+            return Ok(Written::Conflict);
+        }
+        self.inner.put_packument(name, bytes, meta, expect).await
+    }
+
+    async fn touch_packument(
+        &self,
+        name: &str,
+        meta: &PackumentMeta,
+        expect: &Token,
+    ) -> Result<Written, StoreError> {
+        self.check_write()?;
+        self.inner.touch_packument(name, meta, expect).await
+    }
+
+    async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError> {
+        self.check_read()?;
+        self.inner.tarball(name, file).await
+    }
+
+    async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        self.check_read()?;
+        self.inner.has_tarball(name, file).await
+    }
+
+    async fn tarball_sink(
+        &self,
+        name: &str,
+        file: &str,
+        integrity: &Integrity,
+        size: Option<u64>,
+    ) -> Result<Box<dyn TarballSink>, StoreError> {
+        self.check_write()?;
+        self.inner.tarball_sink(name, file, integrity, size).await
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
+        self.check_read()?;
+        self.inner.state(key).await
+    }
+
+    async fn put_state(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        self.check_write()?;
+        if self.lose_race() {
+            return Ok(Written::Conflict);
+        }
+        self.inner.put_state(key, bytes, expect).await
+    }
+
+    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
+        self.inner.claim(what).await
+    }
+
+    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
+        self.inner.packument_names()
+    }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        self.inner.usage().await
+    }
+
+    async fn verify(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<VerifyReport, StoreError> {
+        self.inner.verify(progress).await
+    }
+}
