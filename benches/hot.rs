@@ -1,7 +1,9 @@
-//! Benches of the functions on sluice's render path, on the real fixtures in
-//! `../shared/fixtures/packuments/` (read at run time; skipped with a message when absent).
+//! Benches of the functions on sluice's render path, on real package documents: gzipped
+//! packuments (`express.json.gz`, `types__node.json.gz`) in the folder `SLUICE_FIXTURES` names
+//! (read at run time; skipped with a message when absent).
 //!
-//! `cargo bench --bench hot` (add `-- express` to run a subset).
+//! `SLUICE_FIXTURES=/path/to/packuments cargo bench --bench hot` (add `-- express` to run a
+//! subset).
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,10 +14,6 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use sluice::core::gzip_bytes;
 use sluice::packument::{abbreviate, merge, parse, rewrite};
 
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/packuments/"
-);
 const PUBLIC_URL: &str = "http://127.0.0.1:4870/";
 
 /// (fixture file, package name): a large (~0.5 MB) and a very large (~9 MB) document.
@@ -24,8 +22,15 @@ const DOCUMENTS: &[(&str, &str)] = &[
     ("types__node.json.gz", "@types/node"),
 ];
 
+/// The fixtures folder, with a trailing slash (empty when `SLUICE_FIXTURES` is not set).
+fn fixtures() -> String {
+    std::env::var("SLUICE_FIXTURES")
+        .map(|dir| format!("{}/", dir.trim_end_matches('/')))
+        .unwrap_or_default()
+}
+
 fn load(file: &str) -> Option<Vec<u8>> {
-    let compressed = std::fs::read(format!("{FIXTURES}{file}")).ok()?;
+    let compressed = std::fs::read(format!("{}{file}", fixtures())).ok()?;
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(&compressed[..])
         .read_to_end(&mut bytes)
@@ -36,7 +41,10 @@ fn load(file: &str) -> Option<Vec<u8>> {
 fn benches(c: &mut Criterion) {
     for (file, name) in DOCUMENTS {
         let Some(bytes) = load(file) else {
-            eprintln!("hot: {FIXTURES}{file} is absent: skipping the {name} benches");
+            eprintln!(
+                "hot: {}{file} is absent (set SLUICE_FIXTURES): skipping the {name} benches",
+                fixtures()
+            );
             continue;
         };
         let doc = parse(&bytes, name).expect("fixture parses");

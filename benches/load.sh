@@ -8,7 +8,8 @@
 # Needs: cargo, python3, curl, npm, wrk (apt-get install -y wrk), nginx (apt-get install -y
 # nginx-light). Everything started here is stopped on exit.
 #
-# Knobs (environment): DURATION (wrk seconds, 10), CONNS (64), THREADS (wrk threads, 2),
+# SLUICE_FIXTURES (required) names a folder of real gzipped packuments (express.json.gz,
+# types__node.json.gz). Knobs (environment): DURATION (wrk seconds, 10), CONNS (64), THREADS (wrk threads, 2),
 # INSTALL_RUNS (measured npm installs per peer, 2), SEED (stored packuments for the start-up
 # measurement, 100000; 0 skips it), BURST (concurrent requests for single-flight, 1000),
 # HOLD (keep-alive connections held open at once for the memory-per-connection phase, 5000),
@@ -16,7 +17,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-FIXTURES=$(cd "$ROOT/.." && pwd)/shared/fixtures/packuments
+FIXTURES=${SLUICE_FIXTURES:-}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
@@ -33,7 +34,7 @@ need npm "apt-get install -y npm"
 need wrk "apt-get install -y wrk"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "load.sh: nginx is missing (apt-get install -y nginx-light)" >&2; exit 1; }
-[ -f "$FIXTURES/express.json.gz" ] || { echo "load.sh: fixtures missing in $FIXTURES" >&2; exit 1; }
+[ -f "$FIXTURES/express.json.gz" ] || { echo "load.sh: set SLUICE_FIXTURES to a folder of real gzipped packuments (express.json.gz, types__node.json.gz)" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/sluice-load.XXXXXX)
 PIDS=()

@@ -20,7 +20,7 @@
 #
 # Knobs (environment): SLUICE_BIN (target/release/sluice), SKIP_BUILD=1 (no cargo build),
 # COUNT (8), SIZE_MIB (64), MEMORY (storage.memory, 32MiB), HOT_TARBALL_MAX
-# (storage.hot_tarball_max, 8MiB, written only when `sluice check` accepts the key),
+# (storage.hot_tarball_max, 1MiB, written only when `sluice check` accepts the key),
 # TIMEOUT (seconds per download, 600), SLUICE_LOG (RUST_LOG of sluice, warn),
 # KEEP=1 keeps the work folder (downloads, logs, RSS samples). Everything started here is stopped
 # on exit.
@@ -30,7 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 COUNT=${COUNT:-8}
 SIZE_MIB=${SIZE_MIB:-64}
 MEMORY=${MEMORY:-32MiB}
-HOT_TARBALL_MAX=${HOT_TARBALL_MAX:-8MiB}
+HOT_TARBALL_MAX=${HOT_TARBALL_MAX:-1MiB}
 TIMEOUT=${TIMEOUT:-600}
 SLUICE=${SLUICE_BIN:-target/release/sluice}
 case $SLUICE in

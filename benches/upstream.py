@@ -2,7 +2,7 @@
 """A local npm upstream for benches/load.sh (127.0.0.1 only, standard library only).
 
 Serves:
-  /express, /@types%2fnode   the real fixtures (../shared/fixtures/packuments), links -> itself
+  /express, /@types%2fnode   the real fixtures (FIXTURES_DIR), links -> itself
   /bench-big                 one version whose tarball is ~300 KB of incompressible bytes
   /bench-pkg-NNN             a generated 500-package dependency tree (bench-pkg-000 is the root
                              dependency; pkg i depends on pkg 2i+1 and 2i+2), small real tarballs
