@@ -2,7 +2,7 @@
 //! parts from a configuration, and wires them together. The server, the proxy and the command
 //! line all start here.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use bytes::Bytes;
 use sluice_plugin_whitelist::Whitelist;
 
 use crate::config::{Config, Mode};
+use crate::core::fleet::{Fleet, News, SharedAdditions};
 use crate::core::packuments::{OnChange, Packuments};
 use crate::core::renders::Renders;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
@@ -44,6 +45,11 @@ pub struct App {
     pub last_refresh_ms: AtomicU64,
     /// Relayed answers (signing keys, attestations), kept for a while.
     pub relayed: moka::future::Cache<String, (u16, String, Bytes)>,
+    /// Whether this node holds the lease for background work (see `jobs::leader`).
+    pub leader: Arc<AtomicBool>,
+    /// The fleet's shared state (with `storage.backend = "s3"`).
+    pub fleet: Option<Arc<Fleet>>,
+    indexes: TarballIndexes,
 }
 
 impl std::fmt::Debug for App {
@@ -58,7 +64,7 @@ impl std::fmt::Debug for App {
 impl App {
     /// Build sluice for `config` on its configured store (`storage.dir`).
     pub fn build(config: Config) -> anyhow::Result<Arc<App>> {
-        let store = crate::store::open(&config.storage);
+        let store = crate::store::open(&config)?;
         Self::with_store(config, store)
     }
 
@@ -72,14 +78,25 @@ impl App {
             config.storage.memory,
             config.policy.refresh.max(Duration::from_secs(1)),
         );
-        // Derived caches hear of every stored document that changed.
+        let fleet = (config.storage.backend == crate::config::Backend::S3)
+            .then(|| Arc::new(Fleet::new(store.clone(), &config.cluster.node)));
+        if let (Some(fleet), Some(list)) = (&fleet, host.whitelist()) {
+            list.share_additions(Arc::new(SharedAdditions {
+                fleet: fleet.clone(),
+            }));
+        }
+        // Derived caches hear of every stored document that changed; so does the fleet.
         let indexes = TarballIndexes::default();
         let on_change: Vec<OnChange> = {
             let hot = hot.clone();
             let indexes = indexes.clone();
+            let fleet = fleet.clone();
             vec![Box::new(move |name: &str| {
                 hot.invalidate_packument(name);
                 indexes.invalidate(name);
+                if let Some(fleet) = &fleet {
+                    fleet.changed(name);
+                }
             })]
         };
         let packuments = Arc::new(Packuments::new(
@@ -100,7 +117,7 @@ impl App {
             store.clone(),
             upstream.clone(),
             (hot.clone(), config.storage.hot_tarball_max),
-            indexes,
+            indexes.clone(),
         ));
         Ok(Arc::new(App {
             store,
@@ -113,6 +130,9 @@ impl App {
             metrics: Arc::default(),
             mirror: Arc::default(),
             last_refresh_ms: AtomicU64::new(0),
+            leader: Arc::default(),
+            fleet,
+            indexes,
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(600))
@@ -121,9 +141,47 @@ impl App {
         }))
     }
 
+    /// Whether this node leads background work now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+    }
+
     /// The live whitelist, in whitelist mode.
     pub fn whitelist(&self) -> Option<&Arc<Whitelist>> {
         self.host.whitelist()
+    }
+
+    /// One round of fleet sync: publish what this node changed, drop what other nodes changed
+    /// from the caches, and read the shared whitelist. Does nothing outside a fleet.
+    pub async fn sync_fleet(&self) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        if let Err(error) = fleet.publish().await {
+            tracing::warn!(%error, "fleet: cannot publish this node's changes");
+        }
+        match fleet.news().await {
+            Ok(News::Names(names)) => {
+                for name in &names {
+                    self.hot.invalidate_packument(name);
+                    self.indexes.invalidate(name);
+                }
+                if !names.is_empty() {
+                    tracing::debug!(?names, "fleet: changed by other nodes");
+                }
+            }
+            Ok(News::Everything) => {
+                self.hot.invalidate_all();
+                self.indexes.invalidate_all();
+            }
+            Err(error) => tracing::warn!(%error, "fleet: cannot read the change journal"),
+        }
+        if let Some(list) = self.whitelist() {
+            match fleet.shared_whitelist().await {
+                Ok(names) => list.set_shared(&names),
+                Err(error) => tracing::warn!(%error, "fleet: cannot read the shared whitelist"),
+            }
+        }
     }
 
     /// sluice's state now, for metrics and status.
@@ -134,6 +192,12 @@ impl App {
         let policy = &self.config.policy;
         let mirror_mode = policy.mode == Mode::Mirror;
         Snapshot {
+            node: self.config.cluster.node.clone(),
+            store: match self.config.storage.backend {
+                crate::config::Backend::Disk => "disk",
+                crate::config::Backend::S3 => "s3",
+            },
+            leader: self.leader.load(Ordering::Relaxed),
             mode: match policy.mode {
                 Mode::Whitelist if policy.read_through => "whitelist + read-through",
                 Mode::Whitelist => "whitelist",

@@ -42,8 +42,55 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
     /// `[[plugins]]`, in run order.
     pub plugins: Vec<PluginConfig>,
+}
+
+/// `[cluster]`: this node's place in a fleet sharing one bucket.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterConfig {
+    /// This node's name (default: the host name); in status, metrics and logs.
+    pub node: String,
+    /// Background-work leadership lapses this long after its holder's last renewal.
+    #[serde(serialize_with = "human_duration")]
+    pub lease: Duration,
+    /// A change made by any node is served by every node within this.
+    #[serde(serialize_with = "human_duration")]
+    pub sync: Duration,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// cacache in `storage.dir` (the default).
+    Disk,
+    /// An S3-compatible bucket (`[storage.s3]`).
+    S3,
+}
+
+/// `[storage.s3]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct S3Config {
+    /// The endpoint URL; `None` for AWS (then `region` picks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The bucket.
+    pub bucket: String,
+    /// The region.
+    pub region: String,
+    /// The key prefix inside the bucket (empty, or ending in `/`).
+    pub prefix: String,
+    /// Whether a plain-http endpoint is allowed.
+    pub allow_http: bool,
+    /// The access key id, when not from the environment.
+    #[serde(skip)]
+    pub access_key_id: Option<String>,
+    /// The secret access key, when not from the environment.
+    #[serde(skip)]
+    pub secret_access_key: Option<String>,
 }
 
 /// `[server]`.
@@ -131,6 +178,11 @@ pub struct StorageConfig {
     pub memory: u64,
     /// The largest tarball held whole in the hot cache, in bytes; larger ones stream.
     pub hot_tarball_max: u64,
+    /// Where the store is.
+    pub backend: Backend,
+    /// `[storage.s3]`, with `backend = "s3"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Config>,
 }
 
 /// `[policy]`.
@@ -201,7 +253,29 @@ struct FileConfig {
     #[serde(default)]
     log: LogFile,
     #[serde(default)]
+    cluster: ClusterFile,
+    #[serde(default)]
     plugins: Vec<toml::Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    node: Option<String>,
+    lease: Option<toml::Spanned<HumanDuration>>,
+    sync: Option<toml::Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3File {
+    endpoint: Option<toml::Spanned<String>>,
+    bucket: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    allow_http: Option<bool>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +330,8 @@ struct StorageFile {
     dir: Option<String>,
     memory: Option<ByteSize>,
     hot_tarball_max: Option<ByteSize>,
+    backend: Option<toml::Spanned<Backend>>,
+    s3: Option<toml::Spanned<S3File>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -471,6 +547,76 @@ impl Config {
             Some(batch) => *batch.get_ref(),
             None => 1000,
         };
+        let backend = file
+            .storage
+            .backend
+            .as_ref()
+            .map_or(Backend::Disk, |b| *b.get_ref());
+        let s3 = match (&file.storage.s3, backend) {
+            (Some(s3), Backend::S3) => {
+                let line = at(s3.span());
+                let s3 = s3.get_ref();
+                let bucket = s3
+                    .bucket
+                    .clone()
+                    .filter(|b| !b.trim().is_empty())
+                    .ok_or_else(|| {
+                        fail(format!("line {line}: [storage.s3] needs `bucket = \"…\"`"))
+                    })?;
+                let endpoint = match &s3.endpoint {
+                    Some(url) => {
+                        check_http_url(url.get_ref()).map_err(|why| {
+                            fail(format!(
+                                "line {}: storage.s3.endpoint {why}",
+                                at(url.span())
+                            ))
+                        })?;
+                        Some(url.get_ref().trim_end_matches('/').to_string())
+                    }
+                    None => None,
+                };
+                let prefix = s3.prefix.clone().unwrap_or_default();
+                let prefix = match prefix.trim_matches('/') {
+                    "" => String::new(),
+                    p => format!("{p}/"),
+                };
+                Some(S3Config {
+                    endpoint,
+                    bucket,
+                    region: s3.region.clone().unwrap_or_else(|| "us-east-1".into()),
+                    prefix,
+                    allow_http: s3.allow_http.unwrap_or(false),
+                    access_key_id: s3.access_key_id.clone(),
+                    secret_access_key: s3.secret_access_key.clone(),
+                })
+            }
+            (None, Backend::S3) => {
+                let line = file.storage.backend.as_ref().map_or(0, |b| at(b.span()));
+                return Err(fail(format!(
+                    "line {line}: storage.backend = \"s3\" needs a [storage.s3] table with at least `bucket`"
+                )));
+            }
+            (_, Backend::Disk) => None,
+        };
+        let positive =
+            |value: &Option<toml::Spanned<HumanDuration>>, default: u64, key: &str| match value {
+                Some(d) if d.get_ref().0.is_zero() => Err(fail(format!(
+                    "line {}: cluster.{key} must be longer than zero",
+                    at(d.span())
+                ))),
+                Some(d) => Ok(d.get_ref().0),
+                None => Ok(Duration::from_secs(default)),
+            };
+        let cluster = ClusterConfig {
+            node: file
+                .cluster
+                .node
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(host_name),
+            lease: positive(&file.cluster.lease, 30, "lease")?,
+            sync: positive(&file.cluster.sync, 5, "sync")?,
+        };
         let mut plugins = Vec::new();
         for spanned in &file.plugins {
             let line = at(spanned.span());
@@ -532,6 +678,8 @@ impl Config {
                 dir: resolve(file.storage.dir.as_deref().unwrap_or("data")),
                 memory: file.storage.memory.map_or(256 << 20, |s| s.0),
                 hot_tarball_max: file.storage.hot_tarball_max.map_or(1 << 20, |s| s.0),
+                backend,
+                s3,
             },
             policy: PolicyConfig {
                 mode: file.policy.mode.unwrap_or(Mode::Whitelist),
@@ -556,9 +704,20 @@ impl Config {
                 batch,
                 window: file.mirror.window.unwrap_or(2),
             },
+            cluster,
             plugins,
         })
     }
+}
+
+/// This machine's host name (`node` when none is configured).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "sluice".to_string())
 }
 
 fn with_slash(url: &str) -> String {

@@ -117,25 +117,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         } => add_package(config, &specs, all_versions, concurrency),
         Command::Mirror { once } => mirror(config, once),
         Command::Verify => verify(config),
-        Command::RemovePackage { names } => {
-            let host = sluice::plugins::Host::build(&config)?;
-            let Some(list) = host.whitelist() else {
-                anyhow::bail!("policy.mode is \"mirror\": there is no whitelist to edit");
-            };
-            let mut code = ExitCode::SUCCESS;
-            for name in names {
-                if list.remove(&name)? {
-                    println!(
-                        "removed {name} from {} (its stored data stays)",
-                        list.path().display()
-                    );
-                } else {
-                    eprintln!("{name} is not a line of {}", list.path().display());
-                    code = ExitCode::FAILURE;
-                }
-            }
-            Ok(code)
-        }
+        Command::RemovePackage { names } => remove_packages(config, &names),
         Command::Serve => {
             sluice::server::serve(App::build(config)?)?;
             Ok(ExitCode::SUCCESS)
@@ -195,6 +177,41 @@ fn add_package(
     }
 }
 
+/// Take `names` off the whitelist file, and in a fleet off the shared list too.
+fn remove_packages(config: Config, names: &[String]) -> anyhow::Result<ExitCode> {
+    if config.policy.mode != sluice::config::Mode::Whitelist {
+        anyhow::bail!("policy.mode is \"mirror\": there is no whitelist to edit");
+    }
+    let app = App::build(config)?;
+    let Some(list) = app.whitelist() else {
+        anyhow::bail!("there is no whitelist to edit");
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let mut code = ExitCode::SUCCESS;
+    for name in names {
+        let from_file = list.remove(name)?;
+        let shared = match &app.fleet {
+            Some(fleet) => runtime.block_on(fleet.remove_from_whitelist(name))?,
+            None => false,
+        };
+        match (from_file, shared) {
+            (true, _) => println!(
+                "removed {name} from {} (its stored data stays)",
+                list.path().display()
+            ),
+            (false, true) => println!(
+                "removed {name} from the fleet's shared whitelist in {} (its stored data stays)",
+                app.store.location()
+            ),
+            (false, false) => {
+                eprintln!("{name} is not a line of {}", list.path().display());
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    Ok(code)
+}
+
 fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     if !once {
@@ -232,7 +249,7 @@ fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
 
 fn verify(config: Config) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
-    let store = sluice::store::open(&config.storage);
+    let store = sluice::store::open(&config)?;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(0)
     } else {

@@ -3,6 +3,7 @@
 //! gzipped, with an ETag) and [`tarballs`] (refusal, the unlisted re-read, streams). Each part
 //! owns its cache and its single-flight; [`crate::app`] builds them.
 
+pub mod fleet;
 pub mod packuments;
 pub mod renders;
 pub mod search;

@@ -105,6 +105,11 @@ impl TarballIndexes {
     pub fn invalidate(&self, name: &str) {
         self.0.invalidate(name);
     }
+
+    /// Forget every index.
+    pub fn invalidate_all(&self) {
+        self.0.invalidate_all();
+    }
 }
 
 /// The tarballs part of the core.

@@ -271,9 +271,23 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
     summary.bytes = bytes.load(Ordering::Relaxed);
     if let Some(list) = app.whitelist() {
         let names: Vec<String> = summary.names.iter().cloned().collect();
-        match list.add(&names) {
+        let added = match &app.fleet {
+            // A fleet's additions go to the shared list every node reads.
+            Some(fleet) => {
+                let listed: Vec<String> =
+                    names.iter().filter(|n| list.allows(n)).cloned().collect();
+                let wanted: Vec<String> =
+                    names.into_iter().filter(|n| !listed.contains(n)).collect();
+                fleet
+                    .add_to_whitelist(&wanted)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            None => list.add(&names).map_err(|e| e.to_string()),
+        };
+        match added {
             Ok(added) => summary.added = added,
-            Err(error) => summary.failures.push(error.to_string()),
+            Err(error) => summary.failures.push(error),
         }
     }
     summary.elapsed = started.elapsed();

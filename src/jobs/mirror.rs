@@ -415,6 +415,10 @@ pub async fn follow(app: Arc<App>) {
     };
     let interval = app.config.mirror.interval;
     loop {
+        if !app.is_leader() {
+            tokio::time::sleep(interval.min(Duration::from_secs(1))).await;
+            continue;
+        }
         match follower.catch_up(&ProgressBar::hidden()).await {
             Ok(summary) => tracing::info!(
                 checkpoint = %summary.checkpoint,

@@ -12,13 +12,16 @@ use crate::store::all_names;
 use sluice_plugin_api::Packument;
 
 /// Revalidate every whitelisted packument every `policy.refresh`, with bounded concurrency
-/// and jitter. Runs forever.
+/// and jitter, while this node leads background work. Runs forever.
 pub async fn refresh_loop(app: Arc<App>) {
     let period = app.config.policy.refresh;
     loop {
         // Jitter: up to a tenth of the period, so many edges don't hit upstream at once.
         let jitter = period.mul_f64(fastrand::f64() * 0.1);
         tokio::time::sleep(period + jitter).await;
+        if !app.is_leader() {
+            continue;
+        }
         refresh_once(&app).await;
         app.last_refresh_ms
             .store(crate::store::now_ms(), std::sync::atomic::Ordering::Relaxed);

@@ -153,6 +153,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             snapshot.store_bytes,
         ),
         (
+            "sluice_leader",
+            "gauge",
+            "1 when this node leads background work (refresh, prefetch, mirror).",
+            u64::from(snapshot.leader),
+        ),
+        (
             "sluice_whitelist_entries",
             "gauge",
             "Entries on the live whitelist.",

@@ -32,6 +32,12 @@ pub struct MirrorStatus {
 /// sluice's state at one moment, as metrics and status show it.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
+    /// This node's name (`cluster.node`).
+    pub node: String,
+    /// `disk` or `s3`.
+    pub store: &'static str,
+    /// Whether this node leads background work.
+    pub leader: bool,
     /// `whitelist`, `whitelist + read-through` or `mirror`.
     pub mode: &'static str,
     /// Whether policy.mode is mirror.

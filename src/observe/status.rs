@@ -10,6 +10,9 @@ pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
     json!({
         "name": "sluice",
         "version": env!("CARGO_PKG_VERSION"),
+        "node": snapshot.node,
+        "store": snapshot.store,
+        "leader": snapshot.leader,
         "mode": if snapshot.mirror_mode { "mirror" } else { "whitelist" },
         "read_through": snapshot.read_through,
         "upstream": snapshot.upstream,

@@ -64,6 +64,10 @@ struct Refresher {
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let app = self.app.clone();
+        let mut leading = shutdown.clone();
+        let lead = crate::jobs::leader::lead(app.clone(), async move {
+            let _ = leading.changed().await;
+        });
         let work = async move {
             let mirror = app.config.policy.mode == crate::config::Mode::Mirror;
             if mirror && app.config.upstream.changes.is_some() {
@@ -73,10 +77,37 @@ impl BackgroundService for Refresher {
                 crate::jobs::refresh::refresh_loop(app).await;
             }
         };
-        tokio::select! {
-            _ = work => {}
-            _ = shutdown.changed() => {}
+        let work = async move {
+            tokio::select! {
+                _ = work => {}
+                _ = shutdown.changed() => {}
+            }
+        };
+        // The lease is released once shutdown is asked for, after the work stopped.
+        tokio::join!(lead, work);
+    }
+}
+
+/// Every `cluster.sync`, publishes this node's changes to the fleet and takes in the others'.
+struct FleetSync {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for FleetSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if self.app.fleet.is_none() {
+            return;
         }
+        loop {
+            self.app.sync_fleet().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.app.config.cluster.sync) => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        // What this node changed last reaches the others.
+        self.app.sync_fleet().await;
     }
 }
 
@@ -145,6 +176,10 @@ fn build(app: Arc<App>) -> Server {
     server.add_service(background_service(
         "file watcher",
         FileWatcher { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "fleet sync",
+        FleetSync { app: app.clone() },
     ));
     server.add_service(background_service("refresher", Refresher { app }));
     server.add_service(background_service("memory trimmer", MemoryTrimmer));
@@ -219,7 +254,7 @@ impl Drop for Running {
 
 /// Start a server for `config` on a thread; returns once it accepts connections.
 pub fn spawn(config: Config) -> anyhow::Result<Running> {
-    let store = crate::store::open(&config.storage);
+    let store = crate::store::open(&config)?;
     spawn_on(config, store)
 }
 

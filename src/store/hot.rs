@@ -153,6 +153,11 @@ impl HotCache {
         }
     }
 
+    /// Forget everything.
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Bytes held now (approximate until pending maintenance runs).
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()

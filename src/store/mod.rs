@@ -15,6 +15,8 @@
 mod disk;
 mod faulty;
 mod hot;
+pub mod lease;
+mod s3;
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,6 +31,7 @@ use ssri::Integrity;
 pub use disk::DiskStore;
 pub use faulty::{Fault, Faulty};
 pub use hot::{tarball_etag, HotCache, HotKey, Rendered};
+pub use s3::S3Store;
 
 /// A store operation that failed (disk full, permissions, an unreachable bucket…).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -239,9 +242,99 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// The store every part shares.
 pub type SharedStore = Arc<dyn Store>;
 
-/// The store `[storage]` configures.
-pub fn open(config: &crate::config::StorageConfig) -> SharedStore {
-    Arc::new(DiskStore::new(&config.dir))
+/// The store `[storage]` configures: the disk folder, or the bucket (checked now: reachable,
+/// credentials accepted, conditional writes enforced).
+pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    let storage = &config.storage;
+    match (&storage.backend, &storage.s3) {
+        (crate::config::Backend::S3, Some(s3)) => {
+            let (node, lease, timeout) = (
+                config.cluster.node.clone(),
+                config.cluster.lease,
+                config.upstream.timeout,
+            );
+            let store = S3Store::connect(s3, &node, lease, timeout)?;
+            // The checks run on a runtime of their own (the caller may have none, or be on
+            // one), with a client of their own.
+            let probe = S3Store::connect(s3, &node, lease, timeout)?;
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .map_err(|e| StoreError {
+                                location: probe.location(),
+                                message: e.to_string(),
+                            })?
+                            .block_on(probe.prove_conditional_writes())
+                    })
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(StoreError {
+                            location: s3.bucket.clone(),
+                            message: "the start-up check panicked".into(),
+                        })
+                    })
+            })?;
+            Ok(Arc::new(store))
+        }
+        _ => Ok(Arc::new(DiskStore::new(&storage.dir))),
+    }
+}
+
+/// `stream` checked against `integrity` as it flows: each chunk is handed on only once the next
+/// one arrived, and the last only once the whole matched; a mismatch ends the stream with
+/// `mismatch()` instead of the last chunk.
+pub fn verified_stream(
+    stream: BoxStream<'static, Result<Bytes, StoreError>>,
+    integrity: Integrity,
+    mismatch: impl Fn() -> StoreError + Send + 'static,
+) -> BoxStream<'static, Result<Bytes, StoreError>> {
+    use futures::StreamExt;
+    struct State<F> {
+        inner: Option<BoxStream<'static, Result<Bytes, StoreError>>>,
+        checker: Option<ssri::IntegrityChecker>,
+        held: Option<Bytes>,
+        mismatch: F,
+    }
+    let state = State {
+        inner: Some(stream),
+        checker: Some(ssri::IntegrityChecker::new(integrity)),
+        held: None,
+        mismatch,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            let inner = state.inner.as_mut()?;
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    if let Some(checker) = state.checker.as_mut() {
+                        checker.input(&chunk);
+                    }
+                    if let Some(previous) = state.held.replace(chunk) {
+                        return Some((Ok(previous), state));
+                    }
+                }
+                Some(Err(error)) => {
+                    state.inner = None;
+                    return Some((Err(error), state));
+                }
+                None => {
+                    state.inner = None;
+                    let matched = state.checker.take().is_some_and(|c| c.result().is_ok());
+                    if !matched {
+                        state.held = None;
+                        let error = (state.mismatch)();
+                        return Some((Err(error), state));
+                    }
+                    let last = state.held.take()?;
+                    return Some((Ok(last), state));
+                }
+            }
+        }
+    })
+    .boxed()
 }
 
 /// Unix time in milliseconds.

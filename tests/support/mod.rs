@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod seaweed;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,7 +11,7 @@ use std::process::{Command, Output};
 pub use fake::{FakeRegistry, Faults};
 use sluice::config::Config;
 use sluice::server::{free_port, spawn_on, Running};
-use sluice::store::{DiskStore, Faulty};
+use sluice::store::Faulty;
 
 /// A sluice started in this process against a fake registry, with its own folder.
 pub struct Sluice {
@@ -43,9 +44,7 @@ impl Sluice {
             let text = config_text(port, registry, extra);
             std::fs::write(&config_path, &text).unwrap();
             let config = Config::load_file(&config_path).unwrap();
-            let store = std::sync::Arc::new(Faulty::new(std::sync::Arc::new(DiskStore::new(
-                &config.storage.dir,
-            ))));
+            let store = std::sync::Arc::new(Faulty::new(sluice::store::open(&config).unwrap()));
             match spawn_on(config, store.clone()) {
                 Ok(server) => {
                     return Sluice {

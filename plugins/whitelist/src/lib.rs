@@ -30,10 +30,22 @@ pub struct WhitelistError {
     pub source: io::Error,
 }
 
-/// The live whitelist: a file and the matcher built from its last good parse.
-#[derive(Debug)]
+/// Where a fleet keeps the names its nodes add (read-through, add-package): a shared list
+/// every node reads, beside each node's own file.
+pub trait SharedList: Send + Sync {
+    /// Add `names` to the shared list (in the background: the caller goes on).
+    fn add(&self, names: Vec<String>);
+}
+
+/// The live whitelist: a file and the matcher built from its last good parse, and in a fleet
+/// the shared list of additions.
 pub struct Whitelist {
     file: LiveFile<Matcher>,
+    /// The fleet's shared additions, as last read.
+    shared: std::sync::RwLock<Arc<Matcher>>,
+    /// Where additions go in a fleet (instead of the file).
+    shared_list: std::sync::OnceLock<Arc<dyn SharedList>>,
+    shared_generation: std::sync::atomic::AtomicU64,
     /// Names this process appended recently, to restore them if a concurrent edit made
     /// from an older copy of the file drops them.
     appended: Mutex<Vec<(String, Instant)>>,
@@ -82,8 +94,45 @@ impl Whitelist {
             .map_err(|message| err(io::Error::other(message)))?;
         Ok(Self {
             file,
+            shared: Default::default(),
+            shared_list: std::sync::OnceLock::new(),
+            shared_generation: Default::default(),
             appended: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Send additions to `list` (a fleet's shared list) instead of the file.
+    pub fn share_additions(&self, list: Arc<dyn SharedList>) {
+        let _ = self.shared_list.set(list);
+    }
+
+    /// Whether additions go to a fleet's shared list.
+    pub fn is_shared(&self) -> bool {
+        self.shared_list.get().is_some()
+    }
+
+    /// Make `names` the fleet's shared additions (as read from the shared list).
+    pub fn set_shared(&self, names: &[String]) {
+        let mut matcher = Matcher::default();
+        for name in names {
+            matcher.insert_name(name);
+        }
+        let changed = *self.shared_snapshot() != matcher;
+        if changed {
+            match self.shared.write() {
+                Ok(mut shared) => *shared = Arc::new(matcher),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(matcher),
+            }
+            self.shared_generation
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    fn shared_snapshot(&self) -> Arc<Matcher> {
+        match self.shared.read() {
+            Ok(shared) => shared.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The file this list is read from.
@@ -91,19 +140,31 @@ impl Whitelist {
         self.file.path()
     }
 
-    /// The live matcher.
+    /// The live list: the file's entries and, in a fleet, the shared additions.
     pub fn snapshot(&self) -> Arc<Matcher> {
-        self.file.current()
+        let file = self.file.current();
+        let shared = self.shared_snapshot();
+        if shared.is_empty() {
+            return file;
+        }
+        let mut all = (*file).clone();
+        for name in shared.names() {
+            all.insert_name(name);
+        }
+        Arc::new(all)
     }
 
     /// Whether `name` is on the live list.
     pub fn allows(&self, name: &str) -> bool {
-        self.snapshot().allows(name)
+        self.file.current().allows(name) || self.shared_snapshot().allows(name)
     }
 
     /// A number that changes each time a new list goes live.
     pub fn generation(&self) -> u64 {
-        self.file.generation()
+        self.file.generation().wrapping_add(
+            self.shared_generation
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Re-read the whole file and make it live when it is good.
@@ -154,6 +215,26 @@ impl Whitelist {
     /// Returns the names it appended. Safe against other sluice processes appending at the
     /// same time (the folder is locked while the file is read and written).
     pub fn add(&self, names: &[String]) -> Result<Vec<String>, WhitelistError> {
+        if let Some(shared) = self.shared_list.get() {
+            let mut added: Vec<String> = Vec::new();
+            for name in names {
+                if !self.allows(name) && !added.contains(name) {
+                    added.push(name.clone());
+                }
+            }
+            if !added.is_empty() {
+                let mut now = (*self.shared_snapshot()).clone();
+                for name in &added {
+                    now.insert_name(name);
+                }
+                match self.shared.write() {
+                    Ok(mut shared) => *shared = Arc::new(now),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(now),
+                }
+                shared.add(added.clone());
+            }
+            return Ok(added);
+        }
         let err = |source| WhitelistError {
             path: self.path().to_path_buf(),
             source,
@@ -239,6 +320,15 @@ impl Whitelist {
         let folder = File::open(dir)?;
         folder.lock()?;
         Ok(folder)
+    }
+}
+
+impl std::fmt::Debug for Whitelist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Whitelist")
+            .field("file", &self.file)
+            .field("shared", &self.is_shared())
+            .finish_non_exhaustive()
     }
 }
 

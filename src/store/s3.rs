@@ -1,0 +1,688 @@
+//! The s3 backend: one bucket on any S3-compatible server (AWS S3, SeaweedFS, Ceph RGW, MinIO,
+//! R2…) through the `object_store` crate, shared by every node of a fleet.
+//!
+//! - Packuments are objects under `packuments/`, written with conditional PUTs: `If-None-Match:
+//!   *` to create, `If-Match: <etag>` to replace the version that was read. Their metadata
+//!   (validators, freshness) travels as user metadata of the same object, so bytes and metadata
+//!   change together. The version token is the object's ETag.
+//! - Tarballs are objects under `tarballs/`, written once per name and file (the bytes are
+//!   verified against the published integrity while they stream in; large ones go up as a
+//!   multipart upload, which S3 makes visible only when it completes, and which is aborted
+//!   when the check fails).
+//! - State objects (the mirror checkpoint, leases) are objects under `state/`, with the same
+//!   conditional PUTs; an exclusive claim is a lease object renewed while it is held.
+//! - At start, [`S3Store::open`] proves the bucket is reachable with these credentials and that
+//!   the server enforces conditional writes: one that accepts the headers but ignores them would
+//!   lose versions, and is refused.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
+use object_store::path::{Path, PathPart};
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+    WriteMultipart,
+};
+use ssri::{Integrity, IntegrityChecker};
+
+use super::lease::{Lease, LeaseHolder};
+use super::{
+    verified_stream, Claim, Expect, PackumentMeta, Store, StoreError, StoredPackument, TarballBody,
+    TarballSink, Token, VerifyReport, Written,
+};
+use crate::config::S3Config;
+
+/// The user-metadata key of a packument's [`PackumentMeta`].
+const META: &str = "sluice-meta";
+/// The user-metadata key of a tarball's integrity.
+const INTEGRITY: &str = "sluice-integrity";
+/// Tarballs up to this go up in one PUT; larger ones as a multipart upload of parts this size.
+const PART: usize = 8 << 20;
+
+/// A bucket (and key prefix) on an S3-compatible server.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    bucket: Arc<AmazonS3>,
+    prefix: Vec<String>,
+    location: String,
+    /// This node's name, in the leases it takes.
+    node: String,
+    /// How long a claim's lease lasts without renewal.
+    lease: Duration,
+    usage: Arc<Mutex<Option<(Instant, u64)>>>,
+}
+
+/// A token from an object's ETag and version.
+fn token(e_tag: Option<String>, version: Option<String>) -> Token {
+    Token::new(format!(
+        "{}|{}",
+        e_tag.unwrap_or_default(),
+        version.unwrap_or_default()
+    ))
+}
+
+fn update_version(token: &Token) -> UpdateVersion {
+    let (e_tag, version) = token
+        .as_str()
+        .split_once('|')
+        .unwrap_or((token.as_str(), ""));
+    UpdateVersion {
+        e_tag: Some(e_tag.to_string()).filter(|t| !t.is_empty()),
+        version: Some(version.to_string()).filter(|v| !v.is_empty()),
+    }
+}
+
+fn encode_meta(meta: &PackumentMeta) -> String {
+    let json = serde_json::to_string(meta).unwrap_or_default();
+    percent_encoding::utf8_percent_encode(&json, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn decode_meta(attributes: &Attributes) -> PackumentMeta {
+    attributes
+        .get(&Attribute::Metadata(META.into()))
+        .and_then(|value| {
+            let json = percent_encoding::percent_decode_str(value.as_ref())
+                .decode_utf8()
+                .ok()?;
+            serde_json::from_str(&json).ok()
+        })
+        .unwrap_or_default()
+}
+
+impl S3Store {
+    /// A client for the bucket `config` names (no request made yet; see
+    /// [`S3Store::prove_conditional_writes`]). `node` names this node in leases.
+    pub fn connect(
+        config: &S3Config,
+        node: &str,
+        lease: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        crate::tls::install_crypto_provider();
+        let location = match &config.endpoint {
+            Some(endpoint) => format!("s3://{}/{} at {endpoint}", config.bucket, config.prefix),
+            None => format!(
+                "s3://{}/{} in {}",
+                config.bucket, config.prefix, config.region
+            ),
+        };
+        let fail = |message: String| StoreError {
+            location: location.clone(),
+            message,
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_allow_http(config.allow_http)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(config.allow_http)
+                    .with_timeout(timeout)
+                    .with_connect_timeout(timeout.min(Duration::from_secs(10))),
+            )
+            .with_retry(RetryConfig {
+                max_retries: 5,
+                retry_timeout: timeout * 3,
+                ..RetryConfig::default()
+            });
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(key) = &config.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let bucket = builder
+            .build()
+            .map_err(|e| fail(format!("cannot configure the S3 client: {e}")))?;
+        let store = Self {
+            bucket: Arc::new(bucket),
+            prefix: config
+                .prefix
+                .split('/')
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
+            location,
+            node: node.to_string(),
+            lease,
+            usage: Arc::default(),
+        };
+        Ok(store)
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            location: self.location.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The key of `parts` under the prefix.
+    fn key<'a>(&'a self, parts: impl IntoIterator<Item = &'a str>) -> Path {
+        Path::from_iter(
+            self.prefix
+                .iter()
+                .map(String::as_str)
+                .chain(parts)
+                .map(PathPart::from),
+        )
+    }
+
+    fn packument_key(&self, name: &str) -> Path {
+        self.key(std::iter::once("packuments").chain(name.split('/')))
+    }
+
+    fn tarball_key(&self, name: &str, file: &str) -> Path {
+        self.key(
+            std::iter::once("tarballs")
+                .chain(name.split('/'))
+                .chain(["-", file]),
+        )
+    }
+
+    fn state_key(&self, key: &str) -> Path {
+        self.key(std::iter::once("state").chain(key.split('/')))
+    }
+
+    /// Check the bucket is there and the credentials work, then write a probe object with
+    /// conditions that must fail: a server that lets them through does not enforce conditional
+    /// writes, and is refused.
+    pub async fn prove_conditional_writes(&self) -> Result<(), StoreError> {
+        // A listing first: some servers create a bucket on its first PUT.
+        let root = self.key(["state"]);
+        self.bucket
+            .list_with_delimiter(Some(&root))
+            .await
+            .map_err(|e| self.reach_error(e))?;
+        let probe = self.state_key(&format!("probe/{}-{}", self.node, fastrand::u64(..)));
+        let first = self
+            .bucket
+            .put_opts(
+                &probe,
+                PutPayload::from_static(b"1"),
+                PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| self.reach_error(e))?;
+        let again = self
+            .bucket
+            .put_opts(
+                &probe,
+                PutPayload::from_static(b"2"),
+                PutOptions {
+                    mode: PutMode::Create,
+                    ..PutOptions::default()
+                },
+            )
+            .await;
+        let stale = UpdateVersion {
+            e_tag: Some("\"00000000000000000000000000000000\"".into()),
+            version: None,
+        };
+        let wrong = self
+            .bucket
+            .put_opts(
+                &probe,
+                PutPayload::from_static(b"3"),
+                PutOptions {
+                    mode: PutMode::Update(stale),
+                    ..PutOptions::default()
+                },
+            )
+            .await;
+        let right = self
+            .bucket
+            .put_opts(
+                &probe,
+                PutPayload::from_static(b"4"),
+                PutOptions {
+                    mode: PutMode::Update(first.into()),
+                    ..PutOptions::default()
+                },
+            )
+            .await;
+        let _ = self.bucket.delete(&probe).await;
+        let enforced = matches!(again, Err(object_store::Error::AlreadyExists { .. }))
+            && matches!(wrong, Err(object_store::Error::Precondition { .. }))
+            && right.is_ok();
+        if !enforced {
+            return Err(self.fail(
+                "this S3 server accepts conditional writes (If-None-Match, If-Match) but does not \
+                 enforce them, so nodes merging one packument would lose versions; use a server \
+                 that enforces them (AWS S3, SeaweedFS, MinIO, Ceph RGW, R2)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A start-up failure, said for a person: missing bucket, wrong credentials, unreachable.
+    fn reach_error(&self, error: object_store::Error) -> StoreError {
+        let text = error.to_string();
+        let why = if text.contains("NoSuchBucket")
+            || matches!(error, object_store::Error::NotFound { .. })
+        {
+            "the bucket does not exist (create it first)"
+        } else if text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch")
+            || text.contains("AccessDenied")
+            || matches!(
+                error,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            )
+        {
+            "the credentials are refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or [storage.s3] access_key_id / secret_access_key)"
+        } else {
+            "the endpoint cannot be reached or answered an error"
+        };
+        self.fail(format!("{why}: {text}"))
+    }
+
+    async fn get(
+        &self,
+        key: &Path,
+        head: bool,
+    ) -> Result<Option<object_store::GetResult>, StoreError> {
+        match self
+            .bucket
+            .get_opts(
+                key,
+                GetOptions {
+                    head,
+                    ..GetOptions::default()
+                },
+            )
+            .await
+        {
+            Ok(result) => Ok(Some(result)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    async fn put_checked(
+        &self,
+        key: &Path,
+        bytes: Bytes,
+        attributes: Attributes,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::Version(token) => PutMode::Update(update_version(&token)),
+        };
+        match self
+            .bucket
+            .put_opts(
+                key,
+                PutPayload::from_bytes(bytes),
+                PutOptions {
+                    mode,
+                    attributes,
+                    ..PutOptions::default()
+                },
+            )
+            .await
+        {
+            Ok(result) => Ok(Written::Stored(token(result.e_tag, result.version))),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(Written::Conflict),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
+        let Some(found) = self.get(&self.packument_key(name), false).await? else {
+            return Ok(None);
+        };
+        let meta = decode_meta(&found.attributes);
+        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
+        Ok(Some(StoredPackument { bytes, meta, token }))
+    }
+
+    async fn packument_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<(PackumentMeta, Token)>, StoreError> {
+        Ok(self
+            .get(&self.packument_key(name), true)
+            .await?
+            .map(|found| {
+                (
+                    decode_meta(&found.attributes),
+                    token(found.meta.e_tag, found.meta.version),
+                )
+            }))
+    }
+
+    async fn put_packument(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        meta: &PackumentMeta,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/json"),
+        );
+        attributes.insert(Attribute::Metadata(META.into()), encode_meta(meta).into());
+        self.put_checked(&self.packument_key(name), bytes, attributes, expect)
+            .await
+    }
+
+    async fn touch_packument(
+        &self,
+        name: &str,
+        meta: &PackumentMeta,
+        expect: &Token,
+    ) -> Result<Written, StoreError> {
+        // The metadata lives with the bytes: write both again, over the version read.
+        let Some(held) = self.packument(name).await? else {
+            return Ok(Written::Conflict);
+        };
+        if held.token != *expect {
+            return Ok(Written::Conflict);
+        }
+        self.put_packument(name, held.bytes, meta, Expect::Version(held.token))
+            .await
+    }
+
+    async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError> {
+        let Some(found) = self.get(&self.tarball_key(name, file), false).await? else {
+            return Ok(None);
+        };
+        let integrity = found
+            .attributes
+            .get(&Attribute::Metadata(INTEGRITY.into()))
+            .and_then(|v| v.as_ref().parse::<Integrity>().ok())
+            .ok_or_else(|| self.fail(format!("{name}/-/{file} has no recorded integrity")))?;
+        let size = found.meta.size;
+        let this = self.clone();
+        let stream = found.into_stream().map_err(move |e| this.fail(e)).boxed();
+        let what = format!("{name}/-/{file}");
+        let location = self.location.clone();
+        Ok(Some(TarballBody {
+            size,
+            integrity: integrity.clone(),
+            stream: verified_stream(stream, integrity, move || StoreError {
+                location: location.clone(),
+                message: format!("{what} does not match its integrity"),
+            }),
+        }))
+    }
+
+    async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .get(&self.tarball_key(name, file), true)
+            .await?
+            .is_some())
+    }
+
+    async fn tarball_sink(
+        &self,
+        name: &str,
+        file: &str,
+        integrity: &Integrity,
+        size: Option<u64>,
+    ) -> Result<Box<dyn TarballSink>, StoreError> {
+        let mut attributes = Attributes::new();
+        attributes.insert(
+            Attribute::ContentType,
+            AttributeValue::from("application/octet-stream"),
+        );
+        attributes.insert(
+            Attribute::Metadata(INTEGRITY.into()),
+            integrity.to_string().into(),
+        );
+        let key = self.tarball_key(name, file);
+        let upload = if size.is_some_and(|size| size <= PART as u64) {
+            None
+        } else {
+            let upload = self
+                .bucket
+                .put_multipart_opts(
+                    &key,
+                    PutMultipartOptions {
+                        attributes: attributes.clone(),
+                        ..PutMultipartOptions::default()
+                    },
+                )
+                .await
+                .map_err(|e| self.fail(e))?;
+            Some(WriteMultipart::new_with_chunk_size(upload, PART))
+        };
+        Ok(Box::new(S3Sink {
+            store: self.clone(),
+            key,
+            what: format!("{name}/-/{file}"),
+            attributes,
+            published: integrity.to_string(),
+            checker: IntegrityChecker::new(integrity.clone()),
+            sha512: ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha512),
+            small: Vec::new(),
+            upload,
+        }))
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
+        let Some(found) = self.get(&self.state_key(key), false).await? else {
+            return Ok(None);
+        };
+        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
+        Ok(Some((bytes, token)))
+    }
+
+    async fn put_state(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        self.put_checked(&self.state_key(key), bytes, Attributes::new(), expect)
+            .await
+    }
+
+    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
+        let lease = Lease::new(
+            Arc::new(self.clone()),
+            &format!("claims/{what}"),
+            &self.node,
+            self.lease,
+        );
+        Ok(LeaseHolder::try_hold(lease)
+            .await?
+            .map(|holder| Box::new(holder) as Claim))
+    }
+
+    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
+        let prefix = self.key(["packuments"]);
+        let skip = prefix.parts().count();
+        let this = self.clone();
+        self.bucket
+            .list(Some(&prefix))
+            .map(move |entry| {
+                let entry = entry.map_err(|e| this.fail(e))?;
+                let parts: Vec<String> = entry
+                    .location
+                    .parts()
+                    .skip(skip)
+                    .map(|part| {
+                        percent_encoding::percent_decode_str(part.as_ref())
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+                    .collect();
+                Ok(parts.join("/"))
+            })
+            .boxed()
+    }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        let cached = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bytes)) = cached {
+            if at.elapsed() < Duration::from_secs(60) {
+                return Ok(bytes);
+            }
+        }
+        let prefix = self.key(std::iter::empty());
+        let root = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(&prefix)
+        };
+        let bytes = self
+            .bucket
+            .list(root)
+            .try_fold(0u64, |sum, entry| {
+                futures::future::ready(Ok(sum + entry.size))
+            })
+            .await
+            .map_err(|e| self.fail(e))?;
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), bytes));
+        Ok(bytes)
+    }
+
+    async fn verify(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<VerifyReport, StoreError> {
+        let prefix = self.key(["tarballs"]);
+        let entries: Vec<Path> = self
+            .bucket
+            .list(Some(&prefix))
+            .map_ok(|entry| entry.location)
+            .try_collect()
+            .await
+            .map_err(|e| self.fail(e))?;
+        let total = entries.len() as u64;
+        let mut report = VerifyReport::default();
+        for (done, key) in entries.into_iter().enumerate() {
+            let Some(found) = self.get(&key, false).await? else {
+                report.missing.push(key.to_string());
+                continue;
+            };
+            let integrity = found
+                .attributes
+                .get(&Attribute::Metadata(INTEGRITY.into()))
+                .and_then(|v| v.as_ref().parse::<Integrity>().ok());
+            let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
+            match integrity {
+                Some(sri) if sri.check(&bytes).is_ok() => report.ok += 1,
+                _ => {
+                    let _ = self.bucket.delete(&key).await;
+                    report.corrupt.push(key.to_string());
+                }
+            }
+            progress(done as u64 + 1, total);
+        }
+        Ok(report)
+    }
+}
+
+/// A tarball streaming into the bucket: small ones are buffered and written in one PUT, large
+/// ones go up as a multipart upload; either becomes visible only once the whole matched.
+struct S3Sink {
+    store: S3Store,
+    key: Path,
+    what: String,
+    attributes: Attributes,
+    published: String,
+    checker: IntegrityChecker,
+    sha512: ssri::IntegrityOpts,
+    small: Vec<u8>,
+    upload: Option<WriteMultipart>,
+}
+
+#[async_trait]
+impl TarballSink for S3Sink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.checker.input(chunk);
+        self.sha512.input(chunk);
+        match self.upload.as_mut() {
+            Some(upload) => {
+                upload
+                    .wait_for_capacity(4)
+                    .await
+                    .map_err(|e| self.store.fail(e))?;
+                upload.write(chunk);
+            }
+            None => self.small.extend_from_slice(chunk),
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<Integrity, StoreError> {
+        let S3Sink {
+            store,
+            key,
+            what,
+            mut attributes,
+            published,
+            checker,
+            sha512,
+            small,
+            upload,
+        } = *self;
+        if checker.result().is_err() {
+            if let Some(upload) = upload {
+                let _ = upload.abort().await;
+            }
+            return Err(store.fail(format!(
+                "{what} does not match its published integrity: not stored"
+            )));
+        }
+        let sha512 = sha512.result();
+        match upload {
+            Some(upload) => {
+                upload.finish().await.map_err(|e| store.fail(e))?;
+            }
+            None => {
+                // Known whole: record the sha512 beside the published integrity (the ETag
+                // derives from it).
+                attributes.insert(
+                    Attribute::Metadata(INTEGRITY.into()),
+                    format!("{published} {sha512}").into(),
+                );
+                store
+                    .bucket
+                    .put_opts(
+                        &key,
+                        PutPayload::from(small),
+                        PutOptions {
+                            attributes,
+                            ..PutOptions::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| store.fail(e))?;
+            }
+        }
+        Ok(sha512)
+    }
+}

@@ -1,0 +1,539 @@
+//! A fleet: several sluice nodes on one S3-compatible bucket (a real SeaweedFS on 127.0.0.1).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sluice::store::{Expect, PackumentMeta, S3Store, SharedStore, Written};
+use ssri::Integrity;
+use support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
+use support::{eventually, FakeRegistry, Project, Reaped, Sluice};
+
+fn s3_config(seaweed: &Seaweed, prefix: &str) -> sluice::config::S3Config {
+    let text = format!(
+        "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n{}",
+        seaweed.storage("data", prefix)
+    );
+    let config =
+        sluice::config::Config::parse(&text, "fleet.toml", std::path::Path::new("/tmp")).unwrap();
+    config.storage.s3.unwrap()
+}
+
+fn bucket(seaweed: &Seaweed, prefix: &str) -> SharedStore {
+    let config = s3_config(seaweed, prefix);
+    Arc::new(
+        S3Store::connect(
+            &config,
+            "test",
+            Duration::from_secs(3),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
+    )
+}
+
+fn meta() -> PackumentMeta {
+    PackumentMeta {
+        etag: Some("\"e\"".into()),
+        last_modified: None,
+        fetched_at: 1,
+    }
+}
+
+#[test]
+fn the_store_contract_holds_on_a_real_bucket() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = bucket(&seaweed, "contract/");
+    runtime.block_on(async {
+        // Conditional puts.
+        assert!(store.packument("@s/a").await.unwrap().is_none());
+        let Written::Stored(v1) = store
+            .put_packument("@s/a", Bytes::from_static(b"{}"), &meta(), Expect::Absent)
+            .await
+            .unwrap()
+        else {
+            panic!("create conflicted");
+        };
+        assert_eq!(
+            store
+                .put_packument(
+                    "@s/a",
+                    Bytes::from_static(b"{\"x\":1}"),
+                    &meta(),
+                    Expect::Absent
+                )
+                .await
+                .unwrap(),
+            Written::Conflict
+        );
+        let Written::Stored(v2) = store
+            .put_packument(
+                "@s/a",
+                Bytes::from_static(b"{\"v\":2}"),
+                &meta(),
+                Expect::Version(v1.clone()),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("update of the version read conflicted");
+        };
+        assert_eq!(
+            store
+                .put_packument(
+                    "@s/a",
+                    Bytes::from_static(b"{}"),
+                    &meta(),
+                    Expect::Version(v1)
+                )
+                .await
+                .unwrap(),
+            Written::Conflict
+        );
+        let stored = store.packument("@s/a").await.unwrap().unwrap();
+        assert_eq!(
+            (&stored.bytes[..], &stored.token, &stored.meta),
+            (&b"{\"v\":2}"[..], &v2, &meta())
+        );
+        let names: Vec<String> = store.packument_names().map(|n| n.unwrap()).collect().await;
+        assert_eq!(names, vec!["@s/a".to_string()]);
+
+        // Twelve writers merging one document lose nothing.
+        let mut tasks = Vec::new();
+        for i in 0..12u32 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let held = store.packument("m").await.unwrap();
+                    let mut list: Vec<u32> = held
+                        .as_ref()
+                        .map(|h| serde_json::from_slice(&h.bytes).unwrap())
+                        .unwrap_or_default();
+                    list.push(i);
+                    let expect = Expect::from_read(held.as_ref().map(|h| &h.token));
+                    let bytes = Bytes::from(serde_json::to_vec(&list).unwrap());
+                    if let Written::Stored(_) = store
+                        .put_packument("m", bytes, &meta(), expect)
+                        .await
+                        .unwrap()
+                    {
+                        return;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let merged: Vec<u32> =
+            serde_json::from_slice(&store.packument("m").await.unwrap().unwrap().bytes).unwrap();
+        let mut merged = merged;
+        merged.sort_unstable();
+        assert_eq!(merged, (0..12).collect::<Vec<_>>());
+
+        // Tarballs: small in one PUT, large as a multipart upload; a bad one is never visible.
+        for size in [200_000usize, 19 << 20] {
+            let content: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+            let integrity = Integrity::from(&content);
+            let file = format!("t-{size}.tgz");
+            let mut sink = store
+                .tarball_sink("t", &file, &integrity, Some(size as u64))
+                .await
+                .unwrap();
+            sink.write(&content[1..]).await.unwrap();
+            assert!(sink.commit().await.is_err());
+            assert!(
+                !store.has_tarball("t", &file).await.unwrap(),
+                "{size}: a bad tarball is visible"
+            );
+            let mut sink = store
+                .tarball_sink("t", &file, &integrity, Some(size as u64))
+                .await
+                .unwrap();
+            for chunk in content.chunks(64 << 10) {
+                sink.write(chunk).await.unwrap();
+            }
+            sink.commit().await.unwrap();
+            let found = store.tarball("t", &file).await.unwrap().unwrap();
+            assert_eq!(found.size, size as u64);
+            let body: Vec<u8> = found.stream.map(|c| c.unwrap().to_vec()).concat().await;
+            assert!(body == content, "{size}: the body differs");
+        }
+
+        // State objects and exclusive claims.
+        assert!(matches!(
+            store
+                .put_state("k", Bytes::from_static(b"1"), Expect::Absent)
+                .await
+                .unwrap(),
+            Written::Stored(_)
+        ));
+        assert_eq!(
+            store
+                .put_state("k", Bytes::from_static(b"2"), Expect::Absent)
+                .await
+                .unwrap(),
+            Written::Conflict
+        );
+        let claim = store.claim("mirror follower").await.unwrap();
+        assert!(claim.is_some());
+        let other = bucket(&seaweed, "contract/");
+        assert!(other.claim("mirror follower").await.unwrap().is_none());
+        drop(claim);
+        assert!(
+            eventually_async(|| async { other.claim("mirror follower").await.unwrap().is_some() })
+                .await
+        );
+        assert!(store.usage().await.unwrap() > 0);
+        let report = store.verify(&|_, _| {}).await.unwrap();
+        assert_eq!((report.ok, report.corrupt.len()), (2, 0));
+    });
+}
+
+async fn eventually_async<F, Fut>(mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[test]
+fn two_nodes_on_one_bucket_serve_each_others_packages_with_upstream_down() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+    let node = |name: &str| {
+        format!(
+            "{}\n[policy]\nwhitelist = \"whitelist\"\nread_through = true\n\n[cluster]\nnode = \"{name}\"\n",
+            seaweed.storage("data", "two/")
+        )
+    };
+    let a = Sluice::start(&upstream, "", &node("a"));
+    let b = Sluice::start(&upstream, "", &node("b"));
+    // Read-through on a.
+    let project = Project::new();
+    project.install(&a.url(), &["right"]);
+    assert_eq!(project.require("left"), "left@1.0.0");
+    // Upstream gone: b serves what a brought in, from the bucket.
+    upstream.set_down(true);
+    let (status, doc) = b.get_json("/right");
+    assert_eq!(status, 200, "{doc}");
+    let (status, _, body) = b.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!((status, body), (200, upstream.tarball("left", "1.0.0")));
+    let again = Project::new();
+    again.install(&b.url(), &["right"]);
+    assert_eq!(again.require("right"), "right@2.0.0");
+    let (_, status) = b.get_json("/-/sluice/status");
+    assert_eq!(
+        (status["node"].as_str(), status["store"].as_str()),
+        (Some("b"), Some("s3"))
+    );
+}
+
+#[test]
+fn two_nodes_merging_one_packument_while_upstream_publishes_lose_no_version() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    upstream.publish("p", "1.0.0", &[]);
+    let node = |name: &str| {
+        format!(
+            "{}\n[policy]\nwhitelist = \"whitelist\"\nrefresh = \"1s\"\n\n[cluster]\nnode = \"{name}\"\n",
+            seaweed.storage("data", "merge/")
+        )
+    };
+    let a = Sluice::start(&upstream, "p\n", &node("a"));
+    let b = Sluice::start(&upstream, "p\n", &node("b"));
+    for minor in 1..=6 {
+        upstream.publish("p", &format!("1.{minor}.0"), &[]);
+        // Both nodes revalidate (and merge into the bucket) at once.
+        for sluice in [&a, &b] {
+            let app = sluice.server.as_ref().unwrap().app.clone();
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(app.packuments.mark_stale("p")).unwrap();
+        }
+        std::thread::scope(|s| {
+            for sluice in [&a, &b] {
+                s.spawn(move || {
+                    let app = sluice.server.as_ref().unwrap().app.clone();
+                    let runtime = tokio::runtime::Runtime::new().unwrap();
+                    let (result, _) = runtime.block_on(app.packuments.fetch("p"));
+                    result.unwrap();
+                });
+            }
+        });
+        // Upstream forgets the previous version: only the bucket remembers it.
+        upstream.unpublish_version("p", &format!("1.{}.0", minor - 1));
+    }
+    upstream.set_down(true);
+    let store = bucket(&seaweed, "merge/");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = runtime.block_on(store.packument("p")).unwrap().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&stored.bytes).unwrap();
+    for minor in 0..=6 {
+        let version = format!("1.{minor}.0");
+        assert!(
+            doc["versions"].get(&version).is_some(),
+            "{version} was lost"
+        );
+    }
+}
+
+/// A sluice in its own process (so it can be killed with SIGKILL), on `port`.
+fn spawn_node(
+    dir: &std::path::Path,
+    upstream: &FakeRegistry,
+    seaweed: &Seaweed,
+    name: &str,
+) -> (Reaped, String) {
+    let port = sluice::server::free_port().unwrap();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(dir.join(format!("{name}.whitelist")), "").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstream]\nregistry = \"{}\"\n\n{}\n\
+             [policy]\nwhitelist = \"{name}.whitelist\"\n\n[cluster]\nnode = \"{name}\"\nlease = \"3s\"\n",
+            upstream.url(),
+            seaweed.storage(&format!("{name}-data"), "lead/")
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Reaped(child), format!("127.0.0.1:{port}"))
+}
+
+fn leader_of(addr: &str) -> Option<bool> {
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET /-/sluice/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    let status: serde_json::Value = serde_json::from_str(body).ok()?;
+    status["leader"].as_bool()
+}
+
+#[test]
+fn exactly_one_node_leads_and_another_takes_over_when_it_is_killed() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<(Reaped, String)> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|name| spawn_node(dir.path(), &upstream, &seaweed, name))
+        .collect();
+    let leaders = |nodes: &[(Reaped, String)]| -> Option<Vec<usize>> {
+        let states: Option<Vec<bool>> = nodes.iter().map(|(_, addr)| leader_of(addr)).collect();
+        Some(
+            states?
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| **l)
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    };
+    assert!(eventually(60, || leaders(&nodes).is_some_and(|l| l.len() == 1)));
+    // Stays one while they all renew.
+    for _ in 0..20 {
+        let now = leaders(&nodes).unwrap();
+        assert!(now.len() <= 1, "two leaders at once: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let leader = leaders(&nodes).unwrap()[0];
+    let (mut killed, _) = nodes.remove(leader);
+    killed.0.kill().unwrap();
+    killed.0.wait().unwrap();
+    // Another takes over within the lease plus a renewal; never two.
+    assert!(eventually(60, || {
+        let now = leaders(&nodes).unwrap_or_default();
+        assert!(now.len() <= 1, "two leaders at once: {now:?}");
+        now.len() == 1
+    }));
+}
+
+/// An "S3" that accepts every write whatever its conditions say.
+fn careless_s3() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if got.len() < end + 4 + length {
+                        continue;
+                    }
+                    const LIST: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult \
+                        xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix></Prefix>\
+                        <KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated>\
+                        </ListBucketResult>";
+                    let answer = if text.starts_with("PUT") {
+                        "HTTP/1.1 200 OK\r\nETag: \"abc\"\r\nContent-Length: 0\r\n\r\n".to_string()
+                    } else if text.starts_with("GET") {
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{LIST}",
+                            LIST.len()
+                        )
+                    } else {
+                        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".to_string()
+                    };
+                    let _ = stream.write_all(answer.as_bytes());
+                    got.drain(..end + 4 + length);
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn a_bucket_that_ignores_conditional_writes_or_is_missing_stops_the_start() {
+    let careless = careless_s3();
+    let text = format!(
+        "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n[storage]\nbackend = \"s3\"\n\
+         [storage.s3]\nendpoint = \"{careless}\"\nbucket = \"b\"\nallow_http = true\n\
+         access_key_id = \"k\"\nsecret_access_key = \"s\"\n"
+    );
+    let config =
+        sluice::config::Config::parse(&text, "careless.toml", std::path::Path::new("/tmp"))
+            .unwrap();
+    let error = sluice::store::open(&config).unwrap_err().to_string();
+    assert!(error.contains("does not enforce"), "{error}");
+    assert!(
+        error.contains(&careless) && error.contains("s3://b/"),
+        "{error}"
+    );
+
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let missing = seaweed
+        .storage("data", "")
+        .replace("bucket = \"sluice\"", "bucket = \"no-such-bucket\"");
+    let text = format!("[upstream]\nregistry = \"http://127.0.0.1:9/\"\n{missing}");
+    let config =
+        sluice::config::Config::parse(&text, "missing.toml", std::path::Path::new("/tmp")).unwrap();
+    let error = sluice::store::open(&config).unwrap_err().to_string();
+    assert!(
+        error.contains("no-such-bucket") && error.contains(&seaweed.endpoint),
+        "{error}"
+    );
+    let wrong = seaweed
+        .storage("data", "")
+        .replace(SECRET_KEY, "not-the-secret");
+    let text = format!("[upstream]\nregistry = \"http://127.0.0.1:9/\"\n{wrong}");
+    let config =
+        sluice::config::Config::parse(&text, "wrong.toml", std::path::Path::new("/tmp")).unwrap();
+    let error = sluice::store::open(&config).unwrap_err().to_string();
+    assert!(error.contains("credentials"), "{error}");
+}
+
+#[test]
+fn what_one_node_adds_or_refreshes_every_node_serves_within_cluster_sync() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    let node = |name: &str, read_through: bool| {
+        format!(
+            "{}\n[policy]\nwhitelist = \"whitelist\"\nread_through = {read_through}\nrefresh = \"1h\"\n\n\
+             [cluster]\nnode = \"{name}\"\nsync = \"1s\"\n",
+            seaweed.storage("data", "sync/")
+        )
+    };
+    let a = Sluice::start(&upstream, "", &node("a", true));
+    let b = Sluice::start(&upstream, "", &node("b", false));
+    // b refuses what nobody listed.
+    assert_eq!(b.get_json("/left").0, 403);
+    // Read-through on a puts left on the fleet's shared whitelist, not in a's file.
+    assert_eq!(a.get_json("/left").0, 200);
+    assert!(!a.whitelist().contains("left"), "{}", a.whitelist());
+    assert!(eventually(30, || b.get_json("/left").0 == 200));
+    // add-package on a (a CLI run) too.
+    let out = support::sluice_cli(&a.config_path, &["add-package", "right"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eventually(30, || b.get_json("/right").0 == 200));
+    // A new version a fetches is served by b without b asking upstream.
+    assert_eq!(b.get_json("/left").1["dist-tags"]["latest"], "1.0.0");
+    upstream.publish("left", "1.1.0", &[]);
+    let app = a.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(app.packuments.mark_stale("left")).unwrap();
+    runtime.block_on(app.packuments.fetch("left")).0.unwrap();
+    let before = upstream.count("/left");
+    assert!(eventually(30, || b.get_json("/left").1["dist-tags"]
+        ["latest"]
+        == "1.1.0"));
+    assert_eq!(upstream.count("/left"), before, "b asked upstream");
+    // remove-package takes it off the shared list for every node.
+    let out = support::sluice_cli(&b.config_path, &["remove-package", "right"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(eventually(30, || b.get_json("/right").0 == 403));
+}
