@@ -892,5 +892,10 @@ mod tests {
         let config = Config::parse(EMBEDDED, "conf/sluice.toml", Path::new("/x/conf")).unwrap();
         assert!(config.policy.read_through);
         assert_eq!(config.storage.dir, PathBuf::from("/x/conf/../data"));
+        // What a first run writes goes to ./data (ignored by git), not to the tracked conf/.
+        assert_eq!(
+            config.policy.whitelist,
+            PathBuf::from("/x/conf/../data/whitelist")
+        );
     }
 }

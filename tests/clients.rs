@@ -1,7 +1,7 @@
 //! Every client: npm, pnpm, yarn 1, yarn 4 and bun install the same project through sluice.
 //!
 //! The clients other than npm are installed by `.ci/run` into `target/tools` (or the folder
-//! named by `$SLUICE_TOOLS`); a client that is not there is reported and skipped.
+//! named by `$SLUICE_TOOLS`); a client that is not there is reported and skipped (a failure under CI).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -24,7 +24,10 @@ fn client(relative: &str) -> Option<PathBuf> {
     if path.exists() {
         Some(path)
     } else {
-        eprintln!("SKIPPED: {} is not installed (run .ci/run)", path.display());
+        support::cannot_run(&format!(
+            "{} is not installed (scripts/setup --tests installs it)",
+            path.display()
+        ));
         None
     }
 }

@@ -196,7 +196,7 @@ fn metrics_and_the_status_page_show_what_happened() {
 
     // The page as a browser shows it (Debian's chromium, headless), when installed.
     if Command::new("chromium").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: chromium is not installed (run .ci/run)");
+        support::cannot_run("chromium is not installed (scripts/setup --tests installs it)");
         return;
     }
     let profile = tempfile::tempdir().unwrap();

@@ -760,7 +760,7 @@ fn an_unreadable_whitelist_keeps_the_last_good_list() {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
     if root && Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: running as root without setpriv");
+        support::cannot_run("running as root without setpriv (util-linux)");
         return;
     }
     let upstream = FakeRegistry::start();

@@ -318,3 +318,40 @@ fn refresh_picks_up_new_versions_and_upstream_failure_serves_stale() {
     project.install(&sluice.url(), &["right"]);
     assert_eq!(project.require("left"), "left@1.2.0");
 }
+
+#[test]
+fn a_first_run_with_the_shipped_configuration_writes_only_under_data() {
+    // A copy of the checkout's conf/ in a folder of its own, pointed at the fake registry.
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let checkout = tempfile::tempdir().unwrap();
+    let conf = checkout.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    let shipped = include_str!("../conf/sluice.toml");
+    let port = sluice::server::free_port().unwrap();
+    let text = shipped
+        .replace(
+            "# registry = \"https://registry.example.com/\"",
+            &format!("registry = \"{}\"", upstream.url()),
+        )
+        .replace("127.0.0.1:4870", &format!("127.0.0.1:{port}"));
+    assert_ne!(text, shipped);
+    std::fs::write(conf.join("sluice.toml"), &text).unwrap();
+    let example = include_str!("../conf/whitelist");
+    std::fs::write(conf.join("whitelist"), example).unwrap();
+    let config = sluice::config::Config::load_file(&conf.join("sluice.toml")).unwrap();
+    let server = sluice::server::spawn(config).unwrap();
+    let (status, _, _) = support::http_get(&format!("{}left", server.url()), &[]);
+    assert_eq!(status, 200, "read-through");
+    server.stop();
+    assert_eq!(
+        std::fs::read_to_string(conf.join("whitelist")).unwrap(),
+        example
+    );
+    assert_eq!(
+        std::fs::read_to_string(conf.join("sluice.toml")).unwrap(),
+        text
+    );
+    let list = std::fs::read_to_string(checkout.path().join("data/whitelist")).unwrap();
+    assert!(list.contains("left"), "{list}");
+}

@@ -2,7 +2,7 @@
 //! chosen here, its data in a temporary folder, stopped when dropped.
 //!
 //! `weed` is looked up in `$SLUICE_WEED`, then `target/tools/seaweedfs/bin/weed` (where
-//! `scripts/install-test-tools` puts it), then `PATH`. When it cannot be found the test says so
+//! `scripts/setup --tests` puts it), then `PATH`. When it cannot be found the test says so
 //! and passes — except under CI (`CI` set), where a test that cannot run fails.
 
 use std::net::TcpListener;
@@ -65,12 +65,10 @@ impl Seaweed {
     /// installed here. Panics under CI instead: there, every test must run.
     pub fn start() -> Option<Seaweed> {
         let Some(weed) = weed_binary() else {
-            let message = "SeaweedFS (`weed`) is not installed: the s3 tests cannot run here \
-                 (scripts/install-test-tools installs it into target/tools)";
-            if std::env::var_os("CI").is_some() {
-                panic!("{message}");
-            }
-            eprintln!("SKIPPED: {message}");
+            super::cannot_run(
+                "SeaweedFS (`weed`) is not installed: the s3 tests cannot run here \
+                 (scripts/setup --tests installs it into target/tools)",
+            );
             return None;
         };
         for _ in 0..3 {
