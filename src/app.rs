@@ -16,15 +16,17 @@ use crate::core::renders::Renders;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
 use crate::plugins::Host;
-use crate::store::{HotCache, SharedStore};
+use crate::store::{HotCache, Instrumented, SharedStore};
 use crate::upstream::Upstream;
 
 /// Everything a running sluice is made of.
 pub struct App {
     /// The configuration it was built from.
     pub config: Arc<Config>,
-    /// The persistent store.
+    /// The persistent store (counted: see `store_ops`).
     pub store: SharedStore,
+    /// Counts of the store's operations.
+    pub store_ops: Arc<Instrumented>,
     /// The upstream client.
     pub upstream: Upstream,
     /// The plugins.
@@ -71,6 +73,8 @@ impl App {
     /// Build sluice for `config` on `store` (tests wrap the configured one to inject faults).
     pub fn with_store(config: Config, store: SharedStore) -> anyhow::Result<Arc<App>> {
         crate::tls::install_crypto_provider();
+        let store_ops = Arc::new(Instrumented::new(store));
+        let store: SharedStore = store_ops.clone();
         let host = Arc::new(Host::build(&config)?);
         let config = Arc::new(config);
         let upstream = Upstream::new(&config.upstream)?;
@@ -121,6 +125,7 @@ impl App {
         ));
         Ok(Arc::new(App {
             store,
+            store_ops,
             upstream,
             host,
             packuments,
@@ -222,6 +227,7 @@ impl App {
             stale: load(&self.packuments.stats.stale),
             revalidations: load(&self.packuments.stats.revalidations),
             last_refresh_ms: load(&self.last_refresh_ms),
+            store_ops: self.store_ops.stats(),
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

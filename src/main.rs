@@ -1,4 +1,5 @@
-//! The sluice command line: serve | check | add-package | remove-package.
+//! The sluice command line: serve | check | add-package | remove-package | mirror | verify |
+//! migrate.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,16 @@ enum Command {
     ///
     /// Exits non-zero when it found any.
     Verify,
+    /// Copy this store (packuments, tarballs, checkpoint, shared state) into the store another
+    /// configuration names: disk to s3 and back. Resumable: run it again after an interruption.
+    Migrate {
+        /// The configuration whose `[storage]` is the destination.
+        #[arg(long)]
+        to: PathBuf,
+        /// Packages copied at once (default: upstream.concurrency).
+        #[arg(long, short = 'j')]
+        concurrency: Option<usize>,
+    },
     /// Take packages off the whitelist (the store keeps their data).
     #[command(name = "remove-package")]
     RemovePackage {
@@ -118,6 +129,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Mirror { once } => mirror(config, once),
         Command::Verify => verify(config),
         Command::RemovePackage { names } => remove_packages(config, &names),
+        Command::Migrate { to, concurrency } => migrate(config, &to, concurrency),
         Command::Serve => {
             sluice::server::serve(App::build(config)?)?;
             Ok(ExitCode::SUCCESS)
@@ -175,6 +187,53 @@ fn add_package(
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn migrate(
+    config: Config,
+    to: &std::path::Path,
+    concurrency: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let target = Config::load_file(to)?;
+    let from = sluice::store::open(&config)?;
+    let into = sluice::store::open(&target)?;
+    if sluice::jobs::migrate::same_store(from.as_ref(), into.as_ref()) {
+        anyhow::bail!(
+            "{} and {} name the same store ({})",
+            config.source,
+            target.source,
+            from.location()
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let concurrency = concurrency.unwrap_or(config.upstream.concurrency);
+    let done = runtime.block_on(sluice::jobs::migrate::migrate(
+        &from,
+        &into,
+        concurrency,
+        std::io::stderr().is_terminal(),
+    ))?;
+    println!(
+        "{} -> {}: {} packuments written, {} already there; {} tarballs copied and verified ({:.1} MB), {} already there; {} state objects; in {:.1}s",
+        from.location(),
+        into.location(),
+        done.packuments,
+        done.packuments_kept,
+        done.tarballs,
+        done.bytes as f64 / 1e6,
+        done.tarballs_kept,
+        done.state,
+        done.elapsed.as_secs_f64()
+    );
+    if done.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for failure in &done.failures {
+        eprintln!("failed: {failure}");
+    }
+    eprintln!("run it again to retry what failed (what was copied is kept)");
+    Ok(ExitCode::FAILURE)
 }
 
 /// Take `names` off the whitelist file, and in a fleet off the shared list too.

@@ -421,3 +421,41 @@ fn live_npm_install_of_express_through_the_configured_registry() {
     let list = std::fs::read_to_string(dir.path().join("whitelist")).unwrap();
     assert!(list.lines().any(|l| l == "express"), "{list}");
 }
+
+#[test]
+fn an_edge_sluice_in_front_of_an_origin_sluice_serves_with_links_to_itself() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let origin = Sluice::start(
+        &upstream,
+        "",
+        "[policy]\nwhitelist = \"whitelist\"\nread_through = true\n",
+    );
+    let edge_dir = tempfile::tempdir().unwrap();
+    std::fs::write(edge_dir.path().join("whitelist"), "").unwrap();
+    let edge = Sluice::start_with_registry(
+        edge_dir,
+        &origin.url(),
+        "[policy]\nwhitelist = \"whitelist\"\nread_through = true\n",
+    );
+    let project = Project::new();
+    project.install(&edge.url(), &["top"]);
+    assert_eq!(project.require("top"), "top@3.0.0");
+    let (status, doc) = edge.get_json("/left");
+    assert_eq!(status, 200);
+    for link in tarball_links(&doc) {
+        assert!(link.starts_with(&edge.url()), "{link}");
+    }
+    // Both tiers hold the tarballs; with the origin's upstream gone the edge still serves.
+    for sluice in [&origin, &edge] {
+        let app = sluice.server.as_ref().unwrap().app.clone();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        assert!(runtime
+            .block_on(app.store.has_tarball("left", "left-1.1.0.tgz"))
+            .unwrap());
+    }
+    upstream.set_down(true);
+    let again = Project::new();
+    again.install(&edge.url(), &["top"]);
+    assert_eq!(again.require("left"), "left@1.1.0");
+}

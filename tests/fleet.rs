@@ -537,3 +537,136 @@ fn what_one_node_adds_or_refreshes_every_node_serves_within_cluster_sync() {
     );
     assert!(eventually(30, || b.get_json("/right").0 == 403));
 }
+
+fn migrate(from: &std::path::Path, to: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["migrate", "-j", "2", "--to"])
+        .arg(to)
+        .arg("--config")
+        .arg(from)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn migrate_copies_disk_to_s3_and_back_byte_identical_and_resumes_after_a_kill() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    let names: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+    for name in &names {
+        upstream.publish(name, "1.0.0", &[]);
+        upstream.publish(name, "1.1.0", &[]);
+    }
+    let wants: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "*")).collect();
+    upstream.publish("all", "1.0.0", &wants);
+    let sluice = Sluice::start(&upstream, "", "");
+    let out = support::sluice_cli(
+        &sluice.config_path,
+        &["add-package", "all", "--all-versions"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disk = sluice.config_path.clone();
+    let dir = sluice.stop();
+    let s3 = dir.path().join("s3.toml");
+    std::fs::write(
+        &s3,
+        format!(
+            "[upstream]\nregistry = \"{}\"\n{}",
+            upstream.url(),
+            seaweed.storage("unused", "migrated/")
+        ),
+    )
+    .unwrap();
+    let back = dir.path().join("back.toml");
+    std::fs::write(
+        &back,
+        format!(
+            "[upstream]\nregistry = \"{}\"\n[storage]\ndir = \"back\"\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    // Killed while it copies, then run again to the end.
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["migrate", "-j", "1", "--to"])
+            .arg(&s3)
+            .arg("--config")
+            .arg(&disk)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bucket = bucket(&seaweed, "migrated/");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    eventually(60, || {
+        runtime
+            .block_on(bucket.packument("m3"))
+            .ok()
+            .flatten()
+            .is_some()
+    });
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let out = migrate(&disk, &s3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = migrate(&s3, &back);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        summary.contains("tarballs copied and verified"),
+        "{summary}"
+    );
+    // Every packument and tarball is byte-identical after the round trip.
+    let original = sluice::store::DiskStore::new(dir.path().join("data"));
+    let returned = sluice::store::DiskStore::new(dir.path().join("back"));
+    runtime.block_on(async {
+        use sluice::store::Store;
+        for name in names.iter().map(String::as_str).chain(["all"]) {
+            let a = original.packument(name).await.unwrap().unwrap();
+            let b = returned.packument(name).await.unwrap().unwrap();
+            assert!(a.bytes == b.bytes, "{name}: the packument differs");
+            assert_eq!(a.meta, b.meta, "{name}");
+            for version in ["1.0.0", "1.1.0"] {
+                if name == "all" && version == "1.1.0" {
+                    continue;
+                }
+                let file = format!("{name}-{version}.tgz");
+                let read = |store: &sluice::store::DiskStore| {
+                    let file = file.clone();
+                    let store = store.clone();
+                    async move {
+                        let body = store.tarball(name, &file).await.unwrap().unwrap();
+                        body.stream.map(|c| c.unwrap().to_vec()).concat().await
+                    }
+                };
+                assert!(read(&original).await == read(&returned).await, "{file}");
+                assert!(
+                    read(&returned).await == upstream.tarball(name, version),
+                    "{file}"
+                );
+            }
+        }
+    });
+    // Again: nothing left to copy.
+    let out = migrate(&s3, &back);
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(summary.contains(": 0 packuments written"), "{summary}");
+}

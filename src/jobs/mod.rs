@@ -5,5 +5,6 @@
 
 pub mod closure;
 pub mod leader;
+pub mod migrate;
 pub mod mirror;
 pub mod refresh;

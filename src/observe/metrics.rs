@@ -171,6 +171,28 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_store_requests_total Store operations, by operation and outcome.\n# TYPE sluice_store_requests_total counter"
+    );
+    for ((op, outcome), stats) in &snapshot.store_ops {
+        let _ = writeln!(
+            out,
+            "sluice_store_requests_total{{store=\"{}\",op=\"{op}\",outcome=\"{outcome}\"}} {}",
+            snapshot.store, stats.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_store_seconds_total Time spent in store operations, by operation and outcome.\n# TYPE sluice_store_seconds_total counter"
+    );
+    for ((op, outcome), stats) in &snapshot.store_ops {
+        let _ = writeln!(
+            out,
+            "sluice_store_seconds_total{{store=\"{}\",op=\"{op}\",outcome=\"{outcome}\"}} {:.6}",
+            snapshot.store, stats.seconds
+        );
+    }
     let last_refresh = snapshot.last_refresh_ms;
     if last_refresh > 0 {
         let lag = now_ms().saturating_sub(last_refresh) / 1000;

@@ -68,4 +68,6 @@ pub struct Snapshot {
     pub last_refresh_ms: u64,
     /// The follower's progress (mirror mode).
     pub mirror: Option<MirrorStatus>,
+    /// Store operations: ((operation, outcome), counts).
+    pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
 }

@@ -15,6 +15,7 @@
 mod disk;
 mod faulty;
 mod hot;
+mod instrumented;
 pub mod lease;
 mod s3;
 
@@ -31,6 +32,7 @@ use ssri::Integrity;
 pub use disk::DiskStore;
 pub use faulty::{Fault, Faulty};
 pub use hot::{tarball_etag, HotCache, HotKey, Rendered};
+pub use instrumented::{Instrumented, OpStats};
 pub use s3::S3Store;
 
 /// A store operation that failed (disk full, permissions, an unreachable bucket…).

@@ -1,0 +1,207 @@
+//! `sluice migrate --to NEW.toml`: copy a store (packuments, tarballs, the mirror checkpoint,
+//! a fleet's shared state) into the store another configuration names — disk to s3 and back.
+//!
+//! Every tarball goes through the destination's verifying sink, so nothing unverified lands
+//! there. A packument the destination already has is merged, never overwritten (no version is
+//! lost), and what is already there is skipped: an interrupted run is resumed by running it
+//! again.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use sluice_plugin_api::Packument;
+
+use crate::core::published_integrity;
+use crate::packument;
+use crate::store::{Expect, SharedStore, Store, StoreError, Written};
+
+/// The state objects a migration copies (leases are not: each store elects its own).
+const STATE: &[&str] = &["mirror-checkpoint", "fleet/whitelist", "fleet/journal"];
+
+/// What a migration did.
+#[derive(Debug, Default)]
+pub struct Migrated {
+    /// Packuments written to the destination (new or merged).
+    pub packuments: u64,
+    /// Packuments the destination already had as they are.
+    pub packuments_kept: u64,
+    /// Tarballs copied (and verified).
+    pub tarballs: u64,
+    /// Tarballs the destination already had.
+    pub tarballs_kept: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// State objects copied.
+    pub state: u64,
+    /// What could not be copied.
+    pub failures: Vec<String>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Copy everything in `from` into `to`, `concurrency` packages at a time.
+pub async fn migrate(
+    from: &SharedStore,
+    to: &SharedStore,
+    concurrency: usize,
+    progress: bool,
+) -> Result<Migrated, StoreError> {
+    let started = Instant::now();
+    let names: Vec<String> = from.packument_names().try_collect().await?;
+    let bar = if progress {
+        let bar = ProgressBar::new(names.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} packages {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let counts: [AtomicU64; 5] = Default::default();
+    let failures = std::sync::Mutex::new(Vec::new());
+    let done = AtomicU64::new(0);
+    let total = names.len() as u64;
+    futures::stream::iter(names)
+        .for_each_concurrent(concurrency.max(1), |name| {
+            let (counts, failures, bar, done) = (&counts, &failures, &bar, &done);
+            async move {
+                if let Err(error) = copy_package(from, to, &name, counts).await {
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{name}: {error}"));
+                }
+                let done = done.fetch_add(1, Ordering::Relaxed) + 1;
+                bar.inc(1);
+                bar.set_message(format!(
+                    "{} tarballs, {:.1} MB",
+                    counts[2].load(Ordering::Relaxed) + counts[3].load(Ordering::Relaxed),
+                    counts[4].load(Ordering::Relaxed) as f64 / 1e6
+                ));
+                if bar.is_hidden() && (done % 500 == 0 || done == total) {
+                    tracing::info!(done, total, "migrate: packages copied");
+                }
+            }
+        })
+        .await;
+    bar.finish_and_clear();
+    let mut state = 0;
+    for key in STATE {
+        if let Some((bytes, _)) = from.state(key).await? {
+            let current = to.state(key).await?;
+            let expect = Expect::from_read(current.as_ref().map(|(_, t)| t));
+            if current.as_ref().is_none_or(|(b, _)| *b != bytes) {
+                if let Written::Stored(_) = to.put_state(key, bytes, expect).await? {
+                    state += 1;
+                }
+            }
+        }
+    }
+    let load = |i: usize| counts[i].load(Ordering::Relaxed);
+    Ok(Migrated {
+        packuments: load(0),
+        packuments_kept: load(1),
+        tarballs: load(2),
+        tarballs_kept: load(3),
+        bytes: load(4),
+        state,
+        failures: failures.into_inner().unwrap_or_else(|p| p.into_inner()),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Copy the packument of `name` (merged with what `to` holds) and every tarball of it `from`
+/// holds.
+async fn copy_package(
+    from: &SharedStore,
+    to: &SharedStore,
+    name: &str,
+    counts: &[AtomicU64; 5],
+) -> Result<(), String> {
+    let Some(source) = from.packument(name).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let doc = packument::parse(&source.bytes, name).map_err(|e| e.to_string())?;
+    // The packument: created, merged with what is there, or kept.
+    loop {
+        let held = to.packument(name).await.map_err(|e| e.to_string())?;
+        let bytes = match &held {
+            Some(held) if held.bytes == source.bytes => {
+                counts[1].fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Some(held) => {
+                let mut merged = doc.clone();
+                if let Ok(there) = packument::parse(&held.bytes, name) {
+                    packument::merge(&mut merged, &there);
+                }
+                bytes::Bytes::from(serde_json::to_vec(&merged.doc).map_err(|e| e.to_string())?)
+            }
+            None => source.bytes.clone(),
+        };
+        let expect = Expect::from_read(held.as_ref().map(|h| &h.token));
+        match to
+            .put_packument(name, bytes, &source.meta, expect)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Written::Stored(_) => {
+                counts[0].fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Written::Conflict => continue,
+        }
+    }
+    for (_, manifest) in doc.versions().into_iter().flatten() {
+        let Some(file) = Packument::tarball_file(manifest) else {
+            continue;
+        };
+        copy_tarball(from, to, name, file, manifest, counts).await?;
+    }
+    Ok(())
+}
+
+async fn copy_tarball(
+    from: &SharedStore,
+    to: &SharedStore,
+    name: &str,
+    file: &str,
+    manifest: &Value,
+    counts: &[AtomicU64; 5],
+) -> Result<(), String> {
+    if to
+        .has_tarball(name, file)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        counts[3].fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let Some(body) = from.tarball(name, file).await.map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    // Verified against what the version publishes (else what the source recorded).
+    let integrity = published_integrity(manifest).unwrap_or_else(|| body.integrity.clone());
+    let mut sink = to
+        .tarball_sink(name, file, &integrity, Some(body.size))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stream = body.stream;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("{file}: {e}"))?;
+        sink.write(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    sink.commit().await.map_err(|e| format!("{file}: {e}"))?;
+    counts[2].fetch_add(1, Ordering::Relaxed);
+    counts[4].fetch_add(body.size, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether two stores are the same (migrating a store into itself is refused).
+pub fn same_store(a: &dyn Store, b: &dyn Store) -> bool {
+    a.location() == b.location()
+}
