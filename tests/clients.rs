@@ -180,7 +180,7 @@ fn yarn_berry_installs_the_project() {
 
 #[test]
 fn bun_installs_the_project() {
-    let Some(bun) = client("@oven/bun-linux-x64/bin/bun") else {
+    let Some(bun) = client("bun/bin/bun.exe") else {
         return;
     };
     let (_upstream, sluice) = start();
