@@ -19,6 +19,9 @@
 #              (nearest rank) for packument misses and tarball misses apart. Each sluice has its
 #              own store, so the same names are cold for both; x-cache-status and the upstream's
 #              request counts are shown to prove they were misses.
+# With sluice's default storage.memory (256 MiB) both hit targets fit in its in-memory hot cache,
+# which is what a deployment serves hits from; MEMORY=0 turns that cache off so hits go to the
+# store.
 # Ends with a markdown table: target | disk | s3 | s3/disk, and the command line used.
 # Needs: python3, curl (≥ 7.84), wrk (apt-get install -y wrk), the SeaweedFS binary `weed`
 # (target/tools/seaweedfs/bin/weed). SLUICE_FIXTURES (required) names a folder of real gzipped
@@ -61,9 +64,11 @@ die() { echo "fleet.sh: $*" >&2; exit 1; }
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-fleet.XXXXXX")
 PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
+cleanup() { # newest first, one by one: the sluices stop before the bucket they write to
+    local i pid
+    for (( i = ${#PIDS[@]} - 1; i >= 0; i-- )); do
+        pid=${PIDS[$i]}
+        kill "$pid" 2>/dev/null || continue
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$pid" 2>/dev/null || true
     done

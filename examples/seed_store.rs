@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         etag: None,
         last_modified: None,
         fetched_at: now_ms(),
+        origin: None,
     };
     let started = std::time::Instant::now();
     let mut writes = futures::stream::iter(0..count)

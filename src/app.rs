@@ -168,6 +168,7 @@ impl App {
         match fleet.news().await {
             Ok(News::Names(names)) => {
                 for name in &names {
+                    self.store.forget(name);
                     self.hot.invalidate_packument(name);
                     self.indexes.invalidate(name);
                 }
@@ -176,6 +177,7 @@ impl App {
                 }
             }
             Ok(News::Everything) => {
+                self.store.forget_all();
                 self.hot.invalidate_all();
                 self.indexes.invalidate_all();
             }

@@ -180,6 +180,8 @@ pub struct StorageConfig {
     pub hot_tarball_max: u64,
     /// Where the store is.
     pub backend: Backend,
+    /// With `backend = "s3"`: the bound of this node's local disk tier in `dir`, in bytes.
+    pub local_max: u64,
     /// `[storage.s3]`, with `backend = "s3"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Config>,
@@ -331,6 +333,7 @@ struct StorageFile {
     memory: Option<ByteSize>,
     hot_tarball_max: Option<ByteSize>,
     backend: Option<toml::Spanned<Backend>>,
+    local_max: Option<ByteSize>,
     s3: Option<toml::Spanned<S3File>>,
 }
 
@@ -679,6 +682,7 @@ impl Config {
                 memory: file.storage.memory.map_or(256 << 20, |s| s.0),
                 hot_tarball_max: file.storage.hot_tarball_max.map_or(1 << 20, |s| s.0),
                 backend,
+                local_max: file.storage.local_max.map_or(10 << 30, |s| s.0),
                 s3,
             },
             policy: PolicyConfig {

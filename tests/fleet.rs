@@ -44,6 +44,7 @@ fn meta() -> PackumentMeta {
         etag: Some("\"e\"".into()),
         last_modified: None,
         fetched_at: 1,
+        origin: None,
     }
 }
 
@@ -669,4 +670,53 @@ fn migrate_copies_disk_to_s3_and_back_byte_identical_and_resumes_after_a_kill() 
     let out = migrate(&s3, &back);
     let summary = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(summary.contains(": 0 packuments written"), "{summary}");
+}
+
+#[test]
+fn a_node_serves_what_its_local_tier_holds_while_the_bucket_is_down() {
+    let Some(mut seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    // Tarballs are never held in memory here: they come from the store each time.
+    let storage = seaweed.storage("data", "down/").replace(
+        "memory = \"64MiB\"\n",
+        "memory = \"64MiB\"\nhot_tarball_max = \"0\"\n",
+    );
+    let sluice = Sluice::start(
+        &upstream,
+        "left\nright\n",
+        &format!(
+            "{storage}\n[upstream]\nregistry = \"{}\"\ntimeout = \"2s\"\n",
+            upstream.url()
+        ),
+    );
+    let tarball = upstream.tarball("left", "1.0.0");
+    assert_eq!(sluice.get_json("/left").0, 200);
+    let (status, headers, body) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!((status, &body), (200, &tarball));
+    assert_eq!(headers["x-cache-status"], "MISS");
+    // The bucket and upstream go away.
+    seaweed.stop();
+    upstream.set_down(true);
+    let (status, headers, body) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!((status, &body), (200, &tarball), "from the local tier");
+    assert_eq!(headers["x-cache-status"], "HIT");
+    let (status, _) = sluice.get_json("/left/1.0.0");
+    assert_eq!(status, 200);
+    // A copy no longer known to be current (as after another node's change) is served stale.
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    app.store.forget_all();
+    let (status, headers, _) = sluice.get("/left/1.0.0", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-cache-status"], "STALE");
+    // What the tier never held: a clear JSON error.
+    let (status, body) = sluice.get_json("/right");
+    assert!(matches!(status, 502..=504), "{status} {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
 }

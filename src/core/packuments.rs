@@ -108,6 +108,11 @@ impl Packuments {
     /// once and revalidated in the background.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<(Doc, CacheStatus), Error> {
         if let Some(stored) = self.store.packument(name).await? {
+            if stored.stale {
+                // A local copy: the shared store is out of reach.
+                self.stats.stale.fetch_add(1, Ordering::Relaxed);
+                return Ok((stored.into(), CacheStatus::Stale));
+            }
             self.confirmed.insert(name.into(), stored.meta.fetched_at);
             if self.is_fresh(stored.meta.fetched_at) {
                 return Ok((stored.into(), CacheStatus::Hit));
@@ -191,6 +196,7 @@ impl Packuments {
                     etag,
                     last_modified,
                     fetched_at: now,
+                    origin: None,
                 };
                 self.merge_and_store(name, bytes, meta, held).await
             }

@@ -25,6 +25,7 @@ fn meta(at: u64) -> PackumentMeta {
         etag: Some(format!("\"{at}\"")),
         last_modified: None,
         fetched_at: at,
+        origin: None,
     }
 }
 

@@ -45,6 +45,63 @@ fn state_key(key: &str) -> String {
     format!("state:{key}")
 }
 
+impl DiskStore {
+    /// Store `bytes` as the packument of `name` whatever is there (a node's local copy of a
+    /// shared store's object).
+    pub async fn replace_packument(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        meta: &PackumentMeta,
+    ) -> Result<(), StoreError> {
+        let key = packument_key(name);
+        let metadata = serde_json::to_value(meta).map_err(|e| self.fail(e))?;
+        let _lock = self.lock(&key).await?;
+        let found = self.find(&key).await?;
+        let mut writer = cacache::WriteOpts::new()
+            .algorithm(Algorithm::Sha256)
+            .size(bytes.len())
+            .time(next_time(found.as_ref()))
+            .metadata(metadata)
+            .open(&self.dir, &key)
+            .await
+            .map_err(|e| self.fail(e))?;
+        writer.write_all(bytes).await.map_err(|e| self.fail(e))?;
+        writer.commit().await.map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    /// Drop the oldest tarballs until the tarballs kept take at most `max` bytes.
+    ///
+    /// Returns the bytes dropped.
+    pub async fn evict_tarballs_to(&self, max: u64) -> Result<u64, StoreError> {
+        let dir = self.dir.clone();
+        let mut entries: Vec<cacache::Metadata> = tokio::task::spawn_blocking(move || {
+            cacache::index::ls(&dir)
+                .filter_map(Result::ok)
+                .filter(|e| e.key.starts_with("tarball:"))
+                .collect()
+        })
+        .await
+        .map_err(|e| self.fail(e))?;
+        let mut total: u64 = entries.iter().map(|e| e.size as u64).sum();
+        if total <= max {
+            return Ok(0);
+        }
+        entries.sort_by_key(|e| e.time);
+        let mut dropped = 0;
+        for entry in entries {
+            if total <= max {
+                break;
+            }
+            self.drop_entry(&entry.key, Some(&entry.integrity)).await;
+            total = total.saturating_sub(entry.size as u64);
+            dropped += entry.size as u64;
+        }
+        Ok(dropped)
+    }
+}
+
 /// The time to write a new version of an entry at: now, but always after the version it
 /// replaces, so every write makes a new token.
 fn next_time(replaced: Option<&cacache::Metadata>) -> u128 {
@@ -216,6 +273,7 @@ impl Store for DiskStore {
             bytes: Bytes::from(bytes),
             meta,
             token,
+            stale: false,
         }))
     }
 

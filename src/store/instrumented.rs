@@ -187,6 +187,14 @@ impl Store for Instrumented {
         self.inner.claim(what).await
     }
 
+    fn forget(&self, name: &str) {
+        self.inner.forget(name);
+    }
+
+    fn forget_all(&self) {
+        self.inner.forget_all();
+    }
+
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
         self.inner.packument_names()
     }

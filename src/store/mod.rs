@@ -18,6 +18,7 @@ mod hot;
 mod instrumented;
 pub mod lease;
 mod s3;
+mod tiered;
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub use faulty::{Fault, Faulty};
 pub use hot::{tarball_etag, HotCache, HotKey, Rendered};
 pub use instrumented::{Instrumented, OpStats};
 pub use s3::S3Store;
+pub use tiered::Tiered;
 
 /// A store operation that failed (disk full, permissions, an unreachable bucket…).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -103,6 +105,9 @@ pub struct PackumentMeta {
     pub last_modified: Option<String>,
     /// When upstream last confirmed this document (unix milliseconds).
     pub fetched_at: u64,
+    /// In a node's local copy: the version of the shared store's object it copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// A packument read from the store.
@@ -114,6 +119,8 @@ pub struct StoredPackument {
     pub meta: PackumentMeta,
     /// Its version in the store, for a conditional put.
     pub token: Token,
+    /// Served from a node's local copy because the shared store could not be reached.
+    pub stale: bool,
 }
 
 /// A stored tarball, streaming out.
@@ -233,6 +240,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The bytes the store takes.
     async fn usage(&self) -> Result<u64, StoreError>;
 
+    /// Forget any local copy of the packument of `name` (another node changed it).
+    ///
+    /// By default there is none to forget.
+    fn forget(&self, _name: &str) {}
+
+    /// Forget every local copy of a packument.
+    ///
+    /// By default there is none to forget.
+    fn forget_all(&self) {}
+
     /// Check every entry against its integrity; drop the corrupt or missing ones (they are
     /// fetched again on demand). `progress` gets (done, total) after each entry.
     async fn verify(
@@ -279,7 +296,11 @@ pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
                         })
                     })
             })?;
-            Ok(Arc::new(store))
+            Ok(Arc::new(Tiered::new(
+                DiskStore::new(&storage.dir),
+                Arc::new(store),
+                storage.local_max,
+            )))
         }
         _ => Ok(Arc::new(DiskStore::new(&storage.dir))),
     }

@@ -360,7 +360,12 @@ impl Store for S3Store {
         let meta = decode_meta(&found.attributes);
         let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
         let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
-        Ok(Some(StoredPackument { bytes, meta, token }))
+        Ok(Some(StoredPackument {
+            bytes,
+            meta,
+            token,
+            stale: false,
+        }))
     }
 
     async fn packument_meta(

@@ -106,6 +106,8 @@ impl Seaweed {
             .arg(format!("-s3.port.iceberg={}", p(5)))
             .arg(format!("-s3.port.lance={}", p(6)))
             .args(["-webdav=false", "-admin.ui=false", "-bucket=sluice"])
+            // No statistics sent out: everything stays on 127.0.0.1.
+            .arg("-master.telemetry=false")
             .arg(format!("-s3.config={}", identities.display()))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

@@ -1,0 +1,331 @@
+//! A node's local disk tier in front of the shared bucket (`storage.backend = "s3"`): tarballs
+//! and packuments are kept in `storage.dir` as well, so a hit touches neither the bucket nor
+//! upstream, and while the bucket is out of reach the node serves what its tier holds (as
+//! stale). The bucket stays the canonical store: every write goes there first, with its
+//! conditions, and a local copy is trusted only until the fleet's journal says another node
+//! changed it ([`Store::forget`]) or this process restarts.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use ssri::Integrity;
+
+use super::{
+    Claim, DiskStore, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument,
+    TarballBody, TarballSink, Token, VerifyReport, Written,
+};
+
+/// How many tarball writes between two checks of the local tier's bound.
+const TRIM_EVERY: u64 = 64;
+
+/// The local tier and the shared store behind it.
+#[derive(Debug)]
+pub struct Tiered {
+    local: DiskStore,
+    remote: SharedStore,
+    /// Packuments whose local copy is the shared store's current one.
+    trusted: moka::sync::Cache<String, ()>,
+    max_local: u64,
+    writes: AtomicU64,
+}
+
+impl Tiered {
+    /// `local` in front of `remote`; the local tier's tarballs take at most `max_local` bytes.
+    pub fn new(local: DiskStore, remote: SharedStore, max_local: u64) -> Self {
+        Self {
+            local,
+            remote,
+            trusted: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            max_local,
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    /// Keep `stored` (the shared store's current version) as the local copy of `name`.
+    async fn keep(&self, name: &str, stored: &StoredPackument) {
+        let meta = PackumentMeta {
+            origin: Some(stored.token.as_str().to_string()),
+            ..stored.meta.clone()
+        };
+        match self
+            .local
+            .replace_packument(name, &stored.bytes, &meta)
+            .await
+        {
+            Ok(()) => self.trusted.insert(name.to_string(), ()),
+            Err(error) => {
+                self.trusted.invalidate(name);
+                tracing::warn!(package = name, %error, "local tier: packument not kept");
+            }
+        }
+    }
+
+    /// The local copy of `name`, as the shared store's version it copies.
+    async fn local_copy(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
+        let Some(copy) = self.local.packument(name).await? else {
+            return Ok(None);
+        };
+        let Some(origin) = copy.meta.origin.clone() else {
+            return Ok(None);
+        };
+        Ok(Some(StoredPackument {
+            bytes: copy.bytes,
+            meta: PackumentMeta {
+                origin: None,
+                ..copy.meta
+            },
+            token: Token::new(origin),
+            stale: false,
+        }))
+    }
+
+    fn wrote_tarball(&self) {
+        if self.writes.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY != TRIM_EVERY - 1 {
+            return;
+        }
+        let (local, max) = (self.local.clone(), self.max_local);
+        tokio::spawn(async move {
+            match local.evict_tarballs_to(max).await {
+                Ok(0) => {}
+                Ok(bytes) => tracing::info!(bytes, "local tier: oldest tarballs dropped"),
+                Err(error) => tracing::warn!(%error, "local tier: cannot trim"),
+            }
+        });
+    }
+
+    /// Copy tarball `file` of `name` from the shared store into the local tier, verified.
+    async fn copy_down(local: DiskStore, remote: SharedStore, name: String, file: String) {
+        let Ok(Some(body)) = remote.tarball(&name, &file).await else {
+            return;
+        };
+        let Ok(mut sink) = local
+            .tarball_sink(&name, &file, &body.integrity, Some(body.size))
+            .await
+        else {
+            return;
+        };
+        let mut stream = body.stream;
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { return };
+            if sink.write(&chunk).await.is_err() {
+                return;
+            }
+        }
+        if let Err(error) = sink.commit().await {
+            tracing::warn!(package = name, file, %error, "local tier: tarball not kept");
+        }
+    }
+}
+
+#[async_trait]
+impl Store for Tiered {
+    fn location(&self) -> String {
+        format!(
+            "{} (local tier {})",
+            self.remote.location(),
+            self.local.location()
+        )
+    }
+
+    async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
+        if self.trusted.contains_key(name) {
+            if let Some(copy) = self.local_copy(name).await? {
+                return Ok(Some(copy));
+            }
+        }
+        match self.remote.packument(name).await {
+            Ok(Some(stored)) => {
+                self.keep(name, &stored).await;
+                Ok(Some(stored))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => match self.local_copy(name).await? {
+                Some(copy) => {
+                    tracing::warn!(package = name, %error, "the shared store failed: serving the local copy");
+                    Ok(Some(StoredPackument {
+                        stale: true,
+                        ..copy
+                    }))
+                }
+                None => Err(error),
+            },
+        }
+    }
+
+    async fn packument_meta(
+        &self,
+        name: &str,
+    ) -> Result<Option<(PackumentMeta, Token)>, StoreError> {
+        if self.trusted.contains_key(name) {
+            if let Some(copy) = self.local_copy(name).await? {
+                return Ok(Some((copy.meta, copy.token)));
+            }
+        }
+        self.remote.packument_meta(name).await
+    }
+
+    async fn put_packument(
+        &self,
+        name: &str,
+        bytes: Bytes,
+        meta: &PackumentMeta,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        let written = self
+            .remote
+            .put_packument(name, bytes.clone(), meta, expect)
+            .await?;
+        match &written {
+            Written::Stored(token) => {
+                let stored = StoredPackument {
+                    bytes,
+                    meta: meta.clone(),
+                    token: token.clone(),
+                    stale: false,
+                };
+                self.keep(name, &stored).await;
+            }
+            Written::Conflict => self.trusted.invalidate(name),
+        }
+        Ok(written)
+    }
+
+    async fn touch_packument(
+        &self,
+        name: &str,
+        meta: &PackumentMeta,
+        expect: &Token,
+    ) -> Result<Written, StoreError> {
+        let written = self.remote.touch_packument(name, meta, expect).await?;
+        // The local copy is read again from the shared store next time.
+        self.trusted.invalidate(name);
+        Ok(written)
+    }
+
+    async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError> {
+        if let Some(body) = self.local.tarball(name, file).await? {
+            return Ok(Some(body));
+        }
+        let found = self.remote.tarball(name, file).await?;
+        if found.is_some() {
+            // Kept locally for next time, from a read of its own.
+            tokio::spawn(Self::copy_down(
+                self.local.clone(),
+                self.remote.clone(),
+                name.to_string(),
+                file.to_string(),
+            ));
+            self.wrote_tarball();
+        }
+        Ok(found)
+    }
+
+    async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        if self.local.has_tarball(name, file).await? {
+            return Ok(true);
+        }
+        self.remote.has_tarball(name, file).await
+    }
+
+    async fn tarball_sink(
+        &self,
+        name: &str,
+        file: &str,
+        integrity: &Integrity,
+        size: Option<u64>,
+    ) -> Result<Box<dyn TarballSink>, StoreError> {
+        let remote = self
+            .remote
+            .tarball_sink(name, file, integrity, size)
+            .await?;
+        let local = self
+            .local
+            .tarball_sink(name, file, integrity, size)
+            .await
+            .ok();
+        self.wrote_tarball();
+        Ok(Box::new(TeeSink { remote, local }))
+    }
+
+    async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
+        self.remote.state(key).await
+    }
+
+    async fn put_state(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        expect: Expect,
+    ) -> Result<Written, StoreError> {
+        self.remote.put_state(key, bytes, expect).await
+    }
+
+    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
+        self.remote.claim(what).await
+    }
+
+    fn forget(&self, name: &str) {
+        self.trusted.invalidate(name);
+    }
+
+    fn forget_all(&self) {
+        self.trusted.invalidate_all();
+    }
+
+    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
+        self.remote.packument_names()
+    }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        self.remote.usage().await
+    }
+
+    async fn verify(
+        &self,
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<VerifyReport, StoreError> {
+        let local = self.local.verify(&|_, _| {}).await?;
+        let mut report = self.remote.verify(progress).await?;
+        report.corrupt.extend(
+            local
+                .corrupt
+                .into_iter()
+                .map(|k| format!("local tier: {k}")),
+        );
+        Ok(report)
+    }
+}
+
+/// A tarball going into the shared store and the local tier at once; the shared store's
+/// commit decides, the local one is best effort.
+struct TeeSink {
+    remote: Box<dyn TarballSink>,
+    local: Option<Box<dyn TarballSink>>,
+}
+
+#[async_trait]
+impl TarballSink for TeeSink {
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        self.remote.write(chunk).await?;
+        if let Some(local) = self.local.as_mut() {
+            if local.write(chunk).await.is_err() {
+                self.local = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<Integrity, StoreError> {
+        let TeeSink { remote, local } = *self;
+        let integrity = remote.commit().await?;
+        if let Some(local) = local {
+            if let Err(error) = local.commit().await {
+                tracing::warn!(%error, "local tier: tarball not kept");
+            }
+        }
+        Ok(integrity)
+    }
+}
