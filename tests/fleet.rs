@@ -314,8 +314,9 @@ fn spawn_node(
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstream]\nregistry = \"{}\"\n\n{}\n\
-             [policy]\nwhitelist = \"{name}.whitelist\"\n\n[cluster]\nnode = \"{name}\"\nlease = \"3s\"\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[upstream]\nregistry = \"{0}\"\nchanges = \"{0}\"\n\n{1}\n\
+             [policy]\nmode = \"mirror\"\n\n[mirror]\nsince = \"0\"\nbatch = 10\ninterval = \"1s\"\n\n\
+             [cluster]\nnode = \"{name}\"\nlease = \"3s\"\n",
             upstream.url(),
             seaweed.storage(&format!("{name}-data"), "lead/")
         ),
@@ -354,7 +355,24 @@ fn exactly_one_node_leads_and_another_takes_over_when_it_is_killed() {
     let Some(seaweed) = Seaweed::start() else {
         return;
     };
+    // Mirror mode: the leader follows the replication feed, slowly enough to be killed midway.
     let upstream = FakeRegistry::start();
+    for i in 0..120 {
+        upstream.publish(&format!("pkg-{i}"), "1.0.0", &[]);
+    }
+    upstream.set_faults(support::Faults {
+        delay: Some(Duration::from_millis(200)),
+        ..support::Faults::default()
+    });
+    let bucket = bucket(&seaweed, "lead/");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = |name: &str| {
+        runtime
+            .block_on(bucket.packument(name))
+            .ok()
+            .flatten()
+            .is_some()
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut nodes: Vec<(Reaped, String)> = ["n1", "n2", "n3"]
         .iter()
@@ -378,6 +396,10 @@ fn exactly_one_node_leads_and_another_takes_over_when_it_is_killed() {
         assert!(now.len() <= 1, "two leaders at once: {now:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Killed once the mirror has made some progress, before it is done (a page of ten
+    // packages takes a fifth of a second upstream).
+    assert!(eventually(60, || stored("pkg-5")));
+    assert!(!stored("pkg-119"), "the mirror finished before the kill");
     let leader = leaders(&nodes).unwrap()[0];
     let (mut killed, _) = nodes.remove(leader);
     killed.0.kill().unwrap();
@@ -388,6 +410,9 @@ fn exactly_one_node_leads_and_another_takes_over_when_it_is_killed() {
         assert!(now.len() <= 1, "two leaders at once: {now:?}");
         now.len() == 1
     }));
+    // It resumes from the checkpoint in the bucket: no change is lost.
+    upstream.set_faults(support::Faults::default());
+    assert!(eventually(120, || (0..120).all(|i| stored(&format!("pkg-{i}")))));
 }
 
 /// An "S3" that accepts every write whatever its conditions say.

@@ -122,6 +122,8 @@ pub struct Tarballs {
     hot_max: u64,
     indexes: TarballIndexes,
     downloads: SingleFlight<DownloadKey, Shared<Downloaded>>,
+    /// Index builds in flight: concurrent first requests for a package parse its document once.
+    builds: SingleFlight<Arc<str>, Shared<Arc<Index>>>,
     /// Packages re-read for an unlisted tarball recently.
     rechecked: moka::sync::Cache<Arc<str>, ()>,
 }
@@ -155,6 +157,7 @@ impl Tarballs {
             hot_max,
             indexes,
             downloads: SingleFlight::default(),
+            builds: SingleFlight::default(),
             rechecked: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(RECHECK_EVERY)
@@ -270,8 +273,9 @@ impl Tarballs {
         Ok(true)
     }
 
-    /// The tarball index of `name`, built from its packument once per change.
-    async fn index(&self, name: &str) -> Result<Arc<Index>, Error> {
+    /// The tarball index of `name`, built from its packument once per change (one build
+    /// however many requests ask at once).
+    async fn index(self: &Arc<Self>, name: &str) -> Result<Arc<Index>, Error> {
         let generation = self.host.generation();
         let now = now_ms();
         if let Some(index) = self.indexes.0.get(name) {
@@ -279,19 +283,39 @@ impl Tarballs {
                 return Ok(index);
             }
         }
+        let this = self.clone();
+        let key: Arc<str> = name.into();
+        let task_name = key.clone();
+        let (built, _) = self
+            .builds
+            .run(key, async move {
+                this.build_index(&task_name, generation).await
+            })
+            .await;
+        built
+    }
+
+    async fn build_index(&self, name: &str, generation: u64) -> Shared<Arc<Index>> {
         let (doc, _) = self.packuments.get(name).await?;
-        let parsed = parse_document(&doc.bytes, name)?;
-        let hidden = self.host.hidden(&parsed, SystemTime::now())?;
-        let index = Arc::new(Index {
-            token: doc.token.clone(),
-            files: listing(&parsed),
-            hidden: hidden.reasons,
-            generation,
-            expires_at: hidden.until.map(|t| {
-                t.duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64)
-            }),
-        });
+        let host = self.host.clone();
+        let task_name = name.to_string();
+        let index = tokio::task::spawn_blocking(move || -> Shared<Index> {
+            let parsed = parse_document(&doc.bytes, &task_name)?;
+            let hidden = host.hidden(&parsed, SystemTime::now())?;
+            Ok(Index {
+                token: doc.token.clone(),
+                files: listing(&parsed),
+                hidden: hidden.reasons,
+                generation,
+                expires_at: hidden.until.map(|t| {
+                    t.duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64)
+                }),
+            })
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("tarball index of {name}: {e}")))??;
+        let index = Arc::new(index);
         self.indexes.0.insert(name.into(), index.clone());
         Ok(index)
     }

@@ -157,11 +157,8 @@ pub struct LeaseHolder {
 }
 
 impl LeaseHolder {
-    /// Take `lease` now and keep renewing it; `None` when another holder has it.
-    pub async fn try_hold(mut lease: Lease) -> Result<Option<Self>, StoreError> {
-        if !lease.acquire().await? {
-            return Ok(None);
-        }
+    /// Keep renewing `lease`, which [`Lease::acquire`] just took.
+    pub fn hold(mut lease: Lease) -> Self {
         let (release, mut released) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             loop {
@@ -182,10 +179,10 @@ impl LeaseHolder {
                 }
             }
         });
-        Ok(Some(Self {
+        Self {
             task,
             release: Some(release),
-        }))
+        }
     }
 }
 

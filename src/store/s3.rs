@@ -55,6 +55,9 @@ pub struct S3Store {
     node: String,
     /// How long a claim's lease lasts without renewal.
     lease: Duration,
+    /// The claims asked for and not had, with what was seen of them: taking one over needs
+    /// its lease seen unchanged for a whole duration, across attempts.
+    claims: Arc<Mutex<std::collections::HashMap<String, Lease>>>,
     usage: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
@@ -155,6 +158,7 @@ impl S3Store {
             location,
             node: node.to_string(),
             lease,
+            claims: Arc::default(),
             usage: Arc::default(),
         };
         Ok(store)
@@ -514,15 +518,23 @@ impl Store for S3Store {
     }
 
     async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
-        let lease = Lease::new(
-            Arc::new(self.clone()),
-            &format!("claims/{what}"),
-            &self.node,
-            self.lease,
-        );
-        Ok(LeaseHolder::try_hold(lease)
-            .await?
-            .map(|holder| Box::new(holder) as Claim))
+        let key = format!("claims/{what}");
+        let taken = self
+            .claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let mut lease = taken
+            .unwrap_or_else(|| Lease::new(Arc::new(self.clone()), &key, &self.node, self.lease));
+        let acquired = lease.acquire().await;
+        if let Ok(true) = acquired {
+            return Ok(Some(Box::new(LeaseHolder::hold(lease))));
+        }
+        self.claims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, lease);
+        acquired.map(|_| None)
     }
 
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {

@@ -22,8 +22,9 @@ pub struct Seaweed {
     pub endpoint: String,
     /// The bucket created at start.
     pub bucket: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     ports: Ports,
+    weed: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -81,22 +82,42 @@ impl Seaweed {
 
     fn try_start(weed: &std::path::Path) -> Option<Seaweed> {
         let dir = tempfile::tempdir().unwrap();
-        let identities = dir.path().join("identities.json");
         std::fs::write(
-            &identities,
+            dir.path().join("identities.json"),
             format!(
                 r#"{{"identities":[{{"name":"sluice","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
             ),
         )
         .unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let ports = free_ports();
+        let child = Self::spawn(weed, dir.path(), ports);
+        let mut seaweed = Seaweed {
+            child,
+            endpoint: format!("http://127.0.0.1:{}", ports.base + 3),
+            bucket: "sluice".into(),
+            dir,
+            ports,
+            weed: weed.to_path_buf(),
+        };
+        if seaweed.wait_ready(Duration::from_secs(60)) {
+            Some(seaweed)
+        } else {
+            let _ = seaweed.child.kill();
+            None
+        }
+    }
+
+    fn spawn(weed: &std::path::Path, dir: &std::path::Path, ports: Ports) -> Child {
         let p = |i: u16| (ports.base + i).to_string();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
-        let child = Command::new(weed)
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("weed.log"))
+            .unwrap();
+        Command::new(weed)
             .arg("mini")
-            .arg(format!("-dir={}", data.display()))
+            .arg(format!("-dir={}", dir.join("data").display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
             .arg(format!("-master.port={}", p(0)))
             .arg(format!("-volume.port={}", p(1)))
@@ -108,24 +129,23 @@ impl Seaweed {
             .args(["-webdav=false", "-admin.ui=false", "-bucket=sluice"])
             // No statistics sent out: everything stays on 127.0.0.1.
             .arg("-master.telemetry=false")
-            .arg(format!("-s3.config={}", identities.display()))
+            .arg(format!(
+                "-s3.config={}",
+                dir.join("identities.json").display()
+            ))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap();
-        let mut seaweed = Seaweed {
-            child,
-            endpoint: format!("http://127.0.0.1:{}", p(3)),
-            bucket: "sluice".into(),
-            _dir: dir,
-            ports,
-        };
-        if seaweed.wait_ready(Duration::from_secs(60)) {
-            Some(seaweed)
-        } else {
-            let _ = seaweed.child.kill();
-            None
-        }
+            .unwrap()
+    }
+
+    /// Start the server again on the same ports and data, after [`Seaweed::stop`].
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.weed, self.dir.path(), self.ports);
+        assert!(
+            self.wait_ready(Duration::from_secs(60)),
+            "SeaweedFS did not come back"
+        );
     }
 
     /// Whether the S3 gateway answers signed requests and the bucket is there (SeaweedFS
@@ -181,7 +201,6 @@ impl Seaweed {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.ports;
     }
 }
 
