@@ -9,9 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_plugin_whitelist::Whitelist;
 
+use crate::auth::Auth;
 use crate::config::{Config, Mode};
 use crate::core::fleet::{Fleet, News, SharedAdditions};
 use crate::core::packuments::{OnChange, Packuments};
+use crate::core::publish::Publisher;
 use crate::core::renders::Renders;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
@@ -52,6 +54,10 @@ pub struct App {
     /// The fleet's shared state (with `storage.backend = "s3"`).
     pub fleet: Option<Arc<Fleet>>,
     indexes: TarballIndexes,
+    /// Private packages: publish, dist-tags, deprecate.
+    pub publisher: Arc<Publisher>,
+    /// Users and tokens.
+    pub auth: Arc<Auth>,
 }
 
 impl std::fmt::Debug for App {
@@ -108,7 +114,23 @@ impl App {
             upstream.clone(),
             config.policy.refresh,
             on_change,
+            config.publish.clone(),
         ));
+        let publisher = Arc::new(Publisher::new(
+            packuments.clone(),
+            store.clone(),
+            config.publish.clone(),
+            config.server.public_url.clone(),
+        ));
+        let auth = Arc::new(
+            Auth::new(
+                &config.auth.users,
+                store.clone(),
+                config.auth.adduser,
+                config.cluster.sync,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: auth.users: {e}", config.source))?,
+        );
         let renders = Arc::new(Renders::new(
             packuments.clone(),
             host.clone(),
@@ -138,6 +160,8 @@ impl App {
             leader: Arc::default(),
             fleet,
             indexes,
+            publisher,
+            auth,
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(600))

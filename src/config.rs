@@ -44,6 +44,10 @@ pub struct Config {
     pub log: LogConfig,
     /// `[cluster]`.
     pub cluster: ClusterConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+    /// `[publish]`.
+    pub publish: PublishConfig,
     /// `[[plugins]]`, in run order.
     pub plugins: Vec<PluginConfig>,
 }
@@ -59,6 +63,65 @@ pub struct ClusterConfig {
     /// A change made by any node is served by every node within this.
     #[serde(serialize_with = "human_duration")]
     pub sync: Duration,
+}
+
+/// `[auth]`: who may read and publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthConfig {
+    /// The users file: one `name:<argon2id PHC string>` a line; hot-reloaded.
+    pub users: PathBuf,
+    /// Who may read.
+    pub read: Read,
+    /// Whether `npm adduser` may create users.
+    pub adduser: bool,
+}
+
+/// `auth.read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Read {
+    /// Anyone may read.
+    Anonymous,
+    /// Every request but `/-/ping` and login needs a valid token.
+    Authenticated,
+}
+
+/// `[publish]`: the company's own packages.
+#[derive(Debug, Clone, Serialize)]
+pub struct PublishConfig {
+    /// Scopes published here (`@acme`), never looked up upstream.
+    pub scopes: Vec<String>,
+    /// Unscoped names that may be published here.
+    pub packages: Vec<String>,
+    /// How long after its publish a version may be unpublished.
+    #[serde(serialize_with = "human_duration")]
+    pub unpublish: Duration,
+    /// The largest publish body, in bytes.
+    pub max_size: u64,
+    /// Who may publish to a scope (default: any user).
+    pub owners: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl PublishConfig {
+    /// Whether `name` is published here (and so never looked up upstream).
+    pub fn is_private(&self, name: &str) -> bool {
+        if self.packages.iter().any(|p| p == name) {
+            return true;
+        }
+        match name.split_once('/') {
+            Some((scope, _)) => self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)),
+            None => false,
+        }
+    }
+
+    /// Whether `user` may publish `name`.
+    pub fn may_publish(&self, user: &str, name: &str) -> bool {
+        let scope = name.split_once('/').map(|(scope, _)| scope).unwrap_or(name);
+        match self.owners.get(scope) {
+            Some(owners) => owners.iter().any(|o| o == user),
+            None => true,
+        }
+    }
 }
 
 /// `storage.backend`.
@@ -257,7 +320,29 @@ struct FileConfig {
     #[serde(default)]
     cluster: ClusterFile,
     #[serde(default)]
+    auth: AuthFile,
+    #[serde(default)]
+    publish: PublishFile,
+    #[serde(default)]
     plugins: Vec<toml::Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    users: Option<String>,
+    read: Option<Read>,
+    adduser: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishFile {
+    scopes: Option<toml::Spanned<Vec<String>>>,
+    packages: Option<Vec<String>>,
+    unpublish: Option<HumanDuration>,
+    max_size: Option<ByteSize>,
+    owners: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -620,6 +705,25 @@ impl Config {
             lease: positive(&file.cluster.lease, 30, "lease")?,
             sync: positive(&file.cluster.sync, 5, "sync")?,
         };
+        let scopes = match &file.publish.scopes {
+            Some(scopes) => {
+                for scope in scopes.get_ref() {
+                    let bare = scope.strip_suffix("/*").unwrap_or(scope);
+                    if !bare.starts_with('@') || bare.contains('/') || bare.len() < 2 {
+                        return Err(fail(format!(
+                            "line {}: publish.scopes: `{scope}` is not a scope; write it as \"@acme\"",
+                            at(scopes.span())
+                        )));
+                    }
+                }
+                scopes
+                    .get_ref()
+                    .iter()
+                    .map(|s| s.strip_suffix("/*").unwrap_or(s).to_ascii_lowercase())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let mut plugins = Vec::new();
         for spanned in &file.plugins {
             let line = at(spanned.span());
@@ -709,6 +813,21 @@ impl Config {
                 window: file.mirror.window.unwrap_or(2),
             },
             cluster,
+            auth: AuthConfig {
+                users: resolve(file.auth.users.as_deref().unwrap_or("users")),
+                read: file.auth.read.unwrap_or(Read::Anonymous),
+                adduser: file.auth.adduser.unwrap_or(false),
+            },
+            publish: PublishConfig {
+                scopes,
+                packages: file.publish.packages.clone().unwrap_or_default(),
+                unpublish: file
+                    .publish
+                    .unpublish
+                    .map_or(Duration::from_secs(72 * 3600), |d| d.0),
+                max_size: file.publish.max_size.map_or(100 << 20, |s| s.0),
+                owners: file.publish.owners.clone().unwrap_or_default(),
+            },
             plugins,
         })
     }

@@ -7,6 +7,7 @@
 //! reports on it. ARCHITECTURE.md is the map.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod core;
 pub mod flight;

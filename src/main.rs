@@ -67,6 +67,11 @@ enum Command {
         #[arg(long, short = 'j')]
         concurrency: Option<usize>,
     },
+    /// Manage the users of private packages (the `auth.users` file).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Take packages off the whitelist (the store keeps their data).
     #[command(name = "remove-package")]
     RemovePackage {
@@ -74,6 +79,108 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user (prompts for the password).
+    Add {
+        /// The user name.
+        name: String,
+        /// Read the password from standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// The user name.
+        name: String,
+        /// Read the password from standard input (for scripts).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user (their tokens stop working).
+    Remove {
+        /// The user name.
+        name: String,
+    },
+}
+
+/// The password for `name`: from standard input, or asked for twice on the terminal.
+fn read_password(name: &str, from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']).to_string();
+        anyhow::ensure!(!password.is_empty(), "no password on standard input");
+        return Ok(password);
+    }
+    let first = rpassword::prompt_password(format!("password for {name}: "))?;
+    let again = rpassword::prompt_password("again: ")?;
+    anyhow::ensure!(first == again, "the two passwords differ");
+    anyhow::ensure!(!first.is_empty(), "an empty password is not a password");
+    Ok(first)
+}
+
+fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
+    use sluice::auth::{edit_users, hash_password};
+    let path = &config.auth.users;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if !path.exists() {
+        std::fs::write(path, "")?;
+    }
+    let shown = path.display().to_string();
+    match action {
+        UserAction::Add {
+            name,
+            password_stdin,
+        } => {
+            anyhow::ensure!(
+                !name.is_empty() && !name.contains([':', '\n', ' ']),
+                "`{name}` is not a user name"
+            );
+            let password = read_password(&name, password_stdin)?;
+            let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            edit_users(path, |users| {
+                if users.contains_key(&name) {
+                    return Err(format!(
+                        "{name} is a user already (sluice user passwd {name})"
+                    ));
+                }
+                users.insert(name.clone(), hash);
+                Ok(())
+            })
+            .map_err(anyhow::Error::msg)?;
+            println!("added {name} to {shown}");
+        }
+        UserAction::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let password = read_password(&name, password_stdin)?;
+            let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
+            edit_users(path, |users| match users.get_mut(&name) {
+                Some(old) => {
+                    *old = hash;
+                    Ok(())
+                }
+                None => Err(format!("{name} is not a user (sluice user add {name})")),
+            })
+            .map_err(anyhow::Error::msg)?;
+            println!("changed the password of {name} in {shown}");
+        }
+        UserAction::Remove { name } => {
+            edit_users(path, |users| match users.remove(&name) {
+                Some(_) => Ok(()),
+                None => Err(format!("{name} is not a user")),
+            })
+            .map_err(anyhow::Error::msg)?;
+            println!("removed {name} from {shown}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs: the level from `RUST_LOG`, else the configuration's `[log] level`.
@@ -130,6 +237,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Verify => verify(config),
         Command::RemovePackage { names } => remove_packages(config, &names),
         Command::Migrate { to, concurrency } => migrate(config, &to, concurrency),
+        Command::User { action } => user(&config, action),
         Command::Serve => {
             sluice::server::serve(App::build(config)?)?;
             Ok(ExitCode::SUCCESS)

@@ -49,17 +49,20 @@ pub fn route(
     accept: Option<&str>,
 ) -> Result<NpmRequest, RouteError> {
     if method == "POST" {
-        // The only writes sluice takes are npm audit's, relayed to upstream as they are.
+        // npm audit's, relayed to upstream as they are; the login and token APIs.
         return match path {
             "/-/npm/v1/security/advisories/bulk" | "/-/npm/v1/security/audits/quick" => {
                 Ok(NpmRequest::Audit {
                     path: path.to_string(),
                 })
             }
+            "/-/v1/login" => Ok(NpmRequest::WebLogin),
+            "/-/npm/v1/tokens" => Ok(NpmRequest::CreateToken),
             _ => Err(read_only()),
         };
     }
-    if !matches!(method, "GET" | "HEAD") {
+    let writing = matches!(method, "PUT" | "DELETE");
+    if !writing && !matches!(method, "GET" | "HEAD") {
         return Err(read_only());
     }
     let decoded = percent_decode_str(path)
@@ -75,6 +78,9 @@ pub fn route(
         return Err(bad("the path must start with `/`"));
     };
     let segments: Vec<&str> = rest.split('/').collect();
+    if writing {
+        return write(method == "DELETE", &segments);
+    }
     if segments.first() == Some(&"-") {
         return special(&segments[1..], query);
     }
@@ -152,10 +158,62 @@ fn check_tarball_file(file: &str) -> Result<(), RouteError> {
     }
 }
 
+/// The write routes: login, logout, tokens, publish, dist-tags.
+fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
+    match (delete, segments) {
+        (false, ["-", "user", user]) => {
+            let name = user
+                .strip_prefix("org.couchdb.user:")
+                .filter(|n| !n.is_empty() && n.len() <= 214)
+                .ok_or_else(|| not_found("no such route"))?;
+            if !name.chars().all(|c| is_name_char(c) || c == '@') {
+                return Err(bad(format!("`{name}` is not a user name")));
+            }
+            Ok(NpmRequest::Login {
+                name: name.to_string(),
+            })
+        }
+        (true, ["-", "user", "token", token]) => Ok(NpmRequest::Logout {
+            token: (*token).to_string(),
+        }),
+        (true, ["-", "npm", "v1", "tokens", "token", id]) => Ok(NpmRequest::RevokeToken {
+            id: (*id).to_string(),
+        }),
+        (_, ["-", "package", rest @ ..]) => {
+            let (name, rest) = split_name(rest)?;
+            match rest {
+                ["dist-tags", tag] => {
+                    check_spec(tag)?;
+                    Ok(NpmRequest::DistTag {
+                        name,
+                        tag: (*tag).to_string(),
+                        remove: delete,
+                    })
+                }
+                _ => Err(not_found("no such route")),
+            }
+        }
+        (_, ["-", ..]) => Err(read_only()),
+        (false, _) => {
+            let (name, rest) = split_name(segments)?;
+            match rest {
+                [] => Ok(NpmRequest::Publish { name }),
+                _ => Err(read_only()),
+            }
+        }
+        (true, _) => Err(RouteError {
+            status: 405,
+            message: "unpublishing is not supported by sluice yet".into(),
+        }),
+    }
+}
+
 /// Routes under `/-/`.
 fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteError> {
     match segments {
         ["ping"] => Ok(NpmRequest::Ping),
+        ["whoami"] => Ok(NpmRequest::Whoami),
+        ["npm", "v1", "tokens"] => Ok(NpmRequest::Tokens),
         ["sluice", "status"] => Ok(NpmRequest::Status),
         ["sluice", ""] | ["sluice"] => Ok(NpmRequest::StatusPage),
         ["metrics"] => Ok(NpmRequest::Metrics),
@@ -314,9 +372,12 @@ mod tests {
 
     #[test]
     fn writes_are_refused_and_special_routes_route() {
+        // A publish routes; the proxy refuses it (405) unless the name is published here.
         assert_eq!(
-            route("PUT", "/express", None, None).unwrap_err().status,
-            405
+            route("PUT", "/express", None, None).unwrap(),
+            NpmRequest::Publish {
+                name: "express".into()
+            }
         );
         assert_eq!(
             route("DELETE", "/express", None, None).unwrap_err().status,

@@ -3,8 +3,10 @@
 //! gzipped, with an ETag) and [`tarballs`] (refusal, the unlisted re-read, streams). Each part
 //! owns its cache and its single-flight; [`crate::app`] builds them.
 
+pub mod accounts;
 pub mod fleet;
 pub mod packuments;
+pub mod publish;
 pub mod renders;
 pub mod search;
 pub mod tarballs;

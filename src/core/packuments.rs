@@ -62,6 +62,8 @@ pub struct Packuments {
     /// When upstream last confirmed each packument we served (unix ms), in memory.
     confirmed: moka::sync::Cache<Arc<str>, u64>,
     on_change: Vec<OnChange>,
+    /// The names published here: never asked of upstream.
+    private: crate::config::PublishConfig,
     /// Counters.
     pub stats: Stats,
 }
@@ -82,6 +84,7 @@ impl Packuments {
         upstream: Upstream,
         refresh: Duration,
         on_change: Vec<OnChange>,
+        private: crate::config::PublishConfig,
     ) -> Self {
         Self {
             store,
@@ -90,6 +93,7 @@ impl Packuments {
             flights: SingleFlight::default(),
             confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             on_change,
+            private,
             stats: Stats::default(),
         }
     }
@@ -107,6 +111,19 @@ impl Packuments {
     /// The packument of `name`: stored, else fetched from upstream; a stale copy is served at
     /// once and revalidated in the background.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<(Doc, CacheStatus), Error> {
+        if self.private.is_private(name) {
+            // Published here: what the store holds is the truth, upstream is never asked.
+            return match self.store.packument(name).await? {
+                Some(stored) => {
+                    self.confirmed.insert(name.into(), now_ms());
+                    Ok((stored.into(), CacheStatus::Hit))
+                }
+                None => Err(Error::NotFound(format!(
+                    "{name} is not published here yet (it is in a scope published to this \
+                     registry, never looked up upstream)"
+                ))),
+            };
+        }
         if let Some(stored) = self.store.packument(name).await? {
             if stored.stale {
                 // A local copy: the shared store is out of reach.
@@ -176,6 +193,11 @@ impl Packuments {
     /// Ask upstream for `name` (conditionally when we hold it) and store the merged result.
     async fn revalidate(&self, name: &str) -> Shared<Doc> {
         let held = self.store.packument(name).await?;
+        if self.private.is_private(name) {
+            return held
+                .map(Doc::from)
+                .ok_or_else(|| Error::NotFound(format!("{name} is not published here yet")));
+        }
         let (etag, last_modified) = held
             .as_ref()
             .map(|h| (h.meta.etag.as_deref(), h.meta.last_modified.as_deref()))
@@ -281,7 +303,9 @@ impl Packuments {
         Doc { bytes, meta, token }
     }
 
-    fn changed(&self, name: &str) {
+    /// Tell the derived caches (and the fleet) that the stored packument of `name` changed.
+    pub fn changed(&self, name: &str) {
+        self.confirmed.insert(name.into(), now_ms());
         for listener in &self.on_change {
             listener(name);
         }

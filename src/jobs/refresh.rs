@@ -45,7 +45,7 @@ pub async fn refresh_once(app: &Arc<App>) {
         .for_each_concurrent(concurrency, |name| {
             let app = app.clone();
             async move {
-                if !app.host.admits(&name) {
+                if !app.host.admits(&name) || app.config.publish.is_private(&name) {
                     return;
                 }
                 let due = app

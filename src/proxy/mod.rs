@@ -15,6 +15,7 @@ use serde_json::json;
 use sluice_plugin_api::{CacheStatus, Ctx, NpmRequest};
 
 use crate::app::App;
+use crate::core::accounts;
 use crate::core::Error as CoreError;
 use crate::route::{self, RouteError, CORGI};
 use crate::upstream::UpstreamError;
@@ -59,7 +60,119 @@ impl SluiceProxy {
         if let NpmRequest::Audit { path } = &request {
             return self.audit(session, path).await;
         }
+        // Who asks: reads of an anonymous registry go on whatever the credentials say.
+        let authorization = header_text(session.req_header(), http::header::AUTHORIZATION);
+        let exempt = matches!(
+            request,
+            NpmRequest::Ping | NpmRequest::Login { .. } | NpmRequest::WebLogin
+        );
+        let reading = !matches!(
+            request,
+            NpmRequest::Publish { .. }
+                | NpmRequest::DistTag { .. }
+                | NpmRequest::Whoami
+                | NpmRequest::Logout { .. }
+                | NpmRequest::Tokens
+                | NpmRequest::CreateToken
+                | NpmRequest::RevokeToken { .. }
+        );
+        let open = self.app.config.auth.read == crate::config::Read::Anonymous;
+        let who = match self.app.auth.identify(authorization.as_deref()).await {
+            Ok(who) => who,
+            Err(_) if exempt || (reading && open) => None,
+            Err(error) => return reply(accounts::refused(error)),
+        };
+        if who.is_none() && !open && !exempt {
+            return reply(accounts::login_first());
+        }
+        if let Some(answer) = self.account(session, &request, who.as_ref()).await {
+            return answer;
+        }
         self.dispatch(&request, gzip, ctx).await
+    }
+
+    /// The account and publish routes, which read a body and need to know who asks.
+    async fn account(
+        &self,
+        session: &mut Session,
+        request: &NpmRequest,
+        who: Option<&crate::auth::Identity>,
+    ) -> Option<Answer> {
+        let auth = &self.app.auth;
+        let limit = self.app.config.publish.max_size as usize;
+        if let NpmRequest::Publish { name } | NpmRequest::DistTag { name, .. } = request {
+            if !self.app.publisher.is_private(name) {
+                return Some(Answer::error(
+                    405,
+                    format!(
+                        "{name} is not published here (only the scopes in [publish] scopes and \
+                         the names in [publish] packages are): for it sluice is a read-only mirror"
+                    ),
+                ));
+            }
+        }
+        let answer = match request {
+            NpmRequest::WebLogin => reply((
+                404,
+                json!({ "error": "web login is not offered here: npm falls back to the legacy login (npm login --auth-type=legacy)" }),
+            )),
+            NpmRequest::Login { name } => match read_body(session, 64 << 10, "login").await {
+                Ok(body) => reply(accounts::login(auth, name, &body).await),
+                Err(answer) => answer,
+            },
+            NpmRequest::Whoami => reply(accounts::whoami(who)),
+            NpmRequest::Logout { token } => reply(accounts::logout(auth, who, token).await),
+            NpmRequest::Tokens => reply(accounts::tokens(auth, who).await),
+            NpmRequest::CreateToken => match read_body(session, 64 << 10, "token").await {
+                Ok(body) => reply(accounts::create_token(auth, who, &body).await),
+                Err(answer) => answer,
+            },
+            NpmRequest::RevokeToken { id } => reply(accounts::revoke_token(auth, who, id).await),
+            NpmRequest::Publish { name } => {
+                let Some(who) = who else {
+                    return Some(reply(accounts::login_first()));
+                };
+                match read_body(session, limit, "publish").await {
+                    Ok(body) => match self.app.publisher.publish(name, &body, who).await {
+                        Ok(value) => Answer::json(200, &value),
+                        Err(e) => Answer::error(e.status(), e.to_string()),
+                    },
+                    Err(answer) => answer,
+                }
+            }
+            NpmRequest::DistTag { name, tag, remove } => {
+                let Some(who) = who else {
+                    return Some(reply(accounts::login_first()));
+                };
+                let version = if *remove {
+                    None
+                } else {
+                    match read_body(session, 64 << 10, "dist-tag").await {
+                        Ok(body) => match serde_json::from_slice::<serde_json::Value>(&body) {
+                            Ok(serde_json::Value::String(v)) => Some(v),
+                            _ => {
+                                return Some(Answer::error(
+                                    400,
+                                    "the body of a dist-tag is the version, as a JSON string",
+                                ))
+                            }
+                        },
+                        Err(answer) => return Some(answer),
+                    }
+                };
+                match self
+                    .app
+                    .publisher
+                    .dist_tag(name, tag, version.as_deref(), who)
+                    .await
+                {
+                    Ok(value) => Answer::json(200, &value),
+                    Err(e) => Answer::error(e.status(), e.to_string()),
+                }
+            }
+            _ => return None,
+        };
+        Some(answer)
     }
 
     /// Check the request's shape, route it and run the plugins: `on_request`, then the
@@ -126,9 +239,15 @@ impl SluiceProxy {
         ctx.package = request.package().map(str::to_string);
         ctx.plugin.package = ctx.package.clone();
         let host = &self.app.host;
+        let private = request
+            .package()
+            .is_some_and(|name| self.app.publisher.is_private(name));
         let refusal = host
             .on_request(&request, &header.headers, &mut ctx.plugin)
             .and_then(|refusal| match (refusal, request.package()) {
+                // Packages published here are the company's own: no whitelist, rule or pin
+                // applies to them.
+                (None, Some(_)) if private => Ok(None),
                 (None, Some(name)) => host.admit(name, &mut ctx.plugin),
                 (refusal, _) => Ok(refusal),
             });
@@ -150,27 +269,10 @@ impl SluiceProxy {
         let text = |name| header_text(header, name);
         let content_type = text(http::header::CONTENT_TYPE);
         let content_encoding = text(http::header::CONTENT_ENCODING);
-        let mut body = bytes::BytesMut::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_AUDIT_BODY {
-                        session.set_keepalive(None);
-                        return Answer::error(413, "the audit request is larger than 16 MiB");
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) if timed_out(&e) => {
-                    session.set_keepalive(None);
-                    return Answer::error(
-                        408,
-                        "the request body did not arrive in time (server.body_timeout)",
-                    );
-                }
-                Err(e) => return Answer::error(400, format!("cannot read the request body: {e}")),
-            }
-        }
+        let body = match read_body(session, MAX_AUDIT_BODY, "audit").await {
+            Ok(body) => body,
+            Err(answer) => return answer,
+        };
         let (body, content_encoding) = if path.ends_with("/advisories/bulk") {
             match self.bulk_for_upstream(&body, content_encoding.as_deref()) {
                 Ok(body) => (body, None),
@@ -301,6 +403,17 @@ impl SluiceProxy {
             )),
             NpmRequest::Passthrough { path, .. } => Ok(self.relay(path).await),
             NpmRequest::Audit { .. } => Ok(Answer::error(405, "audit requests are POSTs")),
+            NpmRequest::Login { .. }
+            | NpmRequest::WebLogin
+            | NpmRequest::Whoami
+            | NpmRequest::Logout { .. }
+            | NpmRequest::Tokens
+            | NpmRequest::CreateToken
+            | NpmRequest::RevokeToken { .. }
+            | NpmRequest::Publish { .. }
+            | NpmRequest::DistTag { .. } => Err(CoreError::Internal(
+                "an account route reached the package dispatch".into(),
+            )),
             NpmRequest::Status => Ok(Answer::json(
                 200,
                 &crate::observe::status::status(&app.metrics, &app.snapshot().await),
@@ -318,6 +431,74 @@ impl SluiceProxy {
 /// An answer to send at once, and whether to close the connection after it.
 fn refuse(answer: Answer, close: bool) -> Box<(Answer, bool)> {
     Box::new((answer, close))
+}
+
+/// A [`accounts::Reply`] as an answer; a 401 says how to authenticate.
+fn reply((status, value): accounts::Reply) -> Answer {
+    if status == 401 {
+        let message = value["error"]
+            .as_str()
+            .unwrap_or("log in first")
+            .to_string();
+        return Answer::plugin(
+            sluice_plugin_api::Response::error(401, message).with_header(
+                "www-authenticate",
+                "Bearer realm=\"sluice\", Basic realm=\"sluice\"",
+            ),
+        );
+    }
+    Answer::json(status, &value)
+}
+
+/// Read a request body of at most `limit` bytes; a larger one is 413 (the connection closes
+/// without reading the rest), a slow one 408.
+async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::BytesMut, Answer> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        session.set_keepalive(None);
+        return Err(Answer::error(
+            413,
+            format!("the {what} request is larger than {limit} bytes"),
+        ));
+    }
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    session.set_keepalive(None);
+                    return Err(Answer::error(
+                        413,
+                        format!("the {what} request is larger than {limit} bytes"),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if timed_out(&e) => {
+                session.set_keepalive(None);
+                return Err(Answer::error(
+                    408,
+                    "the request body did not arrive in time (server.body_timeout)",
+                ));
+            }
+            Err(e) => {
+                return Err(Answer::error(
+                    400,
+                    format!("cannot read the request body: {e}"),
+                ))
+            }
+        }
+    }
 }
 
 /// A request header's value as text, if present and printable.

@@ -37,7 +37,9 @@ struct FileWatcher {
 impl BackgroundService for FileWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut handles = Vec::new();
-        for file in self.app.host.watched() {
+        let mut files = self.app.host.watched();
+        files.push(self.app.auth.watched());
+        for file in files {
             let path = file.path().to_path_buf();
             match sluice_plugin_api::watch::watch_file(&path, DEBOUNCE, POLL, move |confirm| {
                 file.reread(confirm)

@@ -119,6 +119,27 @@ impl<T: Send + Sync + 'static> LiveFile<T> {
         })
     }
 
+    /// A live file for `path` whose content is `text` for now (the file is read on the first
+    /// reload, e.g. once it exists).
+    pub fn from_text(
+        path: impl Into<PathBuf>,
+        what: &'static str,
+        text: &str,
+        parse: impl Fn(&str) -> Parsed<T> + Send + Sync + 'static,
+        is_empty: fn(&T) -> bool,
+    ) -> Self {
+        let parsed = parse(text);
+        Self {
+            path: path.into(),
+            what,
+            parse: Box::new(parse),
+            is_empty,
+            live: RwLock::new(Arc::new(parsed.value)),
+            last_text: Mutex::new(Some(text.to_string())),
+            generation: AtomicU64::new(0),
+        }
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path

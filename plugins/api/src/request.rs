@@ -44,6 +44,44 @@ pub enum NpmRequest {
         /// The path relayed, e.g. `/-/npm/v1/security/advisories/bulk`.
         path: String,
     },
+    /// `PUT /-/user/org.couchdb.user:{name}`: log in (or add a user), answered with a token.
+    Login {
+        /// The user name in the path.
+        name: String,
+    },
+    /// `POST /-/v1/login`: the web login flow, which sluice answers so npm uses the legacy one.
+    WebLogin,
+    /// `GET /-/whoami`.
+    Whoami,
+    /// `DELETE /-/user/token/{token}`: log out.
+    Logout {
+        /// The token to revoke.
+        token: String,
+    },
+    /// `GET /-/npm/v1/tokens`: the caller's tokens, redacted.
+    Tokens,
+    /// `POST /-/npm/v1/tokens`: a new token.
+    CreateToken,
+    /// `DELETE /-/npm/v1/tokens/token/{id}`.
+    RevokeToken {
+        /// The token's id (or key) as `npm token list` shows it.
+        id: String,
+    },
+    /// `PUT /{name}`: publish a version, or change a private package's metadata (deprecate).
+    Publish {
+        /// The package name.
+        name: String,
+    },
+    /// `PUT /-/package/{name}/dist-tags/{tag}` (with the version as a JSON string body), or
+    /// `DELETE` of the same path (`remove`).
+    DistTag {
+        /// The package name.
+        name: String,
+        /// The tag.
+        tag: String,
+        /// Whether the tag is removed.
+        remove: bool,
+    },
     /// `GET /-/npm/v1/keys`, `GET /-/npm/v1/attestations/{name}@{version}`: relayed to upstream
     /// and cached for a while.
     Passthrough {
@@ -72,14 +110,23 @@ impl NpmRequest {
             NpmRequest::Packument { name, .. }
             | NpmRequest::Version { name, .. }
             | NpmRequest::Tarball { name, .. }
-            | NpmRequest::DistTags { name } => Some(name),
+            | NpmRequest::DistTags { name }
+            | NpmRequest::Publish { name }
+            | NpmRequest::DistTag { name, .. } => Some(name),
             NpmRequest::Passthrough { package, .. } => package.as_deref(),
             NpmRequest::Ping
             | NpmRequest::Search(_)
             | NpmRequest::Status
             | NpmRequest::StatusPage
             | NpmRequest::Metrics
-            | NpmRequest::Audit { .. } => None,
+            | NpmRequest::Audit { .. }
+            | NpmRequest::Login { .. }
+            | NpmRequest::WebLogin
+            | NpmRequest::Whoami
+            | NpmRequest::Logout { .. }
+            | NpmRequest::Tokens
+            | NpmRequest::CreateToken
+            | NpmRequest::RevokeToken { .. } => None,
         }
     }
 
@@ -97,6 +144,14 @@ impl NpmRequest {
             NpmRequest::Metrics => "metrics",
             NpmRequest::Audit { .. } => "audit",
             NpmRequest::Passthrough { .. } => "passthrough",
+            NpmRequest::Login { .. } | NpmRequest::WebLogin => "login",
+            NpmRequest::Whoami => "whoami",
+            NpmRequest::Logout { .. } => "logout",
+            NpmRequest::Tokens | NpmRequest::CreateToken | NpmRequest::RevokeToken { .. } => {
+                "tokens"
+            }
+            NpmRequest::Publish { .. } => "publish",
+            NpmRequest::DistTag { .. } => "dist-tag",
         }
     }
 }

@@ -1,0 +1,460 @@
+//! Private packages: `npm publish`, `npm dist-tag`, `npm deprecate` for the names
+//! `[publish]` says are published here. Such names are never looked up upstream.
+//!
+//! A publish is checked before anything is stored: the name in the URL, the body and the
+//! tarball's own `package/package.json` agree; there is exactly one new version; the tarball
+//! matches the `dist.integrity` (sha512) and `dist.shasum` the body gives. The tarball goes in
+//! first (verified, invisible until listed), then the packument lists the version, by a
+//! conditional put (a concurrent publish of another version is merged, never lost).
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use sluice_plugin_api::Packument;
+use ssri::Integrity;
+
+use super::packuments::Packuments;
+use super::parse_document;
+use crate::auth::Identity;
+use crate::config::PublishConfig;
+use crate::store::{Expect, SharedStore, Written};
+
+/// Why a write was refused, and the status it answers with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// 400: the body is not a publish sluice can take.
+    #[error("{0}")]
+    Bad(String),
+    /// 403: not allowed (not a private name, not an owner, a read-only token).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such package or version.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the version exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// 503: the store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl PublishError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            PublishError::Bad(_) => 400,
+            PublishError::Forbidden(_) => 403,
+            PublishError::NotFound(_) => 404,
+            PublishError::Conflict(_) => 409,
+            PublishError::Store(_) => 503,
+        }
+    }
+}
+
+/// The publish part of the core.
+pub struct Publisher {
+    packuments: Arc<Packuments>,
+    store: SharedStore,
+    config: PublishConfig,
+    public_url: String,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("scopes", &self.config.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bad(message: impl Into<String>) -> PublishError {
+    PublishError::Bad(message.into())
+}
+
+/// The `package/package.json` inside a gzipped npm tarball.
+fn package_json(tarball: &[u8]) -> Result<Value, PublishError> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("the tarball is not a gzipped tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("the tarball is not a gzipped tar: {e}")))?;
+        let path = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // npm packs under `package/`; some tools use another top folder.
+        let mut parts = path.splitn(2, '/');
+        let (_, rest) = (parts.next(), parts.next());
+        if rest == Some("package.json") {
+            let mut text = String::new();
+            entry
+                .by_ref()
+                .take(10 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| bad(format!("package.json in the tarball: {e}")))?;
+            return serde_json::from_str(&text)
+                .map_err(|e| bad(format!("package.json in the tarball is not JSON: {e}")));
+        }
+    }
+    Err(bad("the tarball has no package/package.json"))
+}
+
+impl Publisher {
+    /// Publishes of `config`'s names into `store`; tarball links start with `public_url`.
+    pub fn new(
+        packuments: Arc<Packuments>,
+        store: SharedStore,
+        config: PublishConfig,
+        public_url: String,
+    ) -> Self {
+        Self {
+            packuments,
+            store,
+            config,
+            public_url,
+        }
+    }
+
+    /// Whether `name` is published here.
+    pub fn is_private(&self, name: &str) -> bool {
+        self.config.is_private(name)
+    }
+
+    fn check_writer(&self, name: &str, who: &Identity) -> Result<(), PublishError> {
+        if !self.is_private(name) {
+            return Err(PublishError::Forbidden(format!(
+                "{name} is not published here: only the scopes in [publish] scopes ({}) and the \
+                 names in [publish] packages are",
+                if self.config.scopes.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.config.scopes.join(", ")
+                }
+            )));
+        }
+        if who.readonly {
+            return Err(PublishError::Forbidden(
+                "this token is read-only: publish with a token made by npm login".into(),
+            ));
+        }
+        if !self.config.may_publish(&who.user, name) {
+            return Err(PublishError::Forbidden(format!(
+                "{} may not publish {name} ([publish] owners)",
+                who.user
+            )));
+        }
+        Ok(())
+    }
+
+    /// `PUT /{name}`: a new version with its tarball, or (without one) a metadata change of
+    /// versions already published (`npm deprecate`).
+    pub async fn publish(
+        &self,
+        name: &str,
+        body: &[u8],
+        who: &Identity,
+    ) -> Result<Value, PublishError> {
+        self.check_writer(name, who)?;
+        let body: Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|e| bad(format!("the publish body is not a JSON object: {e}")))?;
+        for field in ["name", "_id"] {
+            if let Some(named) = body.get(field).and_then(Value::as_str) {
+                if named != name {
+                    return Err(bad(format!(
+                        "the body's {field} `{named}` is not the package in the URL, {name}"
+                    )));
+                }
+            }
+        }
+        let versions = body
+            .get("versions")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let attachments = body.get("_attachments").and_then(Value::as_object);
+        let held = self
+            .store
+            .packument(name)
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?;
+        let held_doc = match &held {
+            Some(held) => Some(
+                parse_document(&held.bytes, name)
+                    .map_err(|e| PublishError::Store(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let held_versions = held_doc.as_ref().and_then(Packument::versions);
+        let new: Vec<&String> = versions
+            .keys()
+            .filter(|v| !held_versions.is_some_and(|h| h.contains_key(*v)))
+            .collect();
+        let Some(attachments) = attachments.filter(|a| !a.is_empty()) else {
+            if !new.is_empty() {
+                return Err(bad(format!(
+                    "{name}@{} comes without its tarball (_attachments)",
+                    new[0]
+                )));
+            }
+            return self.update(name, &versions, body.get("dist-tags")).await;
+        };
+        let [version] = new.as_slice() else {
+            return Err(match new.len() {
+                0 => PublishError::Conflict(format!(
+                    "cannot publish over an existing version: {name}@{} is published already",
+                    versions.keys().next().map_or("?", String::as_str)
+                )),
+                _ => bad("a publish carries exactly one new version"),
+            });
+        };
+        let version = (*version).clone();
+        let mut manifest = versions[&version].clone();
+        if manifest.get("version").and_then(Value::as_str) != Some(version.as_str())
+            || manifest.get("name").and_then(Value::as_str) != Some(name)
+        {
+            return Err(bad(format!(
+                "versions[{version}] does not say it is {name}@{version}"
+            )));
+        }
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let all: Vec<&Value> = attachments.values().collect();
+        let [attachment] = all.as_slice() else {
+            return Err(bad("a publish carries exactly one tarball"));
+        };
+        let data = attachment
+            .get("data")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("the attachment has no data"))?;
+        let tarball = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| bad(format!("the attachment is not base64: {e}")))?;
+        if let Some(length) = attachment.get("length").and_then(Value::as_u64) {
+            if length != tarball.len() as u64 {
+                return Err(bad(format!(
+                    "the attachment is {} bytes, not the {length} it says",
+                    tarball.len()
+                )));
+            }
+        }
+        let dist = manifest
+            .get("dist")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let integrity: Integrity = dist
+            .get("integrity")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("dist.integrity (sha512) is missing or malformed"))?;
+        if integrity.check(&tarball).is_err() {
+            return Err(bad("the tarball does not match dist.integrity"));
+        }
+        if let Some(shasum) = dist.get("shasum").and_then(Value::as_str) {
+            let sha1 = Integrity::from_hex(shasum, ssri::Algorithm::Sha1)
+                .map_err(|_| bad("dist.shasum is not a sha1"))?;
+            if sha1.check(&tarball).is_err() {
+                return Err(bad("the tarball does not match dist.shasum"));
+            }
+        }
+        let inside = package_json(&tarball)?;
+        if inside.get("name").and_then(Value::as_str) != Some(name)
+            || inside.get("version").and_then(Value::as_str) != Some(version.as_str())
+        {
+            return Err(bad(format!(
+                "the tarball's package.json is {}@{}, not {name}@{version}",
+                inside.get("name").and_then(Value::as_str).unwrap_or("?"),
+                inside.get("version").and_then(Value::as_str).unwrap_or("?")
+            )));
+        }
+        // The tarball first: verified by the store, invisible until the packument lists it.
+        let file = format!("{base}-{version}.tgz");
+        let mut sink = self
+            .store
+            .tarball_sink(name, &file, &integrity, Some(tarball.len() as u64))
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?;
+        sink.write(&tarball)
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?;
+        sink.commit()
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?;
+        if let Some(dist) = manifest.get_mut("dist").and_then(Value::as_object_mut) {
+            dist.insert(
+                "tarball".into(),
+                Value::String(format!("{}{name}/-/{file}", self.public_url)),
+            );
+        }
+        if let Some(object) = manifest.as_object_mut() {
+            object.insert("_id".into(), Value::String(format!("{name}@{version}")));
+            object.insert("_npmUser".into(), json!({ "name": who.user }));
+        }
+        let tags = body.get("dist-tags").cloned();
+        let description = body.get("description").cloned();
+        let readme = body.get("readme").cloned();
+        self.write(name, |doc| {
+            if doc.versions().is_some_and(|v| v.contains_key(&version)) {
+                return Err(PublishError::Conflict(format!(
+                    "cannot publish over an existing version: {name}@{version} is published already"
+                )));
+            }
+            let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            doc.versions_mut().insert(version.clone(), manifest.clone());
+            let time = doc.time_mut();
+            time.entry("created".to_string())
+                .or_insert_with(|| Value::String(now.clone()));
+            time.insert("modified".into(), Value::String(now.clone()));
+            time.insert(version.clone(), Value::String(now));
+            let dist_tags = doc.dist_tags_mut();
+            match tags.as_ref().and_then(Value::as_object) {
+                Some(tags) if !tags.is_empty() => {
+                    for (tag, v) in tags {
+                        dist_tags.insert(tag.clone(), v.clone());
+                    }
+                }
+                _ => {
+                    dist_tags.insert("latest".into(), Value::String(version.clone()));
+                }
+            }
+            for (field, value) in [("description", &description), ("readme", &readme)] {
+                if let Some(value) = value {
+                    doc.doc.insert(field.into(), value.clone());
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(package = name, version, user = who.user, "published");
+        Ok(json!({ "ok": true, "id": name, "success": true }))
+    }
+
+    /// A metadata change of published versions: `deprecated` fields, dist-tags.
+    async fn update(
+        &self,
+        name: &str,
+        versions: &Map<String, Value>,
+        tags: Option<&Value>,
+    ) -> Result<Value, PublishError> {
+        self.write(name, |doc| {
+            let held = doc.versions_mut();
+            for (version, manifest) in versions {
+                let Some(target) = held.get_mut(version).and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                match manifest.get("deprecated") {
+                    Some(Value::String(message)) if !message.is_empty() => {
+                        target.insert("deprecated".into(), Value::String(message.clone()));
+                    }
+                    _ => {
+                        target.remove("deprecated");
+                    }
+                }
+            }
+            if let Some(tags) = tags.and_then(Value::as_object) {
+                let known: Vec<String> = doc
+                    .versions()
+                    .map(|v| v.keys().cloned().collect())
+                    .unwrap_or_default();
+                for (tag, version) in tags {
+                    if version
+                        .as_str()
+                        .is_some_and(|v| known.iter().any(|k| k == v))
+                    {
+                        doc.dist_tags_mut().insert(tag.clone(), version.clone());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(json!({ "ok": true, "id": name }))
+    }
+
+    /// `PUT /-/package/{name}/dist-tags/{tag}` (`version` given) or `DELETE` (none).
+    pub async fn dist_tag(
+        &self,
+        name: &str,
+        tag: &str,
+        version: Option<&str>,
+        who: &Identity,
+    ) -> Result<Value, PublishError> {
+        self.check_writer(name, who)?;
+        self.write(name, |doc| {
+            match version {
+                Some(version) => {
+                    if !doc.versions().is_some_and(|v| v.contains_key(version)) {
+                        return Err(PublishError::NotFound(format!(
+                            "{name} has no version {version}"
+                        )));
+                    }
+                    doc.dist_tags_mut()
+                        .insert(tag.to_string(), Value::String(version.to_string()));
+                }
+                None if tag == "latest" => {
+                    return Err(bad("the latest tag cannot be removed"));
+                }
+                None => {
+                    doc.dist_tags_mut().shift_remove(tag);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(json!({ "ok": true }))
+    }
+
+    /// Change the stored packument of `name` with `edit` (read → edit → conditional put → on
+    /// conflict again), creating it when there is none.
+    async fn write(
+        &self,
+        name: &str,
+        mut edit: impl FnMut(&mut Packument) -> Result<(), PublishError>,
+    ) -> Result<(), PublishError> {
+        let store_error = |e: crate::store::StoreError| PublishError::Store(e.to_string());
+        for _ in 0..32 {
+            let held = self.store.packument(name).await.map_err(store_error)?;
+            let mut doc = match &held {
+                Some(held) => parse_document(&held.bytes, name)
+                    .map_err(|e| PublishError::Store(e.to_string()))?,
+                None => Packument::new(
+                    json!({ "_id": name, "name": name, "dist-tags": {}, "versions": {}, "time": {} })
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
+            };
+            edit(&mut doc)?;
+            crate::packument::repair(&mut doc);
+            let bytes = Bytes::from(
+                serde_json::to_vec(&doc.doc).map_err(|e| PublishError::Store(e.to_string()))?,
+            );
+            let meta = crate::store::PackumentMeta {
+                etag: None,
+                last_modified: None,
+                fetched_at: crate::store::now_ms(),
+                origin: None,
+            };
+            let expect = Expect::from_read(held.as_ref().map(|h| &h.token));
+            match self
+                .store
+                .put_packument(name, bytes, &meta, expect)
+                .await
+                .map_err(store_error)?
+            {
+                Written::Stored(_) => {
+                    self.packuments.changed(name);
+                    return Ok(());
+                }
+                Written::Conflict => continue,
+            }
+        }
+        Err(PublishError::Store(format!(
+            "{name} kept changing while it was published: try again"
+        )))
+    }
+}

@@ -1,0 +1,271 @@
+//! Private packages: a company's own scope published to sluice and installed from the same
+//! URL as mirrored packages, never looked up upstream.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+use support::{FakeRegistry, Project, Sluice};
+
+const PRIVATE: &str = "[policy]\nwhitelist = \"whitelist\"\n\n[auth]\nusers = \"users\"\n\n\
+                       [publish]\nscopes = [\"@acme\"]\n";
+
+fn add_user(sluice: &Sluice, name: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["user", "add", name, "--password-stdin", "--config"])
+        .arg(&sluice.config_path)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What npm sends for `npm login --auth-type=legacy`: the token, or the error answer.
+fn login(sluice: &Sluice, name: &str, password: &str) -> Result<String, (u16, Value)> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .put(format!("{}-/user/org.couchdb.user:{name}", sluice.url()))
+            .json(&json!({
+                "_id": format!("org.couchdb.user:{name}"),
+                "name": name,
+                "password": password,
+                "type": "user",
+                "roles": [],
+                "date": "2026-12-01T00:00:00.000Z",
+            }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        match (status, body["token"].as_str()) {
+            (201, Some(token)) => Ok(token.to_string()),
+            _ => Err((status, body)),
+        }
+    })
+}
+
+/// A project folder whose npm user config carries `token` for `sluice`.
+fn logged_in(sluice: &Sluice, token: &str) -> Project {
+    let project = Project::new();
+    let host = sluice.url().trim_start_matches("http:").to_string();
+    std::fs::write(
+        project.path().join(".npmrc-empty"),
+        format!("{host}:_authToken={token}\n"),
+    )
+    .unwrap();
+    project
+}
+
+/// A package folder for `@acme/widget@version`.
+fn package(project: &Project, version: &str) {
+    std::fs::write(
+        project.path().join("package.json"),
+        json!({
+            "name": "@acme/widget", "version": version, "main": "index.js", "license": "MIT",
+            "files": ["index.js"],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        project.path().join("index.js"),
+        format!("module.exports = \"@acme/widget@{version}\";\n"),
+    )
+    .unwrap();
+}
+
+fn npm_ok(project: &Project, sluice: &Sluice, args: &[&str]) -> String {
+    let out = project.npm(&sluice.url(), args);
+    assert!(
+        out.status.success(),
+        "npm {args:?}:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    // The same name upstream: dependency confusion must not reach it.
+    upstream.publish("@acme/widget", "9.9.9", &[]);
+    let sluice = Sluice::start(&upstream, "left\n", PRIVATE);
+    add_user(&sluice, "alice", "correct horse");
+
+    // Logging in: a wrong password and an unknown user are refused; the right one gets a token.
+    assert_eq!(login(&sluice, "alice", "wrong").unwrap_err().0, 401);
+    let (status, body) = login(&sluice, "mallory", "x").unwrap_err();
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("sluice user add"),
+        "{body}"
+    );
+    let token = login(&sluice, "alice", "correct horse").unwrap();
+
+    let author = logged_in(&sluice, &token);
+    assert_eq!(npm_ok(&author, &sluice, &["whoami"]).trim(), "alice");
+    package(&author, "1.0.0");
+    npm_ok(&author, &sluice, &["publish"]);
+    // The same version again: refused.
+    let again = author.npm(&sluice.url(), &["publish"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(
+        stderr.contains("409") || stderr.contains("cannot publish over"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    package(&author, "1.1.0");
+    npm_ok(&author, &sluice, &["publish"]);
+
+    // Installed from the same registry as a mirrored package, by anyone (read = anonymous).
+    let user = Project::new();
+    user.install(&sluice.url(), &["@acme/widget@1.0.0", "left"]);
+    assert_eq!(user.require("@acme/widget"), "@acme/widget@1.0.0");
+    assert_eq!(user.require("left"), "left@1.0.0");
+    let (status, doc) = sluice.get_json("/@acme%2fwidget");
+    assert_eq!(status, 200);
+    assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+    assert!(
+        doc["versions"].get("9.9.9").is_none(),
+        "upstream's version leaked in"
+    );
+    for link in doc["versions"].as_object().unwrap().values() {
+        assert!(link["dist"]["tarball"]
+            .as_str()
+            .unwrap()
+            .starts_with(&sluice.url()));
+    }
+    assert_eq!(
+        upstream.count_prefix("/@acme"),
+        0,
+        "the private scope was looked up upstream"
+    );
+
+    // dist-tags and deprecation.
+    npm_ok(
+        &author,
+        &sluice,
+        &["dist-tag", "add", "@acme/widget@1.0.0", "stable"],
+    );
+    let tags = npm_ok(&author, &sluice, &["dist-tag", "ls", "@acme/widget"]);
+    assert!(tags.contains("stable: 1.0.0"), "{tags}");
+    npm_ok(
+        &author,
+        &sluice,
+        &["deprecate", "@acme/widget@1.0.0", "use 1.1"],
+    );
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert_eq!(doc["versions"]["1.0.0"]["deprecated"], "use 1.1");
+    assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
+
+    // Anonymous publishes and publishes of mirrored names are refused.
+    let anonymous = Project::new();
+    package(&anonymous, "2.0.0");
+    let out = anonymous.npm(&sluice.url(), &["publish"]);
+    assert!(!out.status.success());
+    // npm itself asks for a login before sending; the registry answers 401 if it is sent.
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("ENEEDAUTH") || stderr.contains("401"),
+        "{stderr}"
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .put(format!("{}@acme%2fwidget", sluice.url()))
+            .json(&json!({"name": "@acme/widget", "versions": {}}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 401);
+
+    // Tokens: listed, a read-only one cannot publish, a revoked one stops working.
+    let listed = npm_ok(&author, &sluice, &["token", "list", "--json"]);
+    assert!(listed.contains("sluice_"), "{listed}");
+    let readonly: Value = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}-/npm/v1/tokens", sluice.url()))
+            .bearer_auth(&token)
+            .json(&json!({"password": "correct horse", "readonly": true, "cidr_whitelist": []}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let readonly_token = readonly["token"].as_str().unwrap().to_string();
+    let reader = logged_in(&sluice, &readonly_token);
+    package(&reader, "3.0.0");
+    let out = reader.npm(&sluice.url(), &["publish"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = readonly["key"].as_str().unwrap().to_string();
+    npm_ok(&author, &sluice, &["token", "revoke", &key]);
+    let out = reader.npm(&sluice.url(), &["whoami"]);
+    assert!(!out.status.success());
+
+    // Logging out revokes the token.
+    npm_ok(&author, &sluice, &["logout"]);
+    let (status, _, _) = support::http_get(
+        &format!("{}-/whoami", sluice.url()),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn with_read_authenticated_every_request_but_ping_and_login_needs_a_token() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let sluice = Sluice::start(
+        &upstream,
+        "left\n",
+        &PRIVATE.replace(
+            "users = \"users\"\n",
+            "users = \"users\"\nread = \"authenticated\"\n",
+        ),
+    );
+    add_user(&sluice, "bob", "hunter22");
+    let (status, headers, _) = sluice.get("/left", &[]);
+    assert_eq!(status, 401);
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(sluice.get("/-/ping", &[]).0, 200);
+    let token = login(&sluice, "bob", "hunter22").unwrap();
+    let project = logged_in(&sluice, &token);
+    project.install(&sluice.url(), &["left"]);
+    assert_eq!(project.require("left"), "left@1.0.0");
+    // Basic credentials work too; wrong ones do not.
+    let basic = format!("Basic {}", base64_encode("bob:hunter22"));
+    assert_eq!(sluice.get("/left", &[("authorization", &basic)]).0, 200);
+    let wrong = format!("Basic {}", base64_encode("bob:nope"));
+    assert_eq!(sluice.get("/left", &[("authorization", &wrong)]).0, 401);
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
