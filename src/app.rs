@@ -2,7 +2,7 @@
 //! parts from a configuration, and wires them together. The server, the proxy and the command
 //! line all start here.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,8 +49,9 @@ pub struct App {
     pub last_refresh_ms: AtomicU64,
     /// Relayed answers (signing keys, attestations), kept for a while.
     pub relayed: moka::future::Cache<String, (u16, String, Bytes)>,
-    /// Whether this node holds the lease for background work (see `jobs::leader`).
-    pub leader: Arc<AtomicBool>,
+    /// Until when this node holds the lease for background work (see `jobs::leader`), in
+    /// milliseconds of [`crate::memory::monotonic_ms`]; 0: it does not.
+    pub leader_until: AtomicU64,
     /// The fleet's shared state (with `storage.backend = "s3"`).
     pub fleet: Option<Arc<Fleet>>,
     indexes: TarballIndexes,
@@ -157,7 +158,7 @@ impl App {
             metrics: Arc::default(),
             mirror: Arc::default(),
             last_refresh_ms: AtomicU64::new(0),
-            leader: Arc::default(),
+            leader_until: AtomicU64::new(0),
             fleet,
             indexes,
             publisher,
@@ -172,7 +173,7 @@ impl App {
 
     /// Whether this node leads background work now.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::Relaxed)
+        crate::memory::monotonic_ms() < self.leader_until.load(Ordering::Relaxed)
     }
 
     /// The live whitelist, in whitelist mode.
@@ -193,6 +194,7 @@ impl App {
             Ok(News::Names(names)) => {
                 for name in &names {
                     self.store.forget(name);
+                    self.packuments.changed_elsewhere(name);
                     self.hot.invalidate_packument(name);
                     self.indexes.invalidate(name);
                 }
@@ -228,7 +230,7 @@ impl App {
                 crate::config::Backend::Disk => "disk",
                 crate::config::Backend::S3 => "s3",
             },
-            leader: self.leader.load(Ordering::Relaxed),
+            leader: self.is_leader(),
             mode: match policy.mode {
                 Mode::Whitelist if policy.read_through => "whitelist + read-through",
                 Mode::Whitelist => "whitelist",

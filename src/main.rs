@@ -304,8 +304,10 @@ fn migrate(
 ) -> anyhow::Result<ExitCode> {
     use std::io::IsTerminal;
     let target = Config::load_file(to)?;
-    let from = sluice::store::open(&config)?;
-    let into = sluice::store::open(&target)?;
+    // The canonical stores, without a node's local tier: that tier is not what is migrated,
+    // and may even be the other store's folder.
+    let from = sluice::store::open_canonical(&config)?;
+    let into = sluice::store::open_canonical(&target)?;
     if sluice::jobs::migrate::same_store(from.as_ref(), into.as_ref()) {
         anyhow::bail!(
             "{} and {} name the same store ({})",

@@ -23,3 +23,24 @@ fn page_size() -> u64 {
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(size).unwrap_or(4096)
 }
+
+/// Milliseconds of a monotonic clock since this process first asked: for deadlines that must
+/// not move with the wall clock.
+pub fn monotonic_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+/// `at` as [`monotonic_ms`].
+pub fn monotonic_ms_at(at: std::time::Instant) -> u64 {
+    let now = std::time::Instant::now();
+    let ms = monotonic_ms();
+    if at >= now {
+        ms + (at - now).as_millis() as u64
+    } else {
+        ms.saturating_sub((now - at).as_millis() as u64)
+    }
+}

@@ -164,8 +164,20 @@ impl Fleet {
         if names.is_empty() {
             return Ok(());
         }
+        let restore = |names: Vec<String>| {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(names);
+        };
         for _ in 0..ATTEMPTS {
-            let held = self.store.state(JOURNAL).await?;
+            let held = match self.store.state(JOURNAL).await {
+                Ok(held) => held,
+                Err(error) => {
+                    restore(names);
+                    return Err(error);
+                }
+            };
             let mut journal: Journal = held
                 .as_ref()
                 .and_then(|(b, _)| serde_json::from_slice(b).ok())
@@ -182,15 +194,17 @@ impl Fleet {
             journal.entries.drain(..excess);
             let bytes = Bytes::from(serde_json::to_vec(&journal).unwrap_or_default());
             let expect = Expect::from_read(held.as_ref().map(|(_, t)| t));
-            if let Written::Stored(_) = self.store.put_state(JOURNAL, bytes, expect).await? {
-                return Ok(());
+            match self.store.put_state(JOURNAL, bytes, expect).await {
+                Ok(Written::Stored(_)) => return Ok(()),
+                Ok(Written::Conflict) => {}
+                Err(error) => {
+                    restore(names);
+                    return Err(error);
+                }
             }
         }
         // Lost too many races: try again next time.
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(names);
+        restore(names);
         Ok(())
     }
 
@@ -208,7 +222,8 @@ impl Fleet {
             return Ok(News::Names(Vec::new()));
         };
         let oldest = journal.entries.first().map_or(journal.next, |e| e.seq);
-        if oldest > expected {
+        // Entries dropped before this node read them, or a journal replaced by a new one.
+        if oldest > expected || journal.next < expected {
             return Ok(News::Everything);
         }
         let names: BTreeSet<String> = journal

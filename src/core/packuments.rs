@@ -64,6 +64,9 @@ pub struct Packuments {
     on_change: Vec<OnChange>,
     /// The names published here: never asked of upstream.
     private: crate::config::PublishConfig,
+    /// The sequence number of each package's last change (see [`Packuments::change_seq`]).
+    changes: moka::sync::Cache<Arc<str>, u64>,
+    next_change: AtomicU64,
     /// Counters.
     pub stats: Stats,
 }
@@ -94,6 +97,8 @@ impl Packuments {
             confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             on_change,
             private,
+            changes: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            next_change: AtomicU64::new(1),
             stats: Stats::default(),
         }
     }
@@ -303,8 +308,24 @@ impl Packuments {
         Doc { bytes, meta, token }
     }
 
+    /// A number that changes whenever the stored packument of `name` changes in this process:
+    /// what was derived from it before a change must not be cached after it.
+    pub fn change_seq(&self, name: &str) -> u64 {
+        self.changes.get(name).unwrap_or(0)
+    }
+
+    /// Note that the stored packument of `name` changed elsewhere (another node): what is
+    /// being derived from the old one now is not cached.
+    pub fn changed_elsewhere(&self, name: &str) {
+        let seq = self.next_change.fetch_add(1, Ordering::Relaxed);
+        self.changes.insert(name.into(), seq);
+        self.confirmed.invalidate(name);
+    }
+
     /// Tell the derived caches (and the fleet) that the stored packument of `name` changed.
     pub fn changed(&self, name: &str) {
+        let seq = self.next_change.fetch_add(1, Ordering::Relaxed);
+        self.changes.insert(name.into(), seq);
         self.confirmed.insert(name.into(), now_ms());
         for listener in &self.on_change {
             listener(name);

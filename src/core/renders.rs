@@ -108,17 +108,27 @@ impl Renders {
             self.packuments.revalidate_in_background(name);
             return Ok((rendered, CacheStatus::Stale));
         }
+        // A change stored while this renders (a revalidation, another node) must not be
+        // hidden by this render being cached afterwards.
+        let seen = self.packuments.change_seq(name);
         let (doc, status) = self.packuments.get(name).await?;
         let this = self.clone();
         let task_key = key.clone();
         let (rendered, _) = self
             .flights
-            .run(key, async move { this.render(task_key, doc).await })
+            .run(key, async move { this.render(task_key, doc, seen).await })
             .await;
         Ok((rendered?, status))
     }
 
-    async fn render(self: Arc<Self>, key: HotKey, source: Doc) -> Shared<Arc<Rendered>> {
+    /// Hold `rendered` under `key` unless the packument of `name` changed since `seen`.
+    fn keep(&self, key: HotKey, name: &str, seen: u64, rendered: &Arc<Rendered>) {
+        if self.packuments.change_seq(name) == seen {
+            self.hot.insert(key, rendered.clone());
+        }
+    }
+
+    async fn render(self: Arc<Self>, key: HotKey, source: Doc, seen: u64) -> Shared<Arc<Rendered>> {
         let HotKey::Packument {
             name,
             abbreviated,
@@ -136,7 +146,7 @@ impl Renders {
             };
             let identity = match self.current(&identity_key) {
                 Some(identity) => identity,
-                None => Box::pin(self.clone().render(identity_key, source)).await?,
+                None => Box::pin(self.clone().render(identity_key, source, seen)).await?,
             };
             let body = identity.body.clone();
             let compressed = tokio::task::spawn_blocking(move || {
@@ -155,7 +165,7 @@ impl Renders {
                 generation: identity.generation,
                 expires_at: identity.expires_at,
             });
-            self.hot.insert(key, rendered.clone());
+            self.keep(key, &name, seen, &rendered);
             return Ok(rendered);
         }
         let this = self.clone();
@@ -192,7 +202,7 @@ impl Renders {
         })
         .await
         .map_err(|e| Error::Internal(format!("render failed: {e}")))??;
-        self.hot.insert(key, rendered.clone());
+        self.keep(key, &name, seen, &rendered);
         Ok(rendered)
     }
 

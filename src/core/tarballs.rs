@@ -32,7 +32,12 @@ use crate::upstream::{Upstream, UpstreamError};
 pub const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Chunks a slow first client may leave unread before the download waits for it.
-const CLIENT_BUFFER: usize = 16;
+const CLIENT_BUFFER: usize = 64;
+
+/// How long the download waits for a first client that takes nothing: then the client is cut
+/// off (its response is aborted; it retries from the store) and the download goes on at full
+/// speed for everyone else.
+const SLOW_CLIENT: Duration = Duration::from_secs(10);
 
 /// A tarball as served.
 pub enum Served {
@@ -83,6 +88,9 @@ enum Downloaded {
 
 type DownloadKey = (Arc<str>, Arc<str>);
 
+/// A re-read of a packument for an unlisted tarball, shared by the requests that need it.
+type Recheck = futures::future::Shared<futures::future::BoxFuture<'static, Result<(), Error>>>;
+
 /// A download in flight, to await, and whether this caller started it.
 type Flight = (
     futures::future::Shared<futures::future::BoxFuture<'static, Shared<Downloaded>>>,
@@ -124,8 +132,9 @@ pub struct Tarballs {
     downloads: SingleFlight<DownloadKey, Shared<Downloaded>>,
     /// Index builds in flight: concurrent first requests for a package parse its document once.
     builds: SingleFlight<Arc<str>, Shared<Arc<Index>>>,
-    /// Packages re-read for an unlisted tarball recently.
-    rechecked: moka::sync::Cache<Arc<str>, ()>,
+    /// Packages re-read for an unlisted tarball recently, with the re-read (requests that come
+    /// while it runs wait for it).
+    rechecked: moka::sync::Cache<Arc<str>, Recheck>,
 }
 
 impl std::fmt::Debug for Tarballs {
@@ -261,16 +270,23 @@ impl Tarballs {
             .and_then(|rest| rest.strip_prefix('-'))
             .and_then(|rest| rest.strip_suffix(".tgz"))
             .is_some_and(|version| nodejs_semver::Version::parse(version).is_ok());
-        let key: Arc<str> = name.into();
-        if !names_a_version || self.rechecked.contains_key(&key) {
+        if !names_a_version {
             return Ok(false);
         }
-        self.rechecked.insert(key, ());
-        let (fresh, _) = self.packuments.fetch(name).await;
-        fresh?;
-        // The fetch told the derived caches if the document changed.
-        self.indexes.invalidate(name);
-        Ok(true)
+        let key: Arc<str> = name.into();
+        let recheck = self.rechecked.get_with(key, || {
+            use futures::FutureExt;
+            let this = self.clone();
+            let name = name.to_string();
+            async move {
+                let (fresh, _) = this.packuments.fetch(&name).await;
+                this.indexes.invalidate(&name);
+                fresh.map(|_| ())
+            }
+            .boxed()
+            .shared()
+        });
+        recheck.await.map(|()| true)
     }
 
     /// The tarball index of `name`, built from its packument once per change (one build
@@ -374,8 +390,20 @@ impl Tarballs {
         if leader {
             if let Ok(head) = head_rx.await {
                 let size = head?;
-                let mut stream = futures::stream::unfold(body_rx, |mut rx| async move {
-                    rx.recv().await.map(|chunk| (chunk, rx))
+                // An empty chunk ends the body; a channel closed without it means the client
+                // was cut off, and the body is not whole.
+                let mut stream = futures::stream::unfold(Some(body_rx), |rx| async move {
+                    let mut rx = rx?;
+                    match rx.recv().await {
+                        Some(Ok(chunk)) if chunk.is_empty() => None,
+                        Some(chunk) => Some((chunk, Some(rx))),
+                        None => Some((
+                            Err(Error::Internal(
+                                "the client fell behind the download and was cut off".into(),
+                            )),
+                            None,
+                        )),
+                    }
                 })
                 .boxed();
                 if size.is_some_and(|size| size <= self.hot_max) {
@@ -556,6 +584,8 @@ impl Tarballs {
         if let Some(last) = held {
             send(&mut client, Ok(last)).await;
         }
+        // The end of the body.
+        send(&mut client, Ok(Bytes::new())).await;
         Ok(if stored.is_some() {
             Downloaded::Stored
         } else {
@@ -564,14 +594,14 @@ impl Tarballs {
     }
 }
 
-/// Hand `chunk` to the first client, if it is still there; a client that went away stops
-/// getting chunks, and the download goes on into the store.
+/// Hand `chunk` to the first client, if it is still there; a client that went away, or takes
+/// nothing for [`SLOW_CLIENT`], stops getting chunks, and the download goes on into the store.
 async fn send(
     client: &mut Option<mpsc::Sender<Result<Bytes, Error>>>,
     chunk: Result<Bytes, Error>,
 ) {
     if let Some(sender) = client {
-        if sender.send(chunk).await.is_err() {
+        if sender.send_timeout(chunk, SLOW_CLIENT).await.is_err() {
             *client = None;
         }
     }

@@ -290,6 +290,9 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
             Err(error) => summary.failures.push(error),
         }
     }
+    // What this run stored reaches the other nodes of a fleet now, not at a sync it will not
+    // live to see.
+    app.sync_fleet().await;
     summary.elapsed = started.elapsed();
     summary
 }

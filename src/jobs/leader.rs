@@ -12,8 +12,9 @@ use crate::store::lease::Lease;
 /// The state object of the fleet's lease.
 pub const LEASE: &str = "leases/background";
 
-/// Keep trying to take (or renew) the lease until `stop` resolves; `app.leader` says whether
-/// this node holds it. The lease is released on the way out.
+/// Keep trying to take (or renew) the lease until `stop` resolves; `app.is_leader()` says
+/// whether this node holds it (until two thirds of a lease after its last renewal, by the
+/// monotonic clock). The lease is released on the way out.
 pub async fn lead(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     let mut lease = Lease::new(
         app.store.clone(),
@@ -23,12 +24,20 @@ pub async fn lead(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
     );
     tokio::pin!(stop);
     loop {
-        let was = app.leader.load(Ordering::Relaxed);
-        if let Err(error) = lease.acquire().await {
-            tracing::warn!(%error, "cannot reach the lease: not leading background work");
+        let was = app.is_leader();
+        // Bounded: a slow store must not keep this node counted as leader past its lease.
+        match tokio::time::timeout(lease.renew_every(), lease.acquire()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot reach the lease: not leading background work")
+            }
+            Err(_) => {
+                tracing::warn!("the lease did not answer in time: not leading background work")
+            }
         }
-        let now = lease.is_held();
-        app.leader.store(now, Ordering::Relaxed);
+        let until = lease.held_until().map_or(0, crate::memory::monotonic_ms_at);
+        app.leader_until.store(until, Ordering::Relaxed);
+        let now = app.is_leader();
         if now != was {
             tracing::info!(
                 node = %app.config.cluster.node,
@@ -42,6 +51,6 @@ pub async fn lead(app: Arc<App>, stop: impl std::future::Future<Output = ()>) {
             _ = &mut stop => break,
         }
     }
-    app.leader.store(false, Ordering::Relaxed);
+    app.leader_until.store(0, Ordering::Relaxed);
     lease.release().await;
 }

@@ -45,7 +45,11 @@ pub async fn refresh_once(app: &Arc<App>) {
         .for_each_concurrent(concurrency, |name| {
             let app = app.clone();
             async move {
-                if !app.host.admits(&name) || app.config.publish.is_private(&name) {
+                // Leadership can lapse during a long cycle: stop where it did.
+                if !app.is_leader()
+                    || !app.host.admits(&name)
+                    || app.config.publish.is_private(&name)
+                {
                     return;
                 }
                 let due = app

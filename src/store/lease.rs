@@ -75,9 +75,16 @@ impl Lease {
 
     /// Whether this holder may act as the holder now.
     pub fn is_held(&self) -> bool {
+        self.held_until()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Until when this holder may act as the holder (two thirds of the lease after the start
+    /// of its last successful write), if it holds it.
+    pub fn held_until(&self) -> Option<Instant> {
         self.held
             .as_ref()
-            .is_some_and(|(_, at)| at.elapsed() < self.duration * 2 / 3)
+            .map(|(_, at)| *at + self.duration * 2 / 3)
     }
 
     fn doc(&self, holder: &str) -> Bytes {

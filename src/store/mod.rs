@@ -262,8 +262,22 @@ pub trait Store: Send + Sync + fmt::Debug {
 pub type SharedStore = Arc<dyn Store>;
 
 /// The store `[storage]` configures: the disk folder, or the bucket (checked now: reachable,
-/// credentials accepted, conditional writes enforced).
+/// credentials accepted, conditional writes enforced) behind this node's local tier.
 pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
+    let canonical = open_canonical(config)?;
+    match config.storage.backend {
+        crate::config::Backend::S3 => Ok(Arc::new(Tiered::new(
+            DiskStore::new(&config.storage.dir),
+            canonical,
+            config.storage.local_max,
+        ))),
+        crate::config::Backend::Disk => Ok(canonical),
+    }
+}
+
+/// The canonical store `[storage]` configures, without a node's local tier (what `migrate`
+/// copies from and into).
+pub fn open_canonical(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
     let storage = &config.storage;
     match (&storage.backend, &storage.s3) {
         (crate::config::Backend::S3, Some(s3)) => {
@@ -296,11 +310,7 @@ pub fn open(config: &crate::config::Config) -> Result<SharedStore, StoreError> {
                         })
                     })
             })?;
-            Ok(Arc::new(Tiered::new(
-                DiskStore::new(&storage.dir),
-                Arc::new(store),
-                storage.local_max,
-            )))
+            Ok(Arc::new(store))
         }
         _ => Ok(Arc::new(DiskStore::new(&storage.dir))),
     }

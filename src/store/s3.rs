@@ -435,12 +435,24 @@ impl Store for S3Store {
         let stream = found.into_stream().map_err(move |e| this.fail(e)).boxed();
         let what = format!("{name}/-/{file}");
         let location = self.location.clone();
+        let (bucket, key) = (self.bucket.clone(), self.tarball_key(name, file));
         Ok(Some(TarballBody {
             size,
             integrity: integrity.clone(),
-            stream: verified_stream(stream, integrity, move || StoreError {
-                location: location.clone(),
-                message: format!("{what} does not match its integrity"),
+            stream: verified_stream(stream, integrity, move || {
+                // Dropped, so the next request fetches it again.
+                tracing::warn!(
+                    tarball = what,
+                    "stored tarball is corrupt: dropped, it will be fetched again"
+                );
+                let (bucket, key) = (bucket.clone(), key.clone());
+                tokio::spawn(async move {
+                    let _ = bucket.delete(&key).await;
+                });
+                StoreError {
+                    location: location.clone(),
+                    message: format!("{what} does not match its integrity"),
+                }
             }),
         }))
     }
@@ -623,7 +635,8 @@ impl Store for S3Store {
 }
 
 /// A tarball streaming into the bucket: small ones are buffered and written in one PUT, large
-/// ones go up as a multipart upload; either becomes visible only once the whole matched.
+/// ones go up as a multipart upload; either becomes visible only once the whole matched. A
+/// sink dropped before its commit aborts its multipart upload.
 struct S3Sink {
     store: S3Store,
     key: Path,
@@ -634,6 +647,18 @@ struct S3Sink {
     sha512: ssri::IntegrityOpts,
     small: Vec<u8>,
     upload: Option<WriteMultipart>,
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        if let Some(upload) = self.upload.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = upload.abort().await;
+                });
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -654,18 +679,22 @@ impl TarballSink for S3Sink {
         Ok(())
     }
 
-    async fn commit(self: Box<Self>) -> Result<Integrity, StoreError> {
-        let S3Sink {
-            store,
-            key,
-            what,
-            mut attributes,
-            published,
-            checker,
-            sha512,
-            small,
-            upload,
-        } = *self;
+    async fn commit(mut self: Box<Self>) -> Result<Integrity, StoreError> {
+        let upload = self.upload.take();
+        let store = self.store.clone();
+        let key = self.key.clone();
+        let what = std::mem::take(&mut self.what);
+        let mut attributes = std::mem::take(&mut self.attributes);
+        let published = std::mem::take(&mut self.published);
+        let small = std::mem::take(&mut self.small);
+        let checker = std::mem::replace(
+            &mut self.checker,
+            IntegrityChecker::new(Integrity::from(b"")),
+        );
+        let sha512 = std::mem::replace(
+            &mut self.sha512,
+            ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha512),
+        );
         if checker.result().is_err() {
             if let Some(upload) = upload {
                 let _ = upload.abort().await;

@@ -265,12 +265,11 @@ impl Whitelist {
             .map_err(err)?;
         file.write_all(chunk.as_bytes()).map_err(err)?;
         file.sync_data().map_err(err)?;
-        let mut updated = (*self.snapshot()).clone();
-        for name in &added {
-            updated.insert_name(name);
-        }
-        // What we wrote is known: the watcher's re-read of it changes nothing.
-        self.file.set(format!("{text}{chunk}"), updated);
+        // The file as it is now (an admin's edit the watcher has not applied yet included):
+        // the watcher's re-read of it changes nothing.
+        let now = format!("{text}{chunk}");
+        let updated = Matcher::new(&parse(&now).entries);
+        self.file.set(now, updated);
         let now = Instant::now();
         self.appended
             .lock()
@@ -409,10 +408,6 @@ impl Plugin for WhitelistPlugin {
                 self.list.path().display()
             ),
         )))
-    }
-
-    fn generation(&self) -> u64 {
-        self.list.generation()
     }
 
     fn on_response(&self, status: u16, _headers: &mut http::HeaderMap, ctx: &Ctx) {
