@@ -308,6 +308,11 @@ impl Packuments {
         Doc { bytes, meta, token }
     }
 
+    /// Whether `name` is published here (never asked of upstream).
+    pub fn is_private(&self, name: &str) -> bool {
+        self.private.is_private(name)
+    }
+
     /// A number that changes whenever the stored packument of `name` changes in this process:
     /// what was derived from it before a change must not be cached after it.
     pub fn change_seq(&self, name: &str) -> u64 {
