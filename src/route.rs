@@ -194,17 +194,21 @@ fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
             }
         }
         (_, ["-", ..]) => Err(read_only()),
-        (false, _) => {
+        (delete, _) => {
             let (name, rest) = split_name(segments)?;
-            match rest {
-                [] => Ok(NpmRequest::Publish { name }),
+            match (delete, rest) {
+                (false, []) => Ok(NpmRequest::Publish { name }),
+                (all, ["-rev", _]) => Ok(NpmRequest::Unpublish { name, all }),
+                (true, ["-", file, "-rev", _]) => {
+                    check_tarball_file(file)?;
+                    Ok(NpmRequest::UnpublishTarball {
+                        name,
+                        file: (*file).to_string(),
+                    })
+                }
                 _ => Err(read_only()),
             }
         }
-        (true, _) => Err(RouteError {
-            status: 405,
-            message: "unpublishing is not supported by sluice yet".into(),
-        }),
     }
 }
 
@@ -377,6 +381,13 @@ mod tests {
             route("PUT", "/express", None, None).unwrap(),
             NpmRequest::Publish {
                 name: "express".into()
+            }
+        );
+        assert_eq!(
+            route("DELETE", "/express/-rev/3-abc", None, None).unwrap(),
+            NpmRequest::Unpublish {
+                name: "express".into(),
+                all: true
             }
         );
         assert_eq!(

@@ -175,6 +175,12 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
     assert_eq!(doc["versions"]["1.0.0"]["deprecated"], "use 1.1");
     assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
 
+    // Unpublishing a version inside the window.
+    npm_ok(&author, &sluice, &["unpublish", "@acme/widget@1.1.0"]);
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert!(doc["versions"].get("1.1.0").is_none(), "{doc}");
+    assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
+
     // Anonymous publishes and publishes of mirrored names are refused.
     let anonymous = Project::new();
     package(&anonymous, "2.0.0");
@@ -268,4 +274,31 @@ fn with_read_authenticated_every_request_but_ping_and_login_needs_a_token() {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn outside_the_unpublish_window_a_version_stays() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(
+        &upstream,
+        "",
+        &PRIVATE.replace(
+            "scopes = [\"@acme\"]\n",
+            "scopes = [\"@acme\"]\nunpublish = \"0s\"\n",
+        ),
+    );
+    add_user(&sluice, "alice", "correct horse");
+    let token = login(&sluice, "alice", "correct horse").unwrap();
+    let author = logged_in(&sluice, &token);
+    package(&author, "1.0.0");
+    npm_ok(&author, &sluice, &["publish"]);
+    let out = author.npm(
+        &sluice.url(),
+        &["unpublish", "@acme/widget@1.0.0", "--force"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("403"), "{stderr}");
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert!(doc["versions"]["1.0.0"].is_object());
 }

@@ -375,6 +375,75 @@ impl Publisher {
         Ok(json!({ "ok": true, "id": name }))
     }
 
+    /// `npm unpublish`: take versions off (those `body`'s document lacks, or every one with
+    /// `all`), each only within `publish.unpublish` of its publish. Their tarballs stay in the
+    /// store, no longer listed.
+    pub async fn unpublish(
+        &self,
+        name: &str,
+        body: Option<&[u8]>,
+        who: &Identity,
+    ) -> Result<Value, PublishError> {
+        self.check_writer(name, who)?;
+        let kept: Option<Vec<String>> = match body {
+            Some(body) => {
+                let doc: Value = serde_json::from_slice(body)
+                    .map_err(|e| bad(format!("the unpublish body is not JSON: {e}")))?;
+                Some(
+                    doc.get("versions")
+                        .and_then(Value::as_object)
+                        .map(|v| v.keys().cloned().collect())
+                        .unwrap_or_default(),
+                )
+            }
+            None => None,
+        };
+        let window = self.config.unpublish;
+        let now = std::time::SystemTime::now();
+        let mut removed = Vec::new();
+        self.write(name, |doc| {
+            removed.clear();
+            let versions: Vec<String> = doc
+                .versions()
+                .map(|v| v.keys().cloned().collect())
+                .unwrap_or_default();
+            if versions.is_empty() {
+                return Err(PublishError::NotFound(format!(
+                    "{name} has no version to unpublish"
+                )));
+            }
+            for version in versions {
+                if kept.as_ref().is_some_and(|kept| kept.contains(&version)) {
+                    continue;
+                }
+                let published = doc
+                    .published(&version)
+                    .and_then(|t| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok());
+                let young = published
+                    .and_then(|at| now.duration_since(at).ok())
+                    .is_some_and(|age| age < window);
+                if !young {
+                    return Err(PublishError::Forbidden(format!(
+                        "{name}@{version} was published more than {} ago: this registry keeps \
+                         it (publish.unpublish); deprecate it instead",
+                        humantime::format_duration(window)
+                    )));
+                }
+                removed.push(version);
+            }
+            for version in &removed {
+                doc.remove_version(version);
+            }
+            let stamp = humantime::format_rfc3339_millis(now).to_string();
+            doc.time_mut()
+                .insert("modified".into(), Value::String(stamp));
+            Ok(())
+        })
+        .await?;
+        tracing::info!(package = name, versions = ?removed, user = who.user, "unpublished");
+        Ok(json!({ "ok": true, "id": name }))
+    }
+
     /// `PUT /-/package/{name}/dist-tags/{tag}` (`version` given) or `DELETE` (none).
     pub async fn dist_tag(
         &self,

@@ -70,6 +70,8 @@ impl SluiceProxy {
             request,
             NpmRequest::Publish { .. }
                 | NpmRequest::DistTag { .. }
+                | NpmRequest::Unpublish { .. }
+                | NpmRequest::UnpublishTarball { .. }
                 | NpmRequest::Whoami
                 | NpmRequest::Logout { .. }
                 | NpmRequest::Tokens
@@ -100,7 +102,11 @@ impl SluiceProxy {
     ) -> Option<Answer> {
         let auth = &self.app.auth;
         let limit = self.app.config.publish.max_size as usize;
-        if let NpmRequest::Publish { name } | NpmRequest::DistTag { name, .. } = request {
+        if let NpmRequest::Publish { name }
+        | NpmRequest::DistTag { name, .. }
+        | NpmRequest::Unpublish { name, .. }
+        | NpmRequest::UnpublishTarball { name, .. } = request
+        {
             if !self.app.publisher.is_private(name) {
                 return Some(Answer::error(
                     405,
@@ -139,6 +145,35 @@ impl SluiceProxy {
                     },
                     Err(answer) => answer,
                 }
+            }
+            NpmRequest::Unpublish { name, all } => {
+                let Some(who) = who else {
+                    return Some(reply(accounts::login_first()));
+                };
+                let body = if *all {
+                    None
+                } else {
+                    match read_body(session, limit, "unpublish").await {
+                        Ok(body) => Some(body),
+                        Err(answer) => return Some(answer),
+                    }
+                };
+                match self
+                    .app
+                    .publisher
+                    .unpublish(name, body.as_deref(), who)
+                    .await
+                {
+                    Ok(value) => Answer::json(200, &value),
+                    Err(e) => Answer::error(e.status(), e.to_string()),
+                }
+            }
+            NpmRequest::UnpublishTarball { .. } => {
+                if who.is_none() {
+                    return Some(reply(accounts::login_first()));
+                }
+                // The version is off the document already; its tarball stays, unlisted.
+                Answer::json(200, &json!({ "ok": true }))
             }
             NpmRequest::DistTag { name, tag, remove } => {
                 let Some(who) = who else {
@@ -411,6 +446,8 @@ impl SluiceProxy {
             | NpmRequest::CreateToken
             | NpmRequest::RevokeToken { .. }
             | NpmRequest::Publish { .. }
+            | NpmRequest::Unpublish { .. }
+            | NpmRequest::UnpublishTarball { .. }
             | NpmRequest::DistTag { .. } => Err(CoreError::Internal(
                 "an account route reached the package dispatch".into(),
             )),

@@ -72,6 +72,21 @@ pub enum NpmRequest {
         /// The package name.
         name: String,
     },
+    /// `npm unpublish`: `PUT /{name}/-rev/{rev}` with the document less the versions taken
+    /// off, or `DELETE /{name}/-rev/{rev}` for the whole package (`all`).
+    Unpublish {
+        /// The package name.
+        name: String,
+        /// Every version.
+        all: bool,
+    },
+    /// `DELETE /{name}/-/{file}/-rev/{rev}`: the tarball of an unpublished version.
+    UnpublishTarball {
+        /// The package name.
+        name: String,
+        /// The tarball's file name.
+        file: String,
+    },
     /// `PUT /-/package/{name}/dist-tags/{tag}` (with the version as a JSON string body), or
     /// `DELETE` of the same path (`remove`).
     DistTag {
@@ -112,6 +127,8 @@ impl NpmRequest {
             | NpmRequest::Tarball { name, .. }
             | NpmRequest::DistTags { name }
             | NpmRequest::Publish { name }
+            | NpmRequest::Unpublish { name, .. }
+            | NpmRequest::UnpublishTarball { name, .. }
             | NpmRequest::DistTag { name, .. } => Some(name),
             NpmRequest::Passthrough { package, .. } => package.as_deref(),
             NpmRequest::Ping
@@ -151,6 +168,7 @@ impl NpmRequest {
                 "tokens"
             }
             NpmRequest::Publish { .. } => "publish",
+            NpmRequest::Unpublish { .. } | NpmRequest::UnpublishTarball { .. } => "unpublish",
             NpmRequest::DistTag { .. } => "dist-tag",
         }
     }
