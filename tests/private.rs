@@ -302,3 +302,82 @@ fn outside_the_unpublish_window_a_version_stays() {
     let (_, doc) = sluice.get_json("/@acme%2fwidget");
     assert!(doc["versions"]["1.0.0"].is_object());
 }
+
+fn tool(relative: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/node_modules")
+        .join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        support::cannot_run(&format!(
+            "{} is not installed (scripts/setup --tests installs it)",
+            path.display()
+        ));
+        None
+    }
+}
+
+#[test]
+fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
+    let (Some(pnpm), Some(yarn)) = (tool("pnpm/bin/pnpm.cjs"), tool("@yarnpkg/cli-dist/bin/yarn.js"))
+    else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    add_user(&sluice, "alice", "correct horse");
+    let token = login(&sluice, "alice", "correct horse").unwrap();
+
+    // pnpm publish, with the token in the user config.
+    let author = logged_in(&sluice, &token);
+    package(&author, "1.0.0");
+    let out = Command::new("node")
+        .arg(&pnpm)
+        .args(["publish", "--no-git-checks", "--registry", &sluice.url()])
+        .env("npm_config_userconfig", author.path().join(".npmrc-empty"))
+        .env("CI", "1")
+        .current_dir(author.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pnpm publish:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // yarn 4: npm publish and npm tag add, with npmAuthToken.
+    let berry = Project::new();
+    package(&berry, "1.1.0");
+    std::fs::write(
+        berry.path().join(".yarnrc.yml"),
+        format!(
+            "npmRegistryServer: \"{}\"\nunsafeHttpWhitelist:\n  - \"127.0.0.1\"\nnpmAuthToken: \"{token}\"\n\
+             nodeLinker: node-modules\nenableGlobalCache: false\nenableTelemetry: false\n",
+            sluice.url().trim_end_matches('/')
+        ),
+    )
+    .unwrap();
+    std::fs::write(berry.path().join("yarn.lock"), "").unwrap();
+    let yarn_run = |args: &[&str]| {
+        Command::new("node")
+            .arg(&yarn)
+            .args(args)
+            .env("YARN_IGNORE_PATH", "1")
+            .env("YARN_ENABLE_IMMUTABLE_INSTALLS", "false")
+            .env("HOME", berry.path())
+            .current_dir(berry.path())
+            .output()
+            .unwrap()
+    };
+    let out = yarn_run(&["install"]);
+    assert!(out.status.success(), "yarn install:\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = yarn_run(&["npm", "publish"]);
+    assert!(out.status.success(), "yarn npm publish:\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = yarn_run(&["npm", "tag", "add", "@acme/widget@1.0.0", "stable"]);
+    assert!(out.status.success(), "yarn npm tag add:\n{}", String::from_utf8_lossy(&out.stdout));
+
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert!(doc["versions"]["1.0.0"].is_object() && doc["versions"]["1.1.0"].is_object(), "{doc}");
+    assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
+    assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
+    let user = Project::new();
+    user.install(&sluice.url(), &["@acme/widget"]);
+    assert_eq!(user.require("@acme/widget"), "@acme/widget@1.1.0");
+}
