@@ -320,8 +320,10 @@ fn tool(relative: &str) -> Option<std::path::PathBuf> {
 
 #[test]
 fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
-    let (Some(pnpm), Some(yarn)) = (tool("pnpm/bin/pnpm.cjs"), tool("@yarnpkg/cli-dist/bin/yarn.js"))
-    else {
+    let (Some(pnpm), Some(yarn)) = (
+        tool("pnpm/bin/pnpm.cjs"),
+        tool("@yarnpkg/cli-dist/bin/yarn.js"),
+    ) else {
         return;
     };
     let upstream = FakeRegistry::start();
@@ -340,7 +342,12 @@ fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
         .current_dir(author.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "pnpm publish:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pnpm publish:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // yarn 4: npm publish and npm tag add, with npmAuthToken.
     let berry = Project::new();
@@ -367,17 +374,103 @@ fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
             .unwrap()
     };
     let out = yarn_run(&["install"]);
-    assert!(out.status.success(), "yarn install:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "yarn install:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = yarn_run(&["npm", "publish"]);
-    assert!(out.status.success(), "yarn npm publish:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "yarn npm publish:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = yarn_run(&["npm", "tag", "add", "@acme/widget@1.0.0", "stable"]);
-    assert!(out.status.success(), "yarn npm tag add:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "yarn npm tag add:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
     let (_, doc) = sluice.get_json("/@acme%2fwidget");
-    assert!(doc["versions"]["1.0.0"].is_object() && doc["versions"]["1.1.0"].is_object(), "{doc}");
+    assert!(
+        doc["versions"]["1.0.0"].is_object() && doc["versions"]["1.1.0"].is_object(),
+        "{doc}"
+    );
     assert_eq!(doc["dist-tags"]["latest"], "1.1.0");
     assert_eq!(doc["dist-tags"]["stable"], "1.0.0");
     let user = Project::new();
     user.install(&sluice.url(), &["@acme/widget"]);
     assert_eq!(user.require("@acme/widget"), "@acme/widget@1.1.0");
 }
+
+#[test]
+fn npm_login_prompts_work_through_the_legacy_flow_and_adduser_and_owners_apply() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(
+        &upstream,
+        "",
+        &PRIVATE
+            .replace("users = \"users\"\n", "users = \"users\"\nadduser = true\n")
+            .replace(
+                "scopes = [\"@acme\"]\n",
+                "scopes = [\"@acme\"]\nowners = { \"@acme\" = [\"alice\"] }\n",
+            ),
+    );
+    // npm login at a terminal (a pty), answering its prompts as they come: the legacy flow
+    // creates the user (adduser = true) and writes a token.
+    let project = Project::new();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(NPM_LOGIN)
+        .arg(sluice.url())
+        .args(["bob", "secret-pass"])
+        .arg(project.path().join(".npmrc-empty"))
+        .current_dir(project.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "npm login:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(npm_ok(&project, &sluice, &["whoami"]).trim(), "bob");
+    let users = std::fs::read_to_string(sluice.dir.path().join("users")).unwrap();
+    assert!(users.starts_with("bob:$argon2id$"), "{users}");
+    // bob is not an owner of @acme.
+    package(&project, "1.0.0");
+    let out = project.npm(&sluice.url(), &["publish"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && stderr.contains("403"), "{stderr}");
+}
+
+/// `npm login` in a pty, answering Username/Password (and Email) when asked.
+const NPM_LOGIN: &str = r#"
+import os, pty, sys, time
+registry, user, password, userconfig = sys.argv[1:5]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["npm_config_userconfig"] = userconfig
+    # npm's default web login: sluice declines it and npm falls back to the legacy prompts.
+    os.execvp("npm", ["npm", "login", "--registry", registry])
+answers = [(b"Username:", user), (b"Password:", password), (b"Email:", "bob@example.invalid")]
+seen = b""
+deadline = time.time() + 300
+while time.time() < deadline:
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        break
+    if not data:
+        break
+    seen += data
+    for prompt, answer in list(answers):
+        if prompt in seen:
+            os.write(fd, (answer + "\r").encode())
+            answers.remove((prompt, answer))
+            seen = seen.split(prompt, 1)[1]
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
