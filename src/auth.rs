@@ -136,9 +136,16 @@ pub struct Auth {
     /// Basic credentials verified recently (sha256 of `user:password`): argon2 is slow on
     /// purpose.
     verified: moka::sync::Cache<String, String>,
+    /// Failed password checks per user name (and per client address) in the last minutes.
+    failures: moka::sync::Cache<String, u32>,
     /// Whether a login for an unknown name creates the user.
     pub adduser: bool,
 }
+
+/// Failed logins allowed per user name or address within [`FAILURE_WINDOW`].
+const MAX_FAILURES: u32 = 10;
+/// How long failed logins are remembered.
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,6 +190,10 @@ impl Auth {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(300))
                 .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(FAILURE_WINDOW)
+                .build(),
             adduser,
         })
     }
@@ -190,6 +201,27 @@ impl Auth {
     /// The users file, for the host to watch.
     pub fn watched(&self) -> Arc<dyn Watched> {
         self.users.clone()
+    }
+
+    /// Whether too many logins failed lately for `user` or from `address`: then none is tried
+    /// until the window passes (no unbounded guessing).
+    pub fn locked_out(&self, user: &str, address: Option<&str>) -> bool {
+        let over = |key: String| self.failures.get(&key).is_some_and(|n| n >= MAX_FAILURES);
+        over(format!("user:{user}")) || address.is_some_and(|a| over(format!("addr:{a}")))
+    }
+
+    /// Count a failed login of `user` from `address`.
+    pub fn failed(&self, user: &str, address: Option<&str>) {
+        for key in [
+            Some(format!("user:{user}")),
+            address.map(|a| format!("addr:{a}")),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let n = self.failures.get(&key).unwrap_or(0);
+            self.failures.insert(key, n + 1);
+        }
     }
 
     /// Whether `password` is `user`'s.

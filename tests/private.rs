@@ -474,3 +474,263 @@ _, status = os.waitpid(pid, 0)
 sys.stdout.write(seen.decode(errors="replace"))
 sys.exit(os.waitstatus_to_exitcode(status))
 "#;
+
+/// A real npm tarball of `name@version` (as `package/package.json` names it).
+fn tarball(name: &str, version: &str) -> Vec<u8> {
+    let json = json!({"name": name, "version": version}).to_string();
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(json.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    raw.append_data(&mut header, "package/package.json", json.as_bytes())
+        .unwrap();
+    let raw = raw.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap()
+}
+
+fn publish_body(name: &str, version: &str, tgz: &[u8]) -> Value {
+    use base64::Engine as _;
+    let integrity = ssri::IntegrityOpts::new()
+        .algorithm(ssri::Algorithm::Sha512)
+        .chain(tgz)
+        .result()
+        .to_string();
+    let base = name.rsplit('/').next().unwrap();
+    json!({
+        "_id": name,
+        "name": name,
+        "dist-tags": {"latest": version},
+        "versions": {version: {
+            "name": name, "version": version,
+            "dist": {"integrity": integrity, "tarball": format!("http://x/{name}/-/{base}-{version}.tgz")},
+        }},
+        "_attachments": {format!("{base}-{version}.tgz"): {
+            "content_type": "application/octet-stream",
+            "data": base64::engine::general_purpose::STANDARD.encode(tgz),
+            "length": tgz.len(),
+        }},
+    })
+}
+
+fn put(sluice: &Sluice, path: &str, token: Option<&str>, body: &Value) -> (u16, String) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut request = reqwest::Client::new()
+            .put(format!("{}{}", sluice.url(), path.trim_start_matches('/')))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        (status, body["error"].as_str().unwrap_or("").to_string())
+    })
+}
+
+#[test]
+fn bad_publishes_get_their_status_and_a_clear_message_and_store_nothing() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(
+        &upstream,
+        "",
+        &PRIVATE.replace(
+            "scopes = [\"@acme\"]\n",
+            "scopes = [\"@acme\"]\nmax_size = \"64KiB\"\n",
+        ),
+    );
+    add_user(&sluice, "alice", "correct horse");
+    let token = login(&sluice, "alice", "correct horse").unwrap();
+    let good = tarball("@acme/a", "1.0.0");
+    let path = "/@acme%2fa";
+    // No token; a token that does not exist.
+    assert_eq!(
+        put(
+            &sluice,
+            path,
+            None,
+            &publish_body("@acme/a", "1.0.0", &good)
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        put(
+            &sluice,
+            path,
+            Some("sluice_nope"),
+            &publish_body("@acme/a", "1.0.0", &good)
+        )
+        .0,
+        401
+    );
+    // A scope not published here (and not on the whitelist either).
+    let (status, error) = put(
+        &sluice,
+        "/@other%2fa",
+        Some(&token),
+        &publish_body("@other/a", "1.0.0", &good),
+    );
+    assert!(matches!(status, 403 | 405), "{status} {error}");
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "bad base64",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                b["_attachments"]["a-1.0.0.tgz"]["data"] = json!("%%%not base64%%%");
+                b
+            },
+            400,
+            "base64",
+        ),
+        (
+            "integrity mismatch",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                b["versions"]["1.0.0"]["dist"]["integrity"] =
+                    publish_body("@acme/a", "1.0.0", b"other")["versions"]["1.0.0"]["dist"]
+                        ["integrity"]
+                        .clone();
+                b
+            },
+            400,
+            "integrity",
+        ),
+        (
+            "shasum mismatch",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                b["versions"]["1.0.0"]["dist"]["shasum"] =
+                    json!("0000000000000000000000000000000000000000");
+                b
+            },
+            400,
+            "shasum",
+        ),
+        (
+            "URL and body disagree",
+            publish_body("@acme/b", "1.0.0", &good),
+            400,
+            "not the package in the URL",
+        ),
+        (
+            "tarball names another package",
+            publish_body("@acme/a", "1.0.0", &tarball("@acme/z", "1.0.0")),
+            400,
+            "package.json",
+        ),
+        (
+            "two versions",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                b["versions"]["1.0.1"] = b["versions"]["1.0.0"].clone();
+                b
+            },
+            400,
+            "exactly one new version",
+        ),
+        (
+            "attachment name with ..",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                let attachment = b["_attachments"]["a-1.0.0.tgz"].clone();
+                b["_attachments"] = json!({"../a-1.0.0.tgz": attachment});
+                b
+            },
+            400,
+            "not a file name",
+        ),
+        (
+            "over max_size",
+            {
+                let mut b = publish_body("@acme/a", "1.0.0", &good);
+                b["readme"] = json!("x".repeat(100_000));
+                b
+            },
+            413,
+            "larger",
+        ),
+    ];
+    for (what, body, status, message) in cases {
+        let (got, error) = put(&sluice, path, Some(&token), &body);
+        assert_eq!(got, status, "{what}: {error}");
+        assert!(error.contains(message), "{what}: {error}");
+    }
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(
+        runtime
+            .block_on(app.store.packument("@acme/a"))
+            .unwrap()
+            .is_none(),
+        "a bad publish stored something"
+    );
+    // The good one, then the same version again.
+    assert_eq!(
+        put(
+            &sluice,
+            path,
+            Some(&token),
+            &publish_body("@acme/a", "1.0.0", &good)
+        )
+        .0,
+        200
+    );
+    let (status, error) = put(
+        &sluice,
+        path,
+        Some(&token),
+        &publish_body("@acme/a", "1.0.0", &good),
+    );
+    assert_eq!(status, 403, "{error}");
+    assert!(error.contains("cannot publish over"), "{error}");
+
+    // Tokens survive a restart.
+    let dir = sluice.stop();
+    let sluice = Sluice::start_in(
+        dir,
+        &upstream,
+        &PRIVATE.replace(
+            "scopes = [\"@acme\"]\n",
+            "scopes = [\"@acme\"]\nmax_size = \"64KiB\"\n",
+        ),
+    );
+    let (status, _, _) = support::http_get(
+        &format!("{}-/whoami", sluice.url()),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(status, 200);
+    // Guessing is bounded: after ten wrong passwords the user is locked out for a while.
+    for _ in 0..10 {
+        assert_eq!(login(&sluice, "alice", "guess").unwrap_err().0, 401);
+    }
+    assert_eq!(login(&sluice, "alice", "correct horse").unwrap_err().0, 429);
+}
+
+#[test]
+fn a_users_file_with_a_bad_line_names_it_and_keeps_the_good_ones() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    add_user(&sluice, "alice", "correct horse");
+    assert!(login(&sluice, "alice", "correct horse").is_ok());
+    let users = sluice.dir.path().join("users");
+    let text = std::fs::read_to_string(&users).unwrap();
+    std::fs::write(&users, format!("{text}not a user line\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["user", "add", "bob", "--password-stdin", "--config"])
+        .arg(&sluice.config_path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("users:2") || stderr.contains("no password"),
+        "{stderr}"
+    );
+    // The server keeps the last good file: alice still logs in.
+    assert!(login(&sluice, "alice", "correct horse").is_ok());
+}

@@ -29,8 +29,14 @@ pub fn login_first() -> Reply {
     )
 }
 
-/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`.
-pub async fn login(auth: &Auth, name: &str, body: &[u8]) -> Reply {
+/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
+pub async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> Reply {
+    if auth.locked_out(name, address) {
+        return error(
+            429,
+            "too many failed logins for this user or address: wait a few minutes",
+        );
+    }
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return error(400, "the login body is not JSON");
     };
@@ -57,6 +63,7 @@ pub async fn login(auth: &Auth, name: &str, body: &[u8]) -> Reply {
             return error(409, e);
         }
     } else if !auth.check_password(name, password) {
+        auth.failed(name, address);
         return error(401, "wrong user name or password");
     }
     match auth.create_token(name, false, Vec::new()).await {

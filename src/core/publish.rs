@@ -190,10 +190,12 @@ impl Publisher {
             None => None,
         };
         let held_versions = held_doc.as_ref().and_then(Packument::versions);
-        let new: Vec<&String> = versions
-            .keys()
-            .filter(|v| !held_versions.is_some_and(|h| h.contains_key(*v)))
-            .collect();
+        // A version ever published (its time entry stays after an unpublish) is never again.
+        let ever = |v: &str| {
+            held_versions.is_some_and(|h| h.contains_key(v))
+                || held_doc.as_ref().and_then(|d| d.published(v)).is_some()
+        };
+        let new: Vec<&String> = versions.keys().filter(|v| !ever(v)).collect();
         let Some(attachments) = attachments.filter(|a| !a.is_empty()) else {
             if !new.is_empty() {
                 return Err(bad(format!(
@@ -205,8 +207,9 @@ impl Publisher {
         };
         let [version] = new.as_slice() else {
             return Err(match new.len() {
-                0 => PublishError::Conflict(format!(
-                    "cannot publish over an existing version: {name}@{} is published already",
+                0 => PublishError::Forbidden(format!(
+                    "cannot publish over the previously published version {name}@{} (published \
+                     or unpublished, a version is never published twice): bump the version",
                     versions.keys().next().map_or("?", String::as_str)
                 )),
                 _ => bad("a publish carries exactly one new version"),
@@ -222,6 +225,21 @@ impl Publisher {
             )));
         }
         let base = name.rsplit('/').next().unwrap_or(name);
+        // npm names the attachment `@scope/name-1.0.0.tgz`: a slash only after the scope.
+        let scope = name.split_once('/').map(|(scope, _)| format!("{scope}/"));
+        let bad_name = |k: &str| {
+            let rest = scope
+                .as_deref()
+                .and_then(|s| k.strip_prefix(s))
+                .unwrap_or(k);
+            rest.contains(['/', '\\', '\0']) || k.contains("..")
+        };
+        if let Some(key) = attachments.keys().find(|k| bad_name(k)) {
+            return Err(bad(format!(
+                "the attachment name `{}` is not a file name",
+                key.escape_default()
+            )));
+        }
         let all: Vec<&Value> = attachments.values().collect();
         let [attachment] = all.as_slice() else {
             return Err(bad("a publish carries exactly one tarball"));
@@ -298,9 +316,11 @@ impl Publisher {
         let description = body.get("description").cloned();
         let readme = body.get("readme").cloned();
         self.write(name, |doc| {
-            if doc.versions().is_some_and(|v| v.contains_key(&version)) {
-                return Err(PublishError::Conflict(format!(
-                    "cannot publish over an existing version: {name}@{version} is published already"
+            if doc.versions().is_some_and(|v| v.contains_key(&version))
+                || doc.published(&version).is_some()
+            {
+                return Err(PublishError::Forbidden(format!(
+                    "cannot publish over the previously published version {name}@{version}"
                 )));
             }
             let now = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();

@@ -24,7 +24,7 @@ pub async fn search(
     let mut skipped = 0;
     let mut total = 0;
     for name in names {
-        if !host.admits(&name) {
+        if !host.admits(&name) && !renders.is_private(&name) {
             continue;
         }
         let Ok(Some(stored)) = store.packument(&name).await else {

@@ -122,10 +122,16 @@ impl SluiceProxy {
                 404,
                 json!({ "error": "web login is not offered here: npm falls back to the legacy login (npm login --auth-type=legacy)" }),
             )),
-            NpmRequest::Login { name } => match read_body(session, 64 << 10, "login").await {
-                Ok(body) => reply(accounts::login(auth, name, &body).await),
-                Err(answer) => answer,
-            },
+            NpmRequest::Login { name } => {
+                let address = session
+                    .client_addr()
+                    .and_then(|a| a.as_inet())
+                    .map(|a| a.ip().to_string());
+                match read_body(session, 64 << 10, "login").await {
+                    Ok(body) => reply(accounts::login(auth, name, &body, address.as_deref()).await),
+                    Err(answer) => answer,
+                }
+            }
             NpmRequest::Whoami => reply(accounts::whoami(who)),
             NpmRequest::Logout { token } => reply(accounts::logout(auth, who, token).await),
             NpmRequest::Tokens => reply(accounts::tokens(auth, who).await),
@@ -357,7 +363,8 @@ impl SluiceProxy {
         }
         let mut doc: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&plain)
             .map_err(|e| format!("the audit body is not a JSON object: {e}"))?;
-        doc.retain(|name, _| self.app.host.admits(name));
+        // Private names never leave (they would tell upstream the company's internal names).
+        doc.retain(|name, _| !self.app.publisher.is_private(name) && self.app.host.admits(name));
         Ok(bytes::Bytes::from(
             serde_json::Value::Object(doc).to_string(),
         ))
