@@ -67,6 +67,11 @@ enum Command {
         #[arg(long, short = 'j')]
         concurrency: Option<usize>,
     },
+    /// Lockfile workflows.
+    Lockfile {
+        #[command(subcommand)]
+        action: LockfileAction,
+    },
     /// Manage the users of private packages (the `auth.users` file).
     User {
         #[command(subcommand)]
@@ -79,6 +84,53 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum LockfileAction {
+    /// Point every registry tarball URL of the lockfiles at server.public_url (in place;
+    /// everything else stays byte for byte).
+    Rewrite {
+        /// package-lock.json, npm-shrinkwrap.json, yarn.lock, pnpm-lock.yaml, bun.lock…
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; list file:line of each URL that bypasses sluice and exit non-zero
+        /// when there is one (for CI).
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+fn lockfile(config: &Config, action: LockfileAction) -> anyhow::Result<ExitCode> {
+    let LockfileAction::Rewrite { files, check } = action;
+    let public_url = reqwest::Url::parse(&config.server.public_url)?;
+    let mut bypassing = 0;
+    for file in &files {
+        let found = sluice::jobs::lockfile::rewrite_file(file, &public_url, check)
+            .map_err(anyhow::Error::msg)?;
+        if check {
+            for bypass in &found {
+                println!("{}:{}: {}", file.display(), bypass.line, bypass.url);
+            }
+        } else if !found.is_empty() {
+            println!(
+                "{}: {} URLs now point at {public_url}",
+                file.display(),
+                found.len()
+            );
+        } else {
+            println!(
+                "{}: every registry URL already points at {public_url}",
+                file.display()
+            );
+        }
+        bypassing += found.len();
+    }
+    if check && bypassing > 0 {
+        eprintln!("{bypassing} URLs bypass sluice: run `sluice lockfile rewrite` on these files");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Subcommand)]
@@ -238,6 +290,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::RemovePackage { names } => remove_packages(config, &names),
         Command::Migrate { to, concurrency } => migrate(config, &to, concurrency),
         Command::User { action } => user(&config, action),
+        Command::Lockfile { action } => lockfile(&config, action),
         Command::Serve => {
             sluice::server::serve(App::build(config)?)?;
             Ok(ExitCode::SUCCESS)

@@ -303,26 +303,11 @@ fn outside_the_unpublish_window_a_version_stays() {
     assert!(doc["versions"]["1.0.0"].is_object());
 }
 
-fn tool(relative: &str) -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/tools/node_modules")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        support::cannot_run(&format!(
-            "{} is not installed (scripts/setup --tests installs it)",
-            path.display()
-        ));
-        None
-    }
-}
-
 #[test]
 fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
     let (Some(pnpm), Some(yarn)) = (
-        tool("pnpm/bin/pnpm.cjs"),
-        tool("@yarnpkg/cli-dist/bin/yarn.js"),
+        support::tool("pnpm/bin/pnpm.cjs"),
+        support::tool("@yarnpkg/cli-dist/bin/yarn.js"),
     ) else {
         return;
     };

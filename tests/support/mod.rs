@@ -357,3 +357,20 @@ pub fn cannot_run(why: &str) {
     }
     eprintln!("SKIPPED: {why}");
 }
+
+/// A client the tests drive, under target/tools/node_modules (`scripts/setup --tests`), or
+/// `None` after saying it cannot run (a failure under CI).
+pub fn tool(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/tools/node_modules")
+        .join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        cannot_run(&format!(
+            "{} is not installed (scripts/setup --tests installs it)",
+            path.display()
+        ));
+        None
+    }
+}
