@@ -34,12 +34,17 @@ enum Command {
     Serve,
     /// Validate the configuration and print the effective one.
     Check,
-    /// Put packages and their whole dependency closure on the whitelist and mirror them.
+    /// Put packages and their whole dependency closure on the whitelist and mirror them; or,
+    /// with --lockfile, exactly the versions lockfiles name.
     #[command(name = "add-package")]
     AddPackage {
         /// Package specs: `express`, `react@^18`, `@types/node@20`, `name@tag`.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "lockfile")]
         specs: Vec<String>,
+        /// Lockfiles (or folders holding one): package-lock.json, npm-shrinkwrap.json,
+        /// yarn.lock (v1, berry), pnpm-lock.yaml, bun.lock.
+        #[arg(long, num_args = 1..)]
+        lockfile: Vec<PathBuf>,
         /// Follow the dependencies of every version, not only the selected one's.
         #[arg(long)]
         all_versions: bool,
@@ -282,9 +287,10 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::AddPackage {
             specs,
+            lockfile,
             all_versions,
             concurrency,
-        } => add_package(config, &specs, all_versions, concurrency),
+        } => add_package(config, &specs, &lockfile, all_versions, concurrency),
         Command::Mirror { once } => mirror(config, once),
         Command::Verify => verify(config),
         Command::RemovePackage { names } => remove_packages(config, &names),
@@ -301,16 +307,34 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
 fn add_package(
     config: Config,
     specs: &[String],
+    lockfiles: &[PathBuf],
     all_versions: bool,
     concurrency: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    use sluice::jobs::closure::{add_packages, parse_spec, AddOptions};
+    use sluice::jobs::closure::{add_locked, add_packages, parse_spec, AddOptions};
     use std::io::IsTerminal;
 
     let wants = specs
         .iter()
         .map(|s| parse_spec(s).map_err(|e| anyhow::anyhow!("`{s}`: {e}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut locked = Vec::new();
+    for path in lockfiles {
+        let file = sluice::jobs::locked::find(path).map_err(anyhow::Error::msg)?;
+        let read = sluice::jobs::locked::read(&file).map_err(anyhow::Error::msg)?;
+        for skipped in &read.skipped {
+            eprintln!(
+                "{}: skipped (not a registry package): {skipped}",
+                file.display()
+            );
+        }
+        eprintln!(
+            "{}: {} locked registry packages",
+            file.display(),
+            read.packages.len()
+        );
+        locked.extend(read.packages);
+    }
     let options = AddOptions {
         all_versions,
         concurrency: concurrency.unwrap_or(config.upstream.concurrency).max(1),
@@ -318,7 +342,24 @@ fn add_package(
     };
     let app = App::build(config)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let summary = runtime.block_on(add_packages(&app, wants, &options));
+    let summary = runtime.block_on(async {
+        let mut summary = if wants.is_empty() {
+            sluice::jobs::closure::Summary::default()
+        } else {
+            add_packages(&app, wants, &options).await
+        };
+        if !locked.is_empty() {
+            let more = add_locked(&app, locked, &options).await;
+            summary.names.extend(more.names);
+            summary.added.extend(more.added);
+            summary.versions += more.versions;
+            summary.tarballs += more.tarballs;
+            summary.bytes += more.bytes;
+            summary.failures.extend(more.failures);
+            summary.elapsed += more.elapsed;
+        }
+        summary
+    });
     let whitelist = app
         .whitelist()
         .map(|l| l.path().display().to_string())

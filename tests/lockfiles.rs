@@ -167,3 +167,288 @@ fn a_yarn_1_frozen_install_after_rewrite_fetches_every_tarball_through_sluice() 
         );
     }
 }
+
+/// A client run in `dir` against `registry`: (program, args) per client and step.
+struct Client {
+    name: &'static str,
+    lockfile: &'static str,
+}
+
+const CLIENTS: &[Client] = &[
+    Client {
+        name: "npm",
+        lockfile: "package-lock.json",
+    },
+    Client {
+        name: "yarn 1",
+        lockfile: "yarn.lock",
+    },
+    Client {
+        name: "yarn 4",
+        lockfile: "yarn.lock",
+    },
+    Client {
+        name: "pnpm",
+        lockfile: "pnpm-lock.yaml",
+    },
+    Client {
+        name: "bun",
+        lockfile: "bun.lock",
+    },
+];
+
+/// Install the project in `dir` with `client` against `registry`; `frozen` installs exactly what
+/// the lockfile says (and fails if it would change it).
+fn install(
+    client: &str,
+    dir: &std::path::Path,
+    registry: &str,
+    frozen: bool,
+) -> std::process::Output {
+    let tool = |relative: &str| support::tool(relative).unwrap();
+    let run = |mut command: Command| command.current_dir(dir).output().unwrap();
+    match client {
+        "npm" => {
+            let mut c = Command::new("npm");
+            c.arg(if frozen { "ci" } else { "install" })
+                .args([
+                    "--registry",
+                    registry,
+                    "--no-audit",
+                    "--no-fund",
+                    "--fetch-retries=0",
+                ])
+                .arg("--cache")
+                .arg(dir.join(if frozen { ".npm-2" } else { ".npm-1" }))
+                .env("npm_config_userconfig", dir.join(".npmrc-empty"));
+            run(c)
+        }
+        "yarn 1" => {
+            let mut c = Command::new("node");
+            c.arg(tool("yarn/bin/yarn.js"))
+                .args(["install", "--non-interactive", "--registry", registry])
+                .args(if frozen {
+                    &["--frozen-lockfile"][..]
+                } else {
+                    &[][..]
+                })
+                .arg("--cache-folder")
+                .arg(dir.join(if frozen { ".yarn-2" } else { ".yarn-1" }))
+                .env("YARN_IGNORE_PATH", "1");
+            run(c)
+        }
+        "yarn 4" => {
+            std::fs::write(
+                dir.join(".yarnrc.yml"),
+                format!(
+                    "npmRegistryServer: \"{}\"\nunsafeHttpWhitelist:\n  - \"127.0.0.1\"\nnodeLinker: node-modules\nenableGlobalCache: false\nenableTelemetry: false\ncacheFolder: \"{}\"\n",
+                    registry.trim_end_matches('/'),
+                    if frozen { ".yarn-cache-2" } else { ".yarn-cache-1" }
+                ),
+            )
+            .unwrap();
+            if !dir.join("yarn.lock").exists() {
+                std::fs::write(dir.join("yarn.lock"), "").unwrap();
+            }
+            let mut c = Command::new("node");
+            c.arg(tool("@yarnpkg/cli-dist/bin/yarn.js"))
+                .arg("install")
+                .args(if frozen {
+                    &["--immutable"][..]
+                } else {
+                    &[][..]
+                })
+                .env("YARN_IGNORE_PATH", "1")
+                .env(
+                    "YARN_ENABLE_IMMUTABLE_INSTALLS",
+                    if frozen { "true" } else { "false" },
+                )
+                .env("HOME", dir);
+            run(c)
+        }
+        "pnpm" => {
+            let mut c = Command::new("node");
+            c.arg(tool("pnpm/bin/pnpm.cjs"))
+                .args(["install", "--registry", registry])
+                .args(if frozen {
+                    &["--frozen-lockfile"][..]
+                } else {
+                    &[][..]
+                })
+                .arg("--store-dir")
+                .arg(dir.join(if frozen {
+                    ".pnpm-store-2"
+                } else {
+                    ".pnpm-store-1"
+                }))
+                .env("npm_config_userconfig", dir.join(".npmrc-empty"))
+                .env("CI", "1");
+            run(c)
+        }
+        "bun" => {
+            std::fs::write(
+                dir.join("bunfig.toml"),
+                format!("[install]\nregistry = \"{registry}\"\n"),
+            )
+            .unwrap();
+            let mut c = Command::new(tool("bun/bin/bun.exe"));
+            c.arg("install")
+                .args(if frozen {
+                    &["--frozen-lockfile"][..]
+                } else {
+                    &["--save-text-lockfile"][..]
+                })
+                .env(
+                    "BUN_INSTALL_CACHE_DIR",
+                    dir.join(if frozen { ".bun-2" } else { ".bun-1" }),
+                )
+                .env("HOME", dir);
+            run(c)
+        }
+        other => panic!("no client {other}"),
+    }
+}
+
+#[test]
+fn add_package_with_each_clients_lockfile_mirrors_what_it_locks_for_a_frozen_install_offline() {
+    for tool in [
+        "yarn/bin/yarn.js",
+        "@yarnpkg/cli-dist/bin/yarn.js",
+        "pnpm/bin/pnpm.cjs",
+        "bun/bin/bun.exe",
+    ] {
+        if support::tool(tool).is_none() {
+            return;
+        }
+    }
+    for client in CLIENTS {
+        let upstream = FakeRegistry::start();
+        upstream.publish("left", "1.0.0", &[]);
+        upstream.publish("left", "1.1.0", &[]);
+        upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+        upstream.publish("@corp/util", "0.1.0", &[]);
+        let project = tempfile::tempdir().unwrap();
+        let dir = project.path();
+        std::fs::write(dir.join(".npmrc-empty"), "").unwrap();
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"name":"app","version":"1.0.0","private":true,"dependencies":{"right":"^2.0.0","@corp/util":"0.1.0","old":"npm:left@1.0.0"}}"#,
+        )
+        .unwrap();
+        // The lockfile, written against the upstream itself.
+        let out = install(client.name, dir, &upstream.url(), false);
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            client.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lockfile = dir.join(client.lockfile);
+        assert!(lockfile.exists(), "{}: no {}", client.name, client.lockfile);
+        // Mirror exactly what it locks into a sluice that lists nothing yet, then cut upstream off.
+        let sluice = Sluice::start(&upstream, "", "");
+        let out = cli(
+            &sluice.config_path,
+            &["add-package", "--lockfile", dir.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}: {}\n{}",
+            client.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list = sluice.whitelist();
+        for name in ["left", "right", "@corp/util"] {
+            assert!(
+                list.contains(name),
+                "{}: {name} not listed:\n{list}",
+                client.name
+            );
+        }
+        upstream.set_down(true);
+        // The running server sees the CLI's additions to the whitelist file (its watcher).
+        for name in ["/left", "/right", "/@corp%2futil"] {
+            assert!(
+                support::eventually(30, || sluice.get_json(name).0 == 200),
+                "{name}"
+            );
+        }
+        // A fresh checkout: the lockfile pointed at sluice, no node_modules, empty caches.
+        let out = cli(
+            &sluice.config_path,
+            &["lockfile", "rewrite", lockfile.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_dir_all(dir.join("node_modules"));
+        let out = install(client.name, dir, &sluice.url(), true);
+        assert!(
+            out.status.success(),
+            "{} frozen install: {}\n{}",
+            client.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let require = |name: &str| {
+            let out = Command::new("node")
+                .arg("-e")
+                .arg(format!(
+                    "process.stdout.write(String(require({})))",
+                    serde_json::json!(name)
+                ))
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        assert_eq!(require("right"), "right@2.0.0", "{}", client.name);
+        assert_eq!(require("old"), "left@1.0.0", "{}", client.name);
+        assert_eq!(require("@corp/util"), "@corp/util@0.1.0", "{}", client.name);
+    }
+}
+
+#[test]
+fn a_lockfile_whose_integrity_differs_from_the_registry_fails_the_run_naming_it() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.1.0", &[]);
+    upstream.publish("right", "2.0.0", &[]);
+    let sluice = Sluice::start(&upstream, "", "");
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("package-lock.json");
+    std::fs::write(
+        &lock,
+        r#"{"name":"app","lockfileVersion":3,"packages":{"":{},
+          "node_modules/left":{"version":"1.1.0","integrity":"sha512-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="},
+          "node_modules/right":{"version":"2.0.0"},
+          "node_modules/mine":{"version":"1.0.0","resolved":"git+https://github.invalid/me/mine.git#abc"}}}"#,
+    )
+    .unwrap();
+    let out = cli(
+        &sluice.config_path,
+        &["add-package", "--lockfile", lock.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        stderr.contains("left@1.1.0") && stderr.contains("integrity"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("skipped") && stderr.contains("git+https"),
+        "{stderr}"
+    );
+    // What matched is mirrored all the same.
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(runtime
+        .block_on(app.store.has_tarball("right", "right-2.0.0.tgz"))
+        .unwrap());
+    assert!(!runtime
+        .block_on(app.store.has_tarball("left", "left-1.1.0.tgz"))
+        .unwrap());
+}

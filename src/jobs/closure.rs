@@ -269,8 +269,18 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
     summary.versions = selected.len();
     summary.tarballs = tarballs.load(Ordering::Relaxed) as usize;
     summary.bytes = bytes.load(Ordering::Relaxed);
+    let names: Vec<String> = summary.names.iter().cloned().collect();
+    list_names(app, names, &mut summary).await;
+    // What this run stored reaches the other nodes of a fleet now, not at a sync it will not
+    // live to see.
+    app.sync_fleet().await;
+    summary.elapsed = started.elapsed();
+    summary
+}
+
+/// Put `names` on the whitelist (in a fleet, on its shared list), noting what was added.
+async fn list_names(app: &Arc<App>, names: Vec<String>, summary: &mut Summary) {
     if let Some(list) = app.whitelist() {
-        let names: Vec<String> = summary.names.iter().cloned().collect();
         let added = match &app.fleet {
             // A fleet's additions go to the shared list every node reads.
             Some(fleet) => {
@@ -290,8 +300,98 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
             Err(error) => summary.failures.push(error),
         }
     }
-    // What this run stored reaches the other nodes of a fleet now, not at a sync it will not
-    // live to see.
+}
+
+/// `add-package --lockfile`: mirror exactly the versions `locked` names (packuments and
+/// tarballs), each tarball verified against the integrity the registry publishes, and that
+/// against the lockfile's own where it records one; put the names on the whitelist.
+pub async fn add_locked(
+    app: &Arc<App>,
+    locked: Vec<crate::jobs::locked::Locked>,
+    options: &AddOptions,
+) -> Summary {
+    use std::collections::BTreeMap;
+    let started = Instant::now();
+    let bar = if options.progress {
+        let bar = ProgressBar::new(locked.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} locked versions {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut by_name: BTreeMap<String, Vec<crate::jobs::locked::Locked>> = BTreeMap::new();
+    for entry in locked {
+        by_name.entry(entry.name.clone()).or_default().push(entry);
+    }
+    let bytes = AtomicU64::new(0);
+    let tarballs = AtomicU64::new(0);
+    let results: Vec<(String, usize, Vec<String>)> = futures::stream::iter(by_name)
+        .map(|(name, versions)| {
+            let (app, bytes, tarballs, bar) = (app.clone(), &bytes, &tarballs, &bar);
+            async move {
+                let mut failures = Vec::new();
+                let (doc, _) = app.packuments.fetch(&name).await;
+                let doc = match doc.and_then(|d| crate::core::parse_document(&d.bytes, &name)) {
+                    Ok(doc) => doc,
+                    Err(error) => {
+                        bar.inc(versions.len() as u64);
+                        return (name, 0, vec![format!("{}: {error}", versions[0].name)]);
+                    }
+                };
+                let mut done = 0;
+                for entry in &versions {
+                    bar.inc(1);
+                    let what = format!("{}@{}", entry.name, entry.version);
+                    let Some(manifest) = packument::manifest(&doc, &entry.version) else {
+                        failures.push(format!("{what}: the registry has no such version"));
+                        continue;
+                    };
+                    let published = crate::core::published_integrity(manifest);
+                    if let (Some(published), Some(false)) = (
+                        published.as_ref(),
+                        published
+                            .as_ref()
+                            .and_then(|p| crate::jobs::locked::matches(entry, p)),
+                    ) {
+                        failures.push(format!(
+                            "{what}: the lockfile's integrity {} is not the registry's {published}",
+                            entry.integrity.as_deref().unwrap_or("")
+                        ));
+                        continue;
+                    }
+                    let Some(file) = Packument::tarball_file(manifest) else {
+                        failures.push(format!("{what}: no tarball"));
+                        continue;
+                    };
+                    match app.tarballs.ensure_stored(&name, file).await {
+                        Ok(size) => {
+                            bytes.fetch_add(size, Ordering::Relaxed);
+                            tarballs.fetch_add(1, Ordering::Relaxed);
+                            done += 1;
+                        }
+                        Err(error) => failures.push(format!("{name}/-/{file}: {error}")),
+                    }
+                }
+                (name, done, failures)
+            }
+        })
+        .buffer_unordered(options.concurrency)
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    let mut summary = Summary::default();
+    for (name, done, failures) in results {
+        summary.versions += done;
+        summary.names.insert(name);
+        summary.failures.extend(failures);
+    }
+    summary.tarballs = tarballs.load(Ordering::Relaxed) as usize;
+    summary.bytes = bytes.load(Ordering::Relaxed);
+    let names: Vec<String> = summary.names.iter().cloned().collect();
+    list_names(app, names, &mut summary).await;
     app.sync_fleet().await;
     summary.elapsed = started.elapsed();
     summary

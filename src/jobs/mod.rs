@@ -5,6 +5,7 @@
 
 pub mod closure;
 pub mod leader;
+pub mod locked;
 pub mod lockfile;
 pub mod migrate;
 pub mod mirror;
