@@ -177,6 +177,12 @@ pub struct ServerConfig {
     /// How long a response write may wait for a client that reads nothing.
     #[serde(serialize_with = "human_duration")]
     pub send_timeout: Duration,
+    /// The PEM certificate chain to serve HTTPS with (with `tls_key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[upstream]`.
@@ -375,6 +381,8 @@ struct ServerFile {
     header_timeout: Option<toml::Spanned<HumanDuration>>,
     body_timeout: Option<toml::Spanned<HumanDuration>>,
     send_timeout: Option<toml::Spanned<HumanDuration>>,
+    tls_cert: Option<toml::Spanned<String>>,
+    tls_key: Option<toml::Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -558,6 +566,14 @@ impl Config {
                 })?;
                 with_slash(value)
             }
+            None if file.server.tls_cert.is_some() => {
+                let host = if listen.ip().is_unspecified() {
+                    SocketAddr::new([127, 0, 0, 1].into(), listen.port())
+                } else {
+                    listen
+                };
+                format!("https://{host}/")
+            }
             None => {
                 let host = if listen.ip().is_unspecified() {
                     tracing::warn!(
@@ -599,6 +615,19 @@ impl Config {
                 Some(d) => Ok(d.get_ref().0),
                 None => Ok(Duration::from_secs(default)),
             };
+        let (tls_cert, tls_key) = match (&file.server.tls_cert, &file.server.tls_key) {
+            (Some(cert), Some(key)) => (
+                Some(cert.get_ref().clone()),
+                Some(key.get_ref().clone()),
+            ),
+            (None, None) => (None, None),
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(fail(format!(
+                    "line {}: server.tls_cert and server.tls_key go together: set both (PEM files) or neither",
+                    at(one.span())
+                )))
+            }
+        };
         let header_timeout = timeout(&file.server.header_timeout, 10, "header_timeout")?;
         let body_timeout = timeout(&file.server.body_timeout, 60, "body_timeout")?;
         let send_timeout = timeout(&file.server.send_timeout, 60, "send_timeout")?;
@@ -769,6 +798,8 @@ impl Config {
                 header_timeout,
                 body_timeout,
                 send_timeout,
+                tls_cert: tls_cert.as_deref().map(resolve),
+                tls_key: tls_key.as_deref().map(resolve),
             },
             upstream: UpstreamConfig {
                 registry,

@@ -236,10 +236,11 @@ impl SluiceProxy {
             ));
         }
         let raw_path = header.raw_path();
-        if header.uri.authority().is_some()
-            || header.uri.scheme().is_some()
-            || !raw_path.starts_with(b"/")
-        {
+        // HTTP/2 carries the scheme and authority as pseudo-headers of every request; over
+        // HTTP/1 they mean an absolute-form target (a forward-proxy request).
+        let absolute = header.version < http::Version::HTTP_2
+            && (header.uri.authority().is_some() || header.uri.scheme().is_some());
+        if absolute || !raw_path.starts_with(b"/") {
             return Err(refuse(
                 Answer::error(
                     400,

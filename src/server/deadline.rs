@@ -72,12 +72,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Deadlines<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A connection handed back for reuse is guarded already.
-        let stream: Stream = if stream.as_any().is::<Guarded>() {
-            stream
-        } else {
-            Box::new(Guarded::new(stream, self.limits, self.expired.clone()))
-        };
+        // A connection handed back for reuse is guarded already; HTTP/2 (negotiated over TLS)
+        // frames its own requests, which a byte-level header deadline cannot follow.
+        let stream: Stream =
+            if stream.as_any().is::<Guarded>() || stream.selected_alpn_proto() == Some(ALPN::H2) {
+                stream
+            } else {
+                Box::new(Guarded::new(stream, self.limits, self.expired.clone()))
+            };
         self.app.process_new(stream, shutdown).await
     }
 

@@ -3,6 +3,7 @@
 //! refresher or mirror follower, the memory trimmer), run until SIGTERM or a test's stop signal.
 
 pub mod deadline;
+pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -28,9 +29,11 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// How often watched files are re-read even without events.
 const POLL: Duration = Duration::from_secs(5);
 
-/// Watches the files the plugins read (the whitelist, deny files) while the server runs.
+/// Watches the files the plugins read (the whitelist, deny files), the users file and the TLS
+/// certificate while the server runs.
 struct FileWatcher {
     app: Arc<App>,
+    certificate: Option<Arc<tls::Certificate>>,
 }
 
 #[async_trait]
@@ -39,6 +42,9 @@ impl BackgroundService for FileWatcher {
         let mut handles = Vec::new();
         let mut files = self.app.host.watched();
         files.push(self.app.auth.watched());
+        if let Some(certificate) = &self.certificate {
+            files.push(certificate.clone());
+        }
         for file in files {
             let path = file.path().to_path_buf();
             match sluice_plugin_api::watch::watch_file(&path, DEBOUNCE, POLL, move |confirm| {
@@ -146,7 +152,18 @@ impl BackgroundService for MemoryTrimmer {
     }
 }
 
-fn build(app: Arc<App>) -> Server {
+/// The certificate `[server]` names, loaded (a bad one stops the start).
+fn certificate(config: &Config) -> anyhow::Result<Option<Arc<tls::Certificate>>> {
+    match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(Arc::new(
+            tls::Certificate::load(cert, key)
+                .map_err(|e| anyhow::anyhow!("{}: server.tls_cert: {e}", config.source))?,
+        ))),
+        _ => Ok(None),
+    }
+}
+
+fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     let config = app.config.clone();
     let conf = ServerConf {
         threads: config.server.threads,
@@ -170,14 +187,24 @@ fn build(app: Arc<App>) -> Server {
     // No L4 read buffer: pingora's default is a zeroed 64 KiB per connection, which the HTTP
     // layer's own request buffer makes redundant; without it 10,000 connections take a tenth of
     // the memory.
-    proxy.add_listener(
-        ListenerConfig::tcp(config.server.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().read(0)),
-    );
+    let mut listener = ListenerConfig::tcp(config.server.listen.to_string())
+        .l4_buffer(L4BufferSettings::default().read(0));
+    if let Some(certificate) = &certificate {
+        // The paths are unused: the resolver answers with the certificate in use.
+        if let Ok(mut settings) = pingora::listeners::tls::TlsSettings::intermediate("", "") {
+            settings.set_cert_resolver(certificate.clone());
+            settings.enable_h2();
+            listener = listener.tls(settings);
+        }
+    }
+    proxy.add_listener(listener);
     server.add_service(proxy);
     server.add_service(background_service(
         "file watcher",
-        FileWatcher { app: app.clone() },
+        FileWatcher {
+            app: app.clone(),
+            certificate,
+        },
     ));
     server.add_service(background_service(
         "fleet sync",
@@ -201,7 +228,8 @@ pub fn serve(app: Arc<App>) -> anyhow::Result<()> {
         store = %app.store.location(),
         "sluice serving"
     );
-    build(app).run(RunArgs::default());
+    let certificate = certificate(&app.config)?;
+    build(app, certificate).run(RunArgs::default());
     Ok(())
 }
 
@@ -266,7 +294,8 @@ pub fn spawn_on(mut config: Config, store: crate::store::SharedStore) -> anyhow:
     let addr = config.server.listen;
     let app = App::with_store(config, store)?;
     let (stop, rx) = tokio::sync::oneshot::channel();
-    let server = build(app.clone());
+    let certificate = certificate(&app.config)?;
+    let server = build(app.clone(), certificate);
     let thread = std::thread::Builder::new()
         .name("sluice-server".into())
         .spawn(move || {
