@@ -695,6 +695,32 @@ fn migrate_copies_disk_to_s3_and_back_byte_identical_and_resumes_after_a_kill() 
     let out = migrate(&s3, &back);
     let summary = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(summary.contains(": 0 packuments written"), "{summary}");
+    // `sluice verify` checks the bucket's tarballs.
+    let out = support::sluice_cli(&s3, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("0 corrupt"), "{report}");
+    // `sluice mirror --once` follows the feed into the bucket.
+    upstream.publish("late", "1.0.0", &[]);
+    std::fs::write(
+        &s3,
+        format!(
+            "[upstream]\nregistry = \"{0}\"\nchanges = \"{0}\"\n{1}\n[policy]\nmode = \"mirror\"\n[mirror]\nsince = \"0\"\n",
+            upstream.url(),
+            seaweed.storage("unused", "migrated/")
+        ),
+    )
+    .unwrap();
+    let out = support::sluice_cli(&s3, &["mirror", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(runtime
+        .block_on(bucket.packument("late"))
+        .unwrap()
+        .is_some());
 }
 
 #[test]
