@@ -198,9 +198,9 @@ impl Auth {
         })
     }
 
-    /// The users file, for the host to watch.
+    /// The users file, for the host to watch (a file that does not exist yet is no news).
     pub fn watched(&self) -> Arc<dyn Watched> {
-        self.users.clone()
+        Arc::new(UsersFile(self.users.clone()))
     }
 
     /// Whether too many logins failed lately for `user` or from `address`: then none is tried
@@ -431,6 +431,22 @@ impl Auth {
         self.edit_list(user, |list| list.retain(|t| t.hash != found.hash))
             .await?;
         Ok(true)
+    }
+}
+
+/// The users file as the host watches it: missing is no users yet, not a failure to report.
+struct UsersFile(Arc<LiveFile<Users>>);
+
+impl Watched for UsersFile {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn reread(&self, confirm_empty: bool) -> sluice_plugin_api::watch::Reread {
+        if !self.0.path().exists() {
+            return sluice_plugin_api::watch::Reread::Done;
+        }
+        self.0.reread(confirm_empty)
     }
 }
 

@@ -1112,3 +1112,36 @@ fn sigterm_finishes_in_flight_responses_within_the_grace_period() {
     );
     let _ = Project::new; // the npm helpers are not needed here
 }
+
+#[test]
+fn an_idle_server_exits_on_sigterm_without_waiting_the_grace_period() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    // A grace period far longer than the test waits: only requests in flight are waited for.
+    let dir = Sluice::start(&upstream, "left\n", "[server]\ngrace_period = \"120s\"\n").stop();
+    let config = dir.path().join("sluice.toml");
+    let addr = listen_addr(&config);
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    // An idle keep-alive connection stays open; it is not a request in flight.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /-/ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let _ = idle.read(&mut buf).unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        eventually(60, || child.0.try_wait().unwrap().is_some()),
+        "sluice was still running a minute after SIGTERM with nothing in flight"
+    );
+}

@@ -19,6 +19,8 @@ pub struct Metrics {
     packages: Mutex<HashMap<String, u64>>,
     /// Client connections closed for running out of time (`server.*_timeout`).
     pub client_timeouts: std::sync::Arc<AtomicU64>,
+    /// Requests being answered now (shutdown waits for them, not for idle connections).
+    pub in_flight: std::sync::Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -29,6 +29,8 @@ pub struct RequestCtx {
     route: &'static str,
     status: u16,
     bytes: usize,
+    /// Whether this request counts in the metrics' `in_flight`.
+    counted: bool,
 }
 
 /// The HTTP front of sluice.
@@ -640,6 +642,7 @@ impl ProxyHttp for SluiceProxy {
             route: "-",
             status: 0,
             bytes: 0,
+            counted: false,
         }
     }
 
@@ -648,6 +651,8 @@ impl ProxyHttp for SluiceProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        ctx.counted = true;
         let answer = self.answer(session, ctx).await;
         let header = session.req_header();
         let head = header.method == http::Method::HEAD;
@@ -760,5 +765,9 @@ impl ProxyHttp for SluiceProxy {
             error = error.map(|e| e.to_string()),
             "request"
         );
+        // Counted out after its log line: a shutdown waiting for it loses neither.
+        if std::mem::take(&mut ctx.counted) {
+            self.app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -229,8 +229,56 @@ pub fn serve(app: Arc<App>) -> anyhow::Result<()> {
         "sluice serving"
     );
     let certificate = certificate(&app.config)?;
-    build(app, certificate).run(RunArgs::default());
+    let termination = Termination {
+        in_flight: app.metrics.in_flight.clone(),
+        grace: app.config.server.grace_period,
+    };
+    build(app, certificate).run(RunArgs {
+        shutdown_signal: Box::new(termination),
+    });
     Ok(())
+}
+
+/// SIGTERM: stop accepting work once the requests in flight are answered, waiting at most
+/// `server.grace_period` for them — an idle server exits at once. SIGINT stops at once; SIGQUIT
+/// is pingora's graceful upgrade.
+struct Termination {
+    in_flight: Arc<std::sync::atomic::AtomicU64>,
+    grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Termination {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            tracing::error!("cannot listen for signals: stopping");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+        }
+        let deadline = tokio::time::Instant::now() + self.grace;
+        let busy = self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        if busy > 0 {
+            tracing::info!(requests = busy, grace = ?self.grace, "SIGTERM: finishing the requests in flight");
+        }
+        while self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = int.recv() => break,
+            }
+        }
+        ShutdownSignal::FastShutdown
+    }
 }
 
 struct ChannelSignal(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
