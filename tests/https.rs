@@ -144,6 +144,97 @@ fn npm_installs_over_https_with_h2_and_a_renewed_certificate_is_picked_up() {
     );
     assert_eq!(project.require("left"), "left@1.0.0");
 
+    // pnpm (cafile) and yarn 4 (httpsCaFilePath; no unsafeHttpWhitelist over https).
+    if let (Some(pnpm), Some(yarn)) = (
+        support::tool("pnpm/bin/pnpm.cjs"),
+        support::tool("@yarnpkg/cli-dist/bin/yarn.js"),
+    ) {
+        let project = Project::new();
+        std::fs::write(
+            project.path().join(".npmrc-empty"),
+            format!("cafile={}\n", first_ca.display()),
+        )
+        .unwrap();
+        let out = Command::new("node")
+            .arg(&pnpm)
+            .args(["add", "left", "--registry", &url])
+            .arg("--store-dir")
+            .arg(project.path().join(".pnpm-store"))
+            .env("npm_config_userconfig", project.path().join(".npmrc-empty"))
+            .env("CI", "1")
+            .current_dir(project.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pnpm over https: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(project.require("left"), "left@1.0.0");
+        let berry = Project::new();
+        std::fs::write(
+            berry.path().join("package.json"),
+            r#"{"name":"app","version":"1.0.0","private":true,"dependencies":{"left":"^1.0.0"}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            berry.path().join(".yarnrc.yml"),
+            format!(
+                "npmRegistryServer: \"{}\"\nhttpsCaFilePath: \"{}\"\nnodeLinker: node-modules\nenableGlobalCache: false\nenableTelemetry: false\n",
+                url.trim_end_matches('/'),
+                first_ca.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(berry.path().join("yarn.lock"), "").unwrap();
+        let out = Command::new("node")
+            .arg(&yarn)
+            .arg("install")
+            .env("YARN_IGNORE_PATH", "1")
+            .env("YARN_ENABLE_IMMUTABLE_INSTALLS", "false")
+            .env("HOME", berry.path())
+            .current_dir(berry.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "yarn 4 over https: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(berry.require("left"), "left@1.0.0");
+    }
+    if let Some(bun) = support::tool("bun/bin/bun.exe") {
+        let project = Project::new();
+        std::fs::write(
+            project.path().join("package.json"),
+            r#"{"name":"app","version":"1.0.0","private":true,"dependencies":{"left":"^1.0.0"}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            project.path().join("bunfig.toml"),
+            format!(
+                "[install]\nregistry = \"{url}\"\ncafile = \"{}\"\n",
+                first_ca.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(bun)
+            .arg("install")
+            .env("BUN_INSTALL_CACHE_DIR", project.path().join(".bun-cache"))
+            .env("HOME", project.path())
+            .current_dir(project.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bun over https: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(project.require("left"), "left@1.0.0");
+    }
+
     // A bad renewal (garbage in the certificate file) keeps the certificate in use.
     let good = std::fs::read(&cert).unwrap();
     std::fs::write(&cert, "not a certificate\n").unwrap();
