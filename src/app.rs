@@ -217,6 +217,25 @@ impl App {
         }
     }
 
+    /// The private packages the store holds. Lists the store only when `[publish]` names
+    /// something: a mirror without private packages never pays for the listing.
+    async fn private_names(&self) -> Vec<String> {
+        let publish = &self.config.publish;
+        if publish.scopes.is_empty() && publish.packages.is_empty() {
+            return Vec::new();
+        }
+        match crate::store::all_names(self.store.as_ref()).await {
+            Ok(names) => names
+                .into_iter()
+                .filter(|name| publish.is_private(name))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the store's private packages");
+                Vec::new()
+            }
+        }
+    }
+
     /// sluice's state now, for metrics and status.
     pub async fn snapshot(&self) -> Snapshot {
         // moka counts weights when its pending maintenance runs.
@@ -256,6 +275,7 @@ impl App {
             revalidations: load(&self.packuments.stats.revalidations),
             last_refresh_ms: load(&self.last_refresh_ms),
             store_ops: self.store_ops.stats(),
+            private: self.private_names().await,
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

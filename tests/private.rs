@@ -158,6 +158,22 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
         "the private scope was looked up upstream"
     );
 
+    // Listed in status, metrics and search.
+    let (_, status) = sluice.get_json("/-/sluice/status");
+    assert_eq!(status["private"]["packages"], 1, "{status}");
+    assert_eq!(status["private"]["names"][0], "@acme/widget", "{status}");
+    let (_, _, metrics) = sluice.get("/-/metrics", &[]);
+    assert!(
+        String::from_utf8_lossy(&metrics).contains("\nsluice_private_packages 1\n"),
+        "{}",
+        String::from_utf8_lossy(&metrics)
+    );
+    let (_, found) = sluice.get_json("/-/v1/search?text=widget");
+    assert_eq!(
+        found["objects"][0]["package"]["name"], "@acme/widget",
+        "{found}"
+    );
+
     // dist-tags and deprecation.
     npm_ok(
         &author,

@@ -166,6 +166,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "Entries on the live whitelist.",
             snapshot.whitelist.unwrap_or(0) as u64,
         ),
+        (
+            "sluice_private_packages",
+            "gauge",
+            "Private packages (published here) the store holds.",
+            snapshot.private.len() as u64,
+        ),
     ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(
@@ -247,6 +253,7 @@ pub fn page(metrics: &Metrics, snapshot: &Snapshot) -> String {
 <tr><th>upstream</th><td id="upstream">{upstream}</td></tr>
 <tr><th>upstream health</th><td id="health">{health} ({requests} requests, {failures} failed)</td></tr>
 <tr><th>whitelist entries</th><td id="whitelist">{whitelist}</td></tr>
+<tr><th>private packages</th><td id="private">{private}</td></tr>
 <tr><th>store size</th><td id="store">{store_mb:.1} MB</td></tr>
 <tr><th>hot cache</th><td id="hot">{hot_mb:.1} MB of {limit_mb:.0} MB</td></tr>
 <tr><th>hit ratio</th><td id="ratio">{ratio}</td></tr>
@@ -257,6 +264,7 @@ pub fn page(metrics: &Metrics, snapshot: &Snapshot) -> String {
 </body></html>
 "#,
         upstream = escape(&snapshot.upstream),
+        private = snapshot.private.len(),
         store_mb = store as f64 / 1e6,
         hot_mb = snapshot.hot_bytes as f64 / 1e6,
         limit_mb = snapshot.hot_limit as f64 / 1e6,

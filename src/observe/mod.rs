@@ -68,6 +68,8 @@ pub struct Snapshot {
     pub last_refresh_ms: u64,
     /// The follower's progress (mirror mode).
     pub mirror: Option<MirrorStatus>,
+    /// Private packages the store holds (names under `[publish]`), sorted.
+    pub private: Vec<String>,
     /// Store operations: ((operation, outcome), counts).
     pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
 }

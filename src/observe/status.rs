@@ -4,6 +4,9 @@ use serde_json::{json, Value};
 
 use super::{Metrics, Snapshot};
 
+/// How many private package names the status document lists (the count is always whole).
+const PRIVATE_NAMES_SHOWN: usize = 1000;
+
 /// `GET /-/sluice/status`.
 pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
     let (hits, answers) = metrics.hit_ratio();
@@ -25,6 +28,10 @@ pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
         "revalidations": snapshot.revalidations,
         "upstream_requests": snapshot.upstream_requests,
         "upstream_failures": snapshot.upstream_failures,
+        "private": {
+            "packages": snapshot.private.len(),
+            "names": snapshot.private.iter().take(PRIVATE_NAMES_SHOWN).collect::<Vec<_>>(),
+        },
         "mirror": snapshot.mirror.as_ref().map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
     })
 }
