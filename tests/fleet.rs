@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sluice::store::{Expect, PackumentMeta, S3Store, SharedStore, Written};
 use ssri::Integrity;
+use support::faults::{Fault, FaultProxy};
 use support::seaweed::{Seaweed, ACCESS_KEY, SECRET_KEY};
 use support::{eventually, FakeRegistry, Project, Reaped, Sluice};
 
@@ -36,6 +37,21 @@ fn bucket(seaweed: &Seaweed, prefix: &str) -> SharedStore {
             Duration::from_secs(10),
         )
         .unwrap(),
+    )
+}
+
+/// The bucket itself, without sluice in between.
+fn raw_bucket(seaweed: &Seaweed) -> Arc<object_store::aws::AmazonS3> {
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&seaweed.endpoint)
+            .with_bucket_name(&seaweed.bucket)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .unwrap(),
     )
 }
 
@@ -198,6 +214,41 @@ fn the_store_contract_holds_on_a_real_bucket() {
         assert!(store.usage().await.unwrap() > 0);
         let report = store.verify(&|_, _| {}).await.unwrap();
         assert_eq!((report.ok, report.corrupt.len()), (2, 0));
+
+        // Tarballs are keyed by content: the same bytes under a second name are one object.
+        let raw = raw_bucket(&seaweed);
+        let content: Vec<u8> = (0..200_000usize).map(|i| (i * 31 % 251) as u8).collect();
+        let integrity = Integrity::from(&content);
+        let mut sink = store
+            .tarball_sink("u", "u-1.tgz", &integrity, Some(content.len() as u64))
+            .await
+            .unwrap();
+        sink.write(&content).await.unwrap();
+        sink.commit().await.unwrap();
+        let contents = |raw: Arc<object_store::aws::AmazonS3>| async move {
+            use object_store::ObjectStore;
+            let prefix = object_store::path::Path::from("contract/content");
+            raw.list(Some(&prefix))
+                .map(|e| e.unwrap().location)
+                .collect::<Vec<_>>()
+                .await
+        };
+        let objects = contents(raw.clone()).await;
+        assert_eq!(objects.len(), 2, "one object per content: {objects:?}");
+        // Corrupt content is dropped with every name that points at it.
+        let small = objects
+            .iter()
+            .find(|p| p.as_ref().ends_with(&integrity.to_hex().1))
+            .unwrap()
+            .clone();
+        object_store::ObjectStoreExt::put(&*raw, &small, b"not it".to_vec().into())
+            .await
+            .unwrap();
+        let report = store.verify(&|_, _| {}).await.unwrap();
+        assert_eq!((report.ok, report.corrupt.len()), (1, 2), "{report:?}");
+        assert!(!store.has_tarball("u", "u-1.tgz").await.unwrap());
+        assert!(store.tarball("t", "t-200000.tgz").await.unwrap().is_none());
+        assert_eq!(contents(raw).await.len(), 1);
     });
 }
 
@@ -769,5 +820,105 @@ fn a_node_serves_what_its_local_tier_holds_while_the_bucket_is_down() {
     assert!(
         body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{body}"
+    );
+}
+
+#[test]
+fn bucket_faults_are_retried_and_a_bucket_that_keeps_failing_gets_clear_errors() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    let proxy = FaultProxy::start(seaweed.endpoint.trim_start_matches("http://"));
+    let node = |name: &str, endpoint: &str| {
+        format!(
+            "{}\n[policy]\nwhitelist = \"whitelist\"\nread_through = true\n\n[cluster]\nnode = \"{name}\"\n\n[upstream]\nregistry = \"{}\"\ntimeout = \"2s\"\n",
+            seaweed
+                .storage("data", "faults/")
+                .replace(&seaweed.endpoint, endpoint)
+                .replace("memory = \"64MiB\"\n", "memory = \"64MiB\"\nhot_tarball_max = \"0\"\n"),
+            upstream.url()
+        )
+    };
+    // a reaches the bucket directly; b through the faults.
+    let a = Sluice::start(&upstream, "", &node("a", &seaweed.endpoint));
+    let b = Sluice::start(&upstream, "", &node("b", &proxy.endpoint));
+    let tarball = upstream.tarball("left", "1.0.0");
+    assert_eq!(a.get_json("/left").0, 200);
+    assert_eq!(a.get("/left/-/left-1.0.0.tgz", &[]).0, 200);
+    upstream.set_down(true);
+
+    // Throttled and failing requests are retried: b's read (only the bucket has it) waits
+    // through them and succeeds once the bucket answers again.
+    for fault in [Fault::SlowDown, Fault::Internal] {
+        b.server.as_ref().unwrap().app.store.forget_all();
+        let before = proxy.faulted();
+        proxy.inject(fault, None);
+        let url = b.url();
+        let reader = std::thread::spawn(move || {
+            let (status, headers, body) = support::http_get(&format!("{url}left"), &[]);
+            let doc: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            let cache = headers
+                .get("x-cache-status")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, doc, cache)
+        });
+        assert!(
+            eventually(60, || proxy.faulted() >= before + 3),
+            "{fault:?}: no retries seen"
+        );
+        proxy.heal();
+        let (status, doc, cache) = reader.join().unwrap();
+        assert_eq!(status, 200, "{fault:?}: {doc}");
+        assert_eq!(doc["name"], "left");
+        assert_ne!(
+            cache.as_deref(),
+            Some("STALE"),
+            "{fault:?}: not from the bucket"
+        );
+    }
+    let (status, _, body) = b.get("/left/-/left-1.0.0.tgz", &[]);
+    assert_eq!((status, &body), (200, &tarball), "read from the bucket");
+
+    // A bucket that keeps failing or never answers: what b's tier holds is served, the rest
+    // gets a clear JSON error once the bounded retries are spent.
+    for fault in [Fault::Internal, Fault::SlowDown, Fault::Stall] {
+        proxy.inject(fault, None);
+        let (status, _, body) = b.get("/left/-/left-1.0.0.tgz", &[]);
+        assert_eq!(
+            (status, &body),
+            (200, &tarball),
+            "{fault:?}: from the local tier"
+        );
+        let (status, body) = b.get_json("/right");
+        assert!(matches!(status, 502..=504), "{fault:?}: {status} {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{fault:?}: {body}"
+        );
+        proxy.heal();
+    }
+
+    // A read-through while the bucket fails stores nothing half-written; after it heals,
+    // it works and every name in the bucket points at verified content.
+    upstream.set_down(false);
+    proxy.inject(Fault::Internal, None);
+    let _ = b.get("/right", &[]);
+    let _ = b.get("/right/-/right-1.0.0.tgz", &[]);
+    proxy.heal();
+    let (status, doc) = b.get_json("/right");
+    assert_eq!(status, 200, "{doc}");
+    let (status, _, body) = b.get("/right/-/right-1.0.0.tgz", &[]);
+    assert_eq!((status, body), (200, upstream.tarball("right", "1.0.0")));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let report = runtime
+        .block_on(bucket(&seaweed, "faults/").verify(&|_, _| {}))
+        .unwrap();
+    assert!(
+        report.corrupt.is_empty() && report.missing.is_empty() && report.ok >= 2,
+        "{report:?}"
     );
 }

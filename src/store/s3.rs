@@ -5,10 +5,12 @@
 //!   *` to create, `If-Match: <etag>` to replace the version that was read. Their metadata
 //!   (validators, freshness) travels as user metadata of the same object, so bytes and metadata
 //!   change together. The version token is the object's ETag.
-//! - Tarballs are objects under `tarballs/`, written once per name and file (the bytes are
-//!   verified against the published integrity while they stream in; large ones go up as a
-//!   multipart upload, which S3 makes visible only when it completes, and which is aborted
-//!   when the check fails).
+//! - Tarballs are keyed by content: the bytes are objects under `content/<algorithm>/<hex>`
+//!   (the published integrity's strongest hash), written once and verified while they stream
+//!   in; large ones go up as a multipart upload, which S3 makes visible only when it completes,
+//!   and which is aborted when the check fails. Under `tarballs/<name>/-/<file>` an empty
+//!   object names the content (user metadata) and is written only after the content is, so a
+//!   name never points at bytes that are not there and verified.
 //! - State objects (the mirror checkpoint, leases) are objects under `state/`, with the same
 //!   conditional PUTs; an exclusive claim is a lease object renewed while it is held.
 //! - At start, [`S3Store::open`] proves the bucket is reachable with these credentials and that
@@ -42,6 +44,8 @@ use crate::config::S3Config;
 const META: &str = "sluice-meta";
 /// The user-metadata key of a tarball's integrity.
 const INTEGRITY: &str = "sluice-integrity";
+/// The user-metadata key of the content object a tarball's name points at.
+const CONTENT: &str = "sluice-content";
 /// Tarballs up to this go up in one PUT; larger ones as a multipart upload of parts this size.
 const PART: usize = 8 << 20;
 
@@ -184,6 +188,23 @@ impl S3Store {
 
     fn packument_key(&self, name: &str) -> Path {
         self.key(std::iter::once("packuments").chain(name.split('/')))
+    }
+
+    /// The key of the content `integrity` describes (its strongest hash).
+    fn content_key(&self, integrity: &Integrity) -> Path {
+        let (algorithm, hex) = integrity.to_hex();
+        let algorithm = algorithm.to_string();
+        self.key(["content", algorithm.as_str(), hex.as_str()])
+    }
+
+    /// The content object a name object's `attributes` point at, and the tarball's integrity.
+    fn pointed(&self, attributes: &Attributes) -> Option<(Path, Integrity)> {
+        let integrity = attributes
+            .get(&Attribute::Metadata(INTEGRITY.into()))
+            .and_then(|v| v.as_ref().parse::<Integrity>().ok())?;
+        let content = attributes.get(&Attribute::Metadata(CONTENT.into()))?;
+        let content = self.key(std::iter::once("content").chain(content.as_ref().split('/')));
+        Some((content, integrity))
     }
 
     fn tarball_key(&self, name: &str, file: &str) -> Path {
@@ -422,20 +443,22 @@ impl Store for S3Store {
     }
 
     async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError> {
-        let Some(found) = self.get(&self.tarball_key(name, file), false).await? else {
+        let what = format!("{name}/-/{file}");
+        let Some(named) = self.get(&self.tarball_key(name, file), true).await? else {
             return Ok(None);
         };
-        let integrity = found
-            .attributes
-            .get(&Attribute::Metadata(INTEGRITY.into()))
-            .and_then(|v| v.as_ref().parse::<Integrity>().ok())
-            .ok_or_else(|| self.fail(format!("{name}/-/{file} has no recorded integrity")))?;
+        let (content, integrity) = self
+            .pointed(&named.attributes)
+            .ok_or_else(|| self.fail(format!("{what} names no content")))?;
+        let Some(found) = self.get(&content, false).await? else {
+            // The name outlived its content (a verify dropped it): absent, fetched again.
+            return Ok(None);
+        };
         let size = found.meta.size;
         let this = self.clone();
         let stream = found.into_stream().map_err(move |e| this.fail(e)).boxed();
-        let what = format!("{name}/-/{file}");
         let location = self.location.clone();
-        let (bucket, key) = (self.bucket.clone(), self.tarball_key(name, file));
+        let (bucket, named) = (self.bucket.clone(), self.tarball_key(name, file));
         Ok(Some(TarballBody {
             size,
             integrity: integrity.clone(),
@@ -445,9 +468,10 @@ impl Store for S3Store {
                     tarball = what,
                     "stored tarball is corrupt: dropped, it will be fetched again"
                 );
-                let (bucket, key) = (bucket.clone(), key.clone());
+                let (bucket, content, named) = (bucket.clone(), content.clone(), named.clone());
                 tokio::spawn(async move {
-                    let _ = bucket.delete(&key).await;
+                    let _ = bucket.delete(&named).await;
+                    let _ = bucket.delete(&content).await;
                 });
                 StoreError {
                     location: location.clone(),
@@ -471,23 +495,20 @@ impl Store for S3Store {
         integrity: &Integrity,
         size: Option<u64>,
     ) -> Result<Box<dyn TarballSink>, StoreError> {
+        let content = self.content_key(integrity);
+        let (algorithm, hex) = integrity.to_hex();
         let mut attributes = Attributes::new();
         attributes.insert(
             Attribute::ContentType,
             AttributeValue::from("application/octet-stream"),
         );
-        attributes.insert(
-            Attribute::Metadata(INTEGRITY.into()),
-            integrity.to_string().into(),
-        );
-        let key = self.tarball_key(name, file);
         let upload = if size.is_some_and(|size| size <= PART as u64) {
             None
         } else {
             let upload = self
                 .bucket
                 .put_multipart_opts(
-                    &key,
+                    &content,
                     PutMultipartOptions {
                         attributes: attributes.clone(),
                         ..PutMultipartOptions::default()
@@ -499,7 +520,9 @@ impl Store for S3Store {
         };
         Ok(Box::new(S3Sink {
             store: self.clone(),
-            key,
+            content,
+            content_name: format!("{algorithm}/{hex}"),
+            named: self.tarball_key(name, file),
             what: format!("{name}/-/{file}"),
             attributes,
             published: integrity.to_string(),
@@ -601,35 +624,61 @@ impl Store for S3Store {
         &self,
         progress: &(dyn Fn(u64, u64) + Send + Sync),
     ) -> Result<VerifyReport, StoreError> {
-        let prefix = self.key(["tarballs"]);
-        let entries: Vec<Path> = self
+        let names: Vec<Path> = self
             .bucket
-            .list(Some(&prefix))
+            .list(Some(&self.key(["tarballs"])))
             .map_ok(|entry| entry.location)
             .try_collect()
             .await
             .map_err(|e| self.fail(e))?;
-        let total = entries.len() as u64;
+        let total = names.len() as u64;
         let mut report = VerifyReport::default();
-        for (done, key) in entries.into_iter().enumerate() {
-            let Some(found) = self.get(&key, false).await? else {
-                report.missing.push(key.to_string());
+        // Each content object is read once, however many names point at it.
+        let mut checked: std::collections::HashMap<Path, bool> = Default::default();
+        for (done, named) in names.into_iter().enumerate() {
+            progress(done as u64, total);
+            let Some(found) = self.get(&named, true).await? else {
                 continue;
             };
-            let integrity = found
-                .attributes
-                .get(&Attribute::Metadata(INTEGRITY.into()))
-                .and_then(|v| v.as_ref().parse::<Integrity>().ok());
-            let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
-            match integrity {
-                Some(sri) if sri.check(&bytes).is_ok() => report.ok += 1,
-                _ => {
-                    let _ = self.bucket.delete(&key).await;
-                    report.corrupt.push(key.to_string());
+            let Some((content, integrity)) = self.pointed(&found.attributes) else {
+                let _ = self.bucket.delete(&named).await;
+                report.corrupt.push(named.to_string());
+                continue;
+            };
+            let good = match checked.get(&content) {
+                Some(good) => *good,
+                None => {
+                    let good = match self.get(&content, false).await? {
+                        None => None,
+                        Some(found) => {
+                            let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
+                            Some(integrity.check(&bytes).is_ok())
+                        }
+                    };
+                    match good {
+                        None => {
+                            let _ = self.bucket.delete(&named).await;
+                            report.missing.push(named.to_string());
+                            continue;
+                        }
+                        Some(good) => {
+                            if !good {
+                                let _ = self.bucket.delete(&content).await;
+                            }
+                            checked.insert(content.clone(), good);
+                            good
+                        }
+                    }
                 }
+            };
+            if good {
+                report.ok += 1;
+            } else {
+                let _ = self.bucket.delete(&named).await;
+                report.corrupt.push(named.to_string());
             }
-            progress(done as u64 + 1, total);
         }
+        progress(total, total);
         Ok(report)
     }
 }
@@ -639,7 +688,12 @@ impl Store for S3Store {
 /// sink dropped before its commit aborts its multipart upload.
 struct S3Sink {
     store: S3Store,
-    key: Path,
+    /// Where the bytes go.
+    content: Path,
+    /// `content` as the name object records it.
+    content_name: String,
+    /// The name object, written last.
+    named: Path,
     what: String,
     attributes: Attributes,
     published: String,
@@ -682,10 +736,8 @@ impl TarballSink for S3Sink {
     async fn commit(mut self: Box<Self>) -> Result<Integrity, StoreError> {
         let upload = self.upload.take();
         let store = self.store.clone();
-        let key = self.key.clone();
         let what = std::mem::take(&mut self.what);
-        let mut attributes = std::mem::take(&mut self.attributes);
-        let published = std::mem::take(&mut self.published);
+        let attributes = std::mem::take(&mut self.attributes);
         let small = std::mem::take(&mut self.small);
         let checker = std::mem::replace(
             &mut self.checker,
@@ -709,26 +761,51 @@ impl TarballSink for S3Sink {
                 upload.finish().await.map_err(|e| store.fail(e))?;
             }
             None => {
-                // Known whole: record the sha512 beside the published integrity (the ETag
-                // derives from it).
-                attributes.insert(
-                    Attribute::Metadata(INTEGRITY.into()),
-                    format!("{published} {sha512}").into(),
-                );
-                store
+                // Written once: content already there is the same bytes.
+                match store
                     .bucket
                     .put_opts(
-                        &key,
+                        &self.content,
                         PutPayload::from(small),
                         PutOptions {
+                            mode: PutMode::Create,
                             attributes,
                             ..PutOptions::default()
                         },
                     )
                     .await
-                    .map_err(|e| store.fail(e))?;
+                {
+                    Ok(_)
+                    | Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => {}
+                    Err(e) => return Err(store.fail(e)),
+                }
             }
         }
+        // Only now does the name point at it.
+        let mut named = Attributes::new();
+        named.insert(
+            Attribute::Metadata(INTEGRITY.into()),
+            format!("{} {sha512}", self.published).into(),
+        );
+        named.insert(
+            Attribute::Metadata(CONTENT.into()),
+            self.content_name.clone().into(),
+        );
+        store
+            .bucket
+            .put_opts(
+                &self.named,
+                PutPayload::default(),
+                PutOptions {
+                    attributes: named,
+                    ..PutOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| store.fail(e))?;
         Ok(sha512)
     }
 }

@@ -5,7 +5,9 @@
 //! conditions, and a local copy is trusted only until the fleet's journal says another node
 //! changed it ([`Store::forget`]) or this process restarts.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,6 +32,8 @@ pub struct Tiered {
     trusted: moka::sync::Cache<String, ()>,
     max_local: u64,
     writes: AtomicU64,
+    /// Tarballs being copied into the local tier now.
+    copying: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl Tiered {
@@ -41,6 +45,7 @@ impl Tiered {
             trusted: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
             max_local,
             writes: AtomicU64::new(0),
+            copying: Arc::default(),
         }
     }
 
@@ -96,27 +101,102 @@ impl Tiered {
         });
     }
 
-    /// Copy tarball `file` of `name` from the shared store into the local tier, verified.
-    async fn copy_down(local: DiskStore, remote: SharedStore, name: String, file: String) {
-        let Ok(Some(body)) = remote.tarball(&name, &file).await else {
-            return;
-        };
-        let Ok(mut sink) = local
-            .tarball_sink(&name, &file, &body.integrity, Some(body.size))
-            .await
-        else {
-            return;
-        };
-        let mut stream = body.stream;
-        while let Some(chunk) = stream.next().await {
-            let Ok(chunk) = chunk else { return };
-            if sink.write(&chunk).await.is_err() {
+    /// `body`, read from the shared store, also copied into the local tier as it flows to
+    /// the reader (no second read of the bucket); one copy per tarball at a time, so readers
+    /// that come while it is under way just read the bucket.
+    fn copying_down(&self, name: &str, file: &str, body: TarballBody) -> TarballBody {
+        let key = (name.to_string(), file.to_string());
+        if !lock(&self.copying).insert(key.clone()) {
+            return body;
+        }
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Option<Bytes>>(COPY_CHUNKS);
+        let (local, copying) = (self.local.clone(), self.copying.clone());
+        let (integrity, size) = (body.integrity.clone(), body.size);
+        tokio::spawn(async move {
+            let _done = Release(copying, key.clone());
+            let (name, file) = &key;
+            let Ok(mut sink) = local.tarball_sink(name, file, &integrity, Some(size)).await else {
                 return;
+            };
+            while let Some(message) = receiver.recv().await {
+                match message {
+                    Some(chunk) => {
+                        if sink.write(&chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => {
+                        if let Err(error) = sink.commit().await {
+                            tracing::warn!(package = name, file, %error, "local tier: tarball not kept");
+                        }
+                        return;
+                    }
+                }
+            }
+            // The reader went away before the end: nothing kept.
+        });
+        self.wrote_tarball();
+        TarballBody {
+            stream: Box::pin(Tee {
+                inner: body.stream,
+                copy: Some(sender),
+            }),
+            ..body
+        }
+    }
+}
+
+/// Chunks a copy into the local tier may lag behind its reader before it is given up.
+const COPY_CHUNKS: usize = 256;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks a copy into the local tier as over when dropped.
+struct Release(Arc<Mutex<HashSet<(String, String)>>>, (String, String));
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        lock(&self.0).remove(&self.1);
+    }
+}
+
+/// A tarball's stream that hands each chunk to a copy as well; the copy is told of the end
+/// only when the stream ended whole (its integrity checked), and is given up when it lags.
+struct Tee {
+    inner: BoxStream<'static, Result<Bytes, StoreError>>,
+    copy: Option<tokio::sync::mpsc::Sender<Option<Bytes>>>,
+}
+
+impl futures::Stream for Tee {
+    type Item = Result<Bytes, StoreError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let next = futures::ready!(self.inner.poll_next_unpin(cx));
+        match &next {
+            Some(Ok(chunk)) => {
+                if let Some(copy) = &self.copy {
+                    if copy.try_send(Some(chunk.clone())).is_err() {
+                        self.copy = None;
+                    }
+                }
+            }
+            Some(Err(_)) => self.copy = None,
+            None => {
+                if let Some(copy) = self.copy.take() {
+                    if let Err(tokio::sync::mpsc::error::TrySendError::Full(end)) =
+                        copy.try_send(None)
+                    {
+                        tokio::spawn(async move { copy.send(end).await });
+                    }
+                }
             }
         }
-        if let Err(error) = sink.commit().await {
-            tracing::warn!(package = name, file, %error, "local tier: tarball not kept");
-        }
+        std::task::Poll::Ready(next)
     }
 }
 
@@ -210,17 +290,7 @@ impl Store for Tiered {
             return Ok(Some(body));
         }
         let found = self.remote.tarball(name, file).await?;
-        if found.is_some() {
-            // Kept locally for next time, from a read of its own.
-            tokio::spawn(Self::copy_down(
-                self.local.clone(),
-                self.remote.clone(),
-                name.to_string(),
-                file.to_string(),
-            ));
-            self.wrote_tarball();
-        }
-        Ok(found)
+        Ok(found.map(|body| self.copying_down(name, file, body)))
     }
 
     async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {

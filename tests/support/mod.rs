@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod faults;
 pub mod seaweed;
 
 use std::path::{Path, PathBuf};
