@@ -39,6 +39,9 @@ pub enum AuthError {
     /// Known, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// Too many failed logins lately for the user or the address.
+    #[error("too many failed logins for this user or address: wait a few minutes")]
+    Locked,
     /// The store failed.
     #[error("{0}")]
     Store(String),
@@ -147,6 +150,31 @@ const MAX_FAILURES: u32 = 10;
 /// How long failed logins are remembered.
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
+/// How long the answer to the `n`th failed login in a row waits.
+pub fn failure_delay(n: u32) -> Duration {
+    Duration::from_millis(100 * u64::from(n)).min(Duration::from_secs(3))
+}
+
+/// Whether `address` is in one of the networks `cidrs` names (`10.0.0.0/8`, `::1/128`, or a
+/// bare address); unparsable entries match nothing.
+pub fn address_allowed(cidrs: &[String], address: Option<std::net::IpAddr>) -> bool {
+    let Some(address) = address else {
+        return false;
+    };
+    cidrs.iter().any(|cidr| match parse_cidr(cidr) {
+        Ok(net) => net.contains(&address),
+        Err(_) => false,
+    })
+}
+
+/// A network as `npm token create --cidr` gives it.
+pub fn parse_cidr(cidr: &str) -> Result<ipnet::IpNet, String> {
+    let cidr = cidr.trim();
+    cidr.parse::<ipnet::IpNet>()
+        .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{cidr}` is not a network (10.0.0.0/8, fd00::/8, or an address)"))
+}
+
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
@@ -210,8 +238,11 @@ impl Auth {
         over(format!("user:{user}")) || address.is_some_and(|a| over(format!("addr:{a}")))
     }
 
-    /// Count a failed login of `user` from `address`.
-    pub fn failed(&self, user: &str, address: Option<&str>) {
+    /// Count a failed login of `user` from `address`, and wait before its answer: the more
+    /// failures lately for that user or address, the longer (100 ms each, up to 3 s), so
+    /// guessing is slowed long before the lockout.
+    pub async fn failed(&self, user: &str, address: Option<&str>) {
+        let mut most = 0;
         for key in [
             Some(format!("user:{user}")),
             address.map(|a| format!("addr:{a}")),
@@ -219,9 +250,11 @@ impl Auth {
         .into_iter()
         .flatten()
         {
-            let n = self.failures.get(&key).unwrap_or(0);
-            self.failures.insert(key, n + 1);
+            let n = self.failures.get(&key).unwrap_or(0) + 1;
+            self.failures.insert(key, n);
+            most = most.max(n);
         }
+        tokio::time::sleep(failure_delay(most)).await;
     }
 
     /// Whether `password` is `user`'s.
@@ -278,9 +311,13 @@ impl Auth {
     }
 
     /// Who `authorization` (the header's value) is, if it names anyone.
+    ///
+    /// `address` is the client's: a token limited to networks is refused from elsewhere, and
+    /// Basic credentials that fail count against it and the user as a failed login does.
     pub async fn identify(
         &self,
         authorization: Option<&str>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<Option<Identity>, AuthError> {
         let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(None);
@@ -299,6 +336,13 @@ impl Auth {
                     info.user
                 )));
             }
+            if !info.cidr_whitelist.is_empty() && !address_allowed(&info.cidr_whitelist, address) {
+                return Err(AuthError::Forbidden(format!(
+                    "this token may only be used from {}, not from {}",
+                    info.cidr_whitelist.join(", "),
+                    address.map_or("an unknown address".to_string(), |a| a.to_string())
+                )));
+            }
             return Ok(Some(Identity {
                 user: info.user,
                 readonly: info.readonly,
@@ -313,7 +357,12 @@ impl Auth {
             let (user, password) = decoded
                 .split_once(':')
                 .ok_or_else(|| AuthError::Unauthorized("malformed Basic credentials".into()))?;
+            let at = address.map(|a| a.to_string());
+            if self.locked_out(user, at.as_deref()) {
+                return Err(AuthError::Locked);
+            }
             if !self.check_password(user, password) {
+                self.failed(user, at.as_deref()).await;
                 return Err(AuthError::Unauthorized(
                     "wrong user name or password".into(),
                 ));

@@ -158,21 +158,41 @@ fn check_tarball_file(file: &str) -> Result<(), RouteError> {
     }
 }
 
+/// A document revision as a path segment (`3-0f1e…`).
+fn check_rev(rev: &str) -> Result<String, RouteError> {
+    if !rev.is_empty()
+        && rev.len() <= 100
+        && rev
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        Ok(rev.to_string())
+    } else {
+        Err(bad(format!(
+            "`{}` is not a document revision",
+            rev.escape_default()
+        )))
+    }
+}
+
+/// A user name as a path segment.
+fn user_name(segment: &str) -> Result<String, RouteError> {
+    let name = segment
+        .strip_prefix("org.couchdb.user:")
+        .filter(|n| !n.is_empty() && n.len() <= 214)
+        .ok_or_else(|| not_found("no such route"))?;
+    if !name.chars().all(|c| is_name_char(c) || c == '@') {
+        return Err(bad(format!("`{name}` is not a user name")));
+    }
+    Ok(name.to_string())
+}
+
 /// The write routes: login, logout, tokens, publish, dist-tags.
 fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
     match (delete, segments) {
-        (false, ["-", "user", user]) => {
-            let name = user
-                .strip_prefix("org.couchdb.user:")
-                .filter(|n| !n.is_empty() && n.len() <= 214)
-                .ok_or_else(|| not_found("no such route"))?;
-            if !name.chars().all(|c| is_name_char(c) || c == '@') {
-                return Err(bad(format!("`{name}` is not a user name")));
-            }
-            Ok(NpmRequest::Login {
-                name: name.to_string(),
-            })
-        }
+        (false, ["-", "user", user]) => Ok(NpmRequest::Login {
+            name: user_name(user)?,
+        }),
         (true, ["-", "user", "token", token]) => Ok(NpmRequest::Logout {
             token: (*token).to_string(),
         }),
@@ -198,12 +218,17 @@ fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
             let (name, rest) = split_name(segments)?;
             match (delete, rest) {
                 (false, []) => Ok(NpmRequest::Publish { name }),
-                (all, ["-rev", _]) => Ok(NpmRequest::Unpublish { name, all }),
-                (true, ["-", file, "-rev", _]) => {
+                (all, ["-rev", rev]) => Ok(NpmRequest::Unpublish {
+                    name,
+                    all,
+                    rev: check_rev(rev)?,
+                }),
+                (true, ["-", file, "-rev", rev]) => {
                     check_tarball_file(file)?;
                     Ok(NpmRequest::UnpublishTarball {
                         name,
                         file: (*file).to_string(),
+                        rev: check_rev(rev)?,
                     })
                 }
                 _ => Err(read_only()),
@@ -217,6 +242,9 @@ fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteEr
     match segments {
         ["ping"] => Ok(NpmRequest::Ping),
         ["whoami"] => Ok(NpmRequest::Whoami),
+        ["user", user] => Ok(NpmRequest::User {
+            name: user_name(user)?,
+        }),
         ["npm", "v1", "tokens"] => Ok(NpmRequest::Tokens),
         ["sluice", "status"] => Ok(NpmRequest::Status),
         ["sluice", ""] | ["sluice"] => Ok(NpmRequest::StatusPage),
@@ -247,6 +275,7 @@ fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteEr
             let (name, rest) = split_name(rest)?;
             match rest {
                 ["dist-tags"] => Ok(NpmRequest::DistTags { name }),
+                ["visibility"] => Ok(NpmRequest::Visibility { name }),
                 _ => Err(not_found("no such route")),
             }
         }
@@ -387,7 +416,8 @@ mod tests {
             route("DELETE", "/express/-rev/3-abc", None, None).unwrap(),
             NpmRequest::Unpublish {
                 name: "express".into(),
-                all: true
+                all: true,
+                rev: "3-abc".into()
             }
         );
         assert_eq!(

@@ -197,6 +197,59 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
     assert!(doc["versions"].get("1.1.0").is_none(), "{doc}");
     assert_eq!(doc["dist-tags"]["latest"], "1.0.0");
 
+    // Owners: the publisher owns the package; npm owner add|rm change who may write it.
+    add_user(&sluice, "bob", "battery staple");
+    let owners = npm_ok(&author, &sluice, &["owner", "ls", "@acme/widget"]);
+    assert!(
+        owners.contains("alice") && !owners.contains("bob"),
+        "{owners}"
+    );
+    npm_ok(&author, &sluice, &["owner", "add", "bob", "@acme/widget"]);
+    let owners = npm_ok(&author, &sluice, &["owner", "ls", "@acme/widget"]);
+    assert!(
+        owners.contains("alice") && owners.contains("bob"),
+        "{owners}"
+    );
+    let out = author.npm(&sluice.url(), &["owner", "add", "nobody", "@acme/widget"]);
+    assert!(!out.status.success(), "an unknown user became an owner");
+    npm_ok(&author, &sluice, &["owner", "rm", "bob", "@acme/widget"]);
+    let owners = npm_ok(&author, &sluice, &["owner", "ls", "@acme/widget"]);
+    assert!(!owners.contains("bob"), "{owners}");
+    // bob may publish to @acme ([publish] owners is unset) but is no maintainer of this one.
+    let bob = logged_in(&sluice, &login(&sluice, "bob", "battery staple").unwrap());
+    package(&bob, "4.0.0");
+    let out = bob.npm(&sluice.url(), &["publish"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && stderr.contains("not a maintainer"),
+        "{stderr}"
+    );
+    // Revisions: `?write=true` gives the document with its `_rev`; a stale one is a conflict.
+    let (_, doc) = sluice.get_json("/@acme%2fwidget?write=true");
+    let rev = doc["_rev"].as_str().unwrap().to_string();
+    let change = |rev: &str| json!({ "_id": "@acme/widget", "_rev": rev, "maintainers": [{"name": "alice", "email": ""}] });
+    let (status, error) = put(
+        &sluice,
+        "/@acme%2fwidget/-rev/1-0000000000000000",
+        Some(&token),
+        &change("1-0000000000000000"),
+    );
+    assert_eq!(status, 409, "{error}");
+    assert!(error.contains("revision"), "{error}");
+    let (status, error) = put(
+        &sluice,
+        &format!("/@acme%2fwidget/-rev/{rev}"),
+        Some(&token),
+        &change(&rev),
+    );
+    assert_eq!(status, 200, "{error}");
+    let (_, doc) = sluice.get_json("/@acme%2fwidget?write=true");
+    assert_ne!(doc["_rev"].as_str().unwrap(), rev, "a write keeps its _rev");
+    assert_eq!(
+        doc["versions"]["1.0.0"]["version"], "1.0.0",
+        "an owner change lost versions"
+    );
+
     // Anonymous publishes and publishes of mirrored names are refused.
     let anonymous = Project::new();
     package(&anonymous, "2.0.0");
@@ -734,4 +787,152 @@ fn a_users_file_with_a_bad_line_names_it_and_keeps_the_good_ones() {
     );
     // The server keeps the last good file: alice still logs in.
     assert!(login(&sluice, "alice", "correct horse").is_ok());
+}
+
+/// A Sigstore bundle as `npm publish --provenance` attaches it, for `name@version` with
+/// `tgz`'s sha512 (unsigned: sluice keeps and serves it, clients verify it).
+fn sigstore_bundle(name: &str, version: &str, tgz: &[u8]) -> String {
+    use base64::Engine as _;
+    let sha512 = ssri::IntegrityOpts::new()
+        .algorithm(ssri::Algorithm::Sha512)
+        .chain(tgz)
+        .result()
+        .to_hex()
+        .1;
+    let statement = json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{ "name": format!("pkg:npm/{}@{version}", name.replacen('@', "%40", 1)), "digest": { "sha512": sha512 } }],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": { "buildDefinition": { "buildType": "https://example.invalid/ci" } },
+    });
+    json!({
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": { "tlogEntries": [] },
+        "dsseEnvelope": {
+            "payload": base64::engine::general_purpose::STANDARD.encode(statement.to_string()),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [{ "sig": "AAAA", "keyid": "" }],
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn provenance_is_kept_and_served_tokens_keep_to_their_networks_and_guessing_is_slowed() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    add_user(&sluice, "alice", "correct horse");
+    let token = login(&sluice, "alice", "correct horse").unwrap();
+
+    // A publish with provenance: the bundle is checked against the tarball, kept, linked
+    // from the version and served where npm looks for it.
+    let tgz = tarball("@acme/signed", "1.0.0");
+    let with = |bundle: String| {
+        let mut body = publish_body("@acme/signed", "1.0.0", &tgz);
+        body["_attachments"]["@acme/signed-1.0.0.sigstore"] = json!({
+            "content_type": "application/vnd.dev.sigstore.bundle.v0.3+json",
+            "length": bundle.len(),
+            "data": bundle,
+        });
+        body
+    };
+    let other = tarball("@acme/signed", "0.0.1");
+    let (status, error) = put(
+        &sluice,
+        "/@acme%2fsigned",
+        Some(&token),
+        &with(sigstore_bundle("@acme/signed", "1.0.0", &other)),
+    );
+    assert_eq!(status, 400, "{error}");
+    assert!(error.contains("provenance"), "{error}");
+    let (status, error) = put(&sluice, "/@acme%2fsigned", Some(&token), &with("{".into()));
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(
+        sluice.get_json("/@acme%2fsigned").0,
+        404,
+        "a bad publish stored something"
+    );
+    let bundle = sigstore_bundle("@acme/signed", "1.0.0", &tgz);
+    let (status, error) = put(
+        &sluice,
+        "/@acme%2fsigned",
+        Some(&token),
+        &with(bundle.clone()),
+    );
+    assert_eq!(status, 200, "{error}");
+    let (_, doc) = sluice.get_json("/@acme%2fsigned");
+    let attestations = &doc["versions"]["1.0.0"]["dist"]["attestations"];
+    assert_eq!(
+        attestations["provenance"]["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    let url = attestations["url"].as_str().unwrap();
+    assert_eq!(
+        url,
+        format!("{}-/npm/v1/attestations/@acme/signed@1.0.0", sluice.url())
+    );
+    let (status, _, body) = support::http_get(url, &[]);
+    assert_eq!(status, 200);
+    let served: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        served["attestations"][0]["bundle"],
+        serde_json::from_str::<Value>(&bundle).unwrap()
+    );
+    assert_eq!(
+        served["attestations"][0]["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert_eq!(upstream.count_prefix("/-/npm/v1/attestations"), 0);
+    let (status, _) = sluice.get_json("/-/package/@acme%2fsigned/visibility");
+    assert_eq!(status, 200);
+
+    // A token limited to networks works only from them.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let create = |cidr: Value| {
+        runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .post(format!("{}-/npm/v1/tokens", sluice.url()))
+                .bearer_auth(&token)
+                .json(&json!({"password": "correct horse", "readonly": false, "cidr_whitelist": cidr}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    let whoami = |token: &str| {
+        let (status, _, body) = support::http_get(
+            &format!("{}-/whoami", sluice.url()),
+            &[("authorization", &format!("Bearer {token}"))],
+        );
+        (status, String::from_utf8_lossy(&body).to_string())
+    };
+    let (status, elsewhere) = create(json!(["10.0.0.0/8"]));
+    assert_eq!(status, 200, "{elsewhere}");
+    let (status, body) = whoami(elsewhere["token"].as_str().unwrap());
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("10.0.0.0/8"), "{body}");
+    let (status, here) = create(json!(["127.0.0.0/8", "::1"]));
+    assert_eq!(status, 200, "{here}");
+    assert_eq!(whoami(here["token"].as_str().unwrap()).0, 200);
+    let (status, bad) = create(json!(["not a network"]));
+    assert_eq!(status, 400, "{bad}");
+
+    // Basic credentials are checked as logins are: wrong ones are slowed, then locked out.
+    use base64::Engine as _;
+    let basic = |password: &str| {
+        let credential =
+            base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
+        support::http_get(
+            &format!("{}-/whoami", sluice.url()),
+            &[("authorization", &format!("Basic {credential}"))],
+        )
+        .0
+    };
+    assert_eq!(basic("correct horse"), 200);
+    for _ in 0..10 {
+        assert_eq!(basic("guess"), 401);
+    }
+    assert_eq!(basic("correct horse"), 429, "guessing is not bounded");
 }

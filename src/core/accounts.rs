@@ -17,6 +17,7 @@ fn from_auth(e: AuthError) -> Reply {
     match e {
         AuthError::Unauthorized(m) => error(401, m),
         AuthError::Forbidden(m) => error(403, m),
+        AuthError::Locked => error(429, AuthError::Locked.to_string()),
         AuthError::Store(m) => error(503, format!("sluice's store failed ({m}); try again later")),
     }
 }
@@ -32,10 +33,7 @@ pub fn login_first() -> Reply {
 /// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
 pub async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> Reply {
     if auth.locked_out(name, address) {
-        return error(
-            429,
-            "too many failed logins for this user or address: wait a few minutes",
-        );
+        return from_auth(AuthError::Locked);
     }
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return error(400, "the login body is not JSON");
@@ -63,7 +61,7 @@ pub async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) 
             return error(409, e);
         }
     } else if !auth.check_password(name, password) {
-        auth.failed(name, address);
+        auth.failed(name, address).await;
         return error(401, "wrong user name or password");
     }
     match auth.create_token(name, false, Vec::new()).await {
@@ -139,7 +137,11 @@ pub async fn create_token(auth: &Auth, who: Option<&Identity>, body: &[u8]) -> R
     };
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+    if auth.locked_out(&who.user, None) {
+        return from_auth(AuthError::Locked);
+    }
     if !auth.check_password(&who.user, password) {
+        auth.failed(&who.user, None).await;
         return error(
             401,
             "wrong password: a new token needs the account's password",
@@ -159,6 +161,9 @@ pub async fn create_token(auth: &Auth, who: Option<&Identity>, body: &[u8]) -> R
                 .collect()
         })
         .unwrap_or_default();
+    if let Some(bad) = cidr.iter().find_map(|c| crate::auth::parse_cidr(c).err()) {
+        return error(400, bad);
+    }
     match auth.create_token(&who.user, readonly, cidr).await {
         Ok((token, info)) => {
             let mut shown = redacted(&info);

@@ -104,6 +104,100 @@ fn package_json(tarball: &[u8]) -> Result<Value, PublishError> {
     Err(bad("the tarball has no package/package.json"))
 }
 
+/// The state object keeping the attestations of `name@version`.
+fn attestations_key(name: &str, version: &str) -> String {
+    format!("attestations/{name}@{version}")
+}
+
+/// Check the `.sigstore` attachment `npm publish --provenance` adds (its `data` is the Sigstore
+/// bundle as raw JSON): a bundle whose DSSE statement names this package version and this
+/// tarball's sha512. Returns its predicate type and the bundle.
+///
+/// The bundle's signature is not checked against Sigstore's roots here (that needs their
+/// transparency log); clients that verify provenance (`npm audit signatures`) do.
+fn provenance(
+    name: &str,
+    version: &str,
+    tarball: &[u8],
+    attachment: &Value,
+) -> Result<(String, Value), PublishError> {
+    let bad_bundle = |why: &str| bad(format!("the provenance bundle of {name}@{version} {why}"));
+    let data = attachment
+        .get("data")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_bundle("has no data"))?;
+    let bundle: Value =
+        serde_json::from_str(data).map_err(|_| bad_bundle("is not JSON (a Sigstore bundle)"))?;
+    if !bundle
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.starts_with("application/vnd.dev.sigstore.bundle"))
+    {
+        return Err(bad_bundle("is not a Sigstore bundle (mediaType)"));
+    }
+    let payload = bundle
+        .pointer("/dsseEnvelope/payload")
+        .and_then(Value::as_str)
+        .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+        .and_then(|p| serde_json::from_slice::<Value>(&p).ok())
+        .ok_or_else(|| bad_bundle("has no DSSE statement"))?;
+    let predicate = payload
+        .get("predicateType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_bundle("names no predicateType"))?
+        .to_string();
+    let sha512 = ssri::IntegrityOpts::new()
+        .algorithm(ssri::Algorithm::Sha512)
+        .chain(tarball)
+        .result()
+        .to_hex()
+        .1;
+    let purl = format!("pkg:npm/{}@{version}", name.replacen('@', "%40", 1));
+    let names_it = payload
+        .get("subject")
+        .and_then(Value::as_array)
+        .is_some_and(|subjects| {
+            subjects.iter().any(|s| {
+                s.get("name").and_then(Value::as_str) == Some(purl.as_str())
+                    && s.pointer("/digest/sha512").and_then(Value::as_str) == Some(sha512.as_str())
+            })
+        });
+    if !names_it {
+        return Err(bad_bundle(&format!(
+            "is not about {purl} with this tarball's sha512"
+        )));
+    }
+    Ok((predicate, bundle))
+}
+
+/// The current `_rev` of a private document.
+fn current_rev(doc: &Packument) -> Option<&str> {
+    doc.doc.get("_rev").and_then(Value::as_str)
+}
+
+/// The next `_rev` (CouchDB style: a count and a random tag).
+fn next_rev(doc: &Packument) -> String {
+    let n = current_rev(doc)
+        .and_then(|r| r.split('-').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!("{}-{:016x}", n + 1, fastrand::u64(..))
+}
+
+/// The names in a document's `maintainers`.
+fn maintainers(doc: &Packument) -> Vec<String> {
+    doc.doc
+        .get("maintainers")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|m| m.get("name").and_then(Value::as_str))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Publisher {
     /// Publishes of `config`'s names into `store`; tarball links start with `public_url`.
     pub fn new(
@@ -203,7 +297,10 @@ impl Publisher {
                     new[0]
                 )));
             }
-            return self.update(name, &versions, body.get("dist-tags")).await;
+            let rev = body.get("_rev").and_then(Value::as_str);
+            return self
+                .update(name, who, rev, &versions, body.get("dist-tags"))
+                .await;
         };
         let [version] = new.as_slice() else {
             return Err(match new.len() {
@@ -240,10 +337,31 @@ impl Publisher {
                 key.escape_default()
             )));
         }
-        let all: Vec<&Value> = attachments.values().collect();
-        let [attachment] = all.as_slice() else {
-            return Err(bad("a publish carries exactly one tarball"));
+        // npm names them `@scope/name-1.0.0.tgz` and `….sigstore`; some tools leave the scope
+        // off.
+        let named = |ext: &str| {
+            [
+                format!("{name}-{version}.{ext}"),
+                format!("{base}-{version}.{ext}"),
+            ]
+            .into_iter()
+            .find(|k| attachments.contains_key(k))
+            .unwrap_or_else(|| format!("{name}-{version}.{ext}"))
         };
+        let (tarball_name, bundle_name) = (named("tgz"), named("sigstore"));
+        if let Some(other) = attachments
+            .keys()
+            .find(|k| **k != tarball_name && **k != bundle_name)
+        {
+            return Err(bad(format!(
+                "the attachment `{}` is neither {tarball_name} nor its provenance \
+                 ({bundle_name}): a publish carries exactly one tarball",
+                other.escape_default()
+            )));
+        }
+        let attachment = attachments
+            .get(&tarball_name)
+            .ok_or_else(|| bad(format!("the tarball attachment {tarball_name} is missing")))?;
         let data = attachment
             .get("data")
             .and_then(Value::as_str)
@@ -289,6 +407,10 @@ impl Publisher {
                 inside.get("version").and_then(Value::as_str).unwrap_or("?")
             )));
         }
+        let provenance = match attachments.get(&bundle_name) {
+            Some(attachment) => Some(provenance(name, &version, &tarball, attachment)?),
+            None => None,
+        };
         // The tarball first: verified by the store, invisible until the packument lists it.
         let file = format!("{base}-{version}.tgz");
         let mut sink = self
@@ -302,11 +424,40 @@ impl Publisher {
         sink.commit()
             .await
             .map_err(|e| PublishError::Store(e.to_string()))?;
+        // Then the provenance, which the version will point at.
+        if let Some((predicate, bundle)) = &provenance {
+            let kept =
+                json!({ "attestations": [{ "predicateType": predicate, "bundle": bundle }] });
+            let bytes = Bytes::from(serde_json::to_vec(&kept).unwrap_or_default());
+            let key = attestations_key(name, &version);
+            let expect = match self.store.state(&key).await {
+                Ok(held) => Expect::from_read(held.as_ref().map(|(_, token)| token)),
+                Err(e) => return Err(PublishError::Store(e.to_string())),
+            };
+            self.store
+                .put_state(&key, bytes, expect)
+                .await
+                .map_err(|e| PublishError::Store(e.to_string()))?;
+        }
         if let Some(dist) = manifest.get_mut("dist").and_then(Value::as_object_mut) {
             dist.insert(
                 "tarball".into(),
                 Value::String(format!("{}{name}/-/{file}", self.public_url)),
             );
+            match &provenance {
+                Some((predicate, _)) => {
+                    dist.insert(
+                        "attestations".into(),
+                        json!({
+                            "url": format!("{}-/npm/v1/attestations/{name}@{version}", self.public_url),
+                            "provenance": { "predicateType": predicate },
+                        }),
+                    );
+                }
+                None => {
+                    dist.remove("attestations");
+                }
+            }
         }
         if let Some(object) = manifest.as_object_mut() {
             object.insert("_id".into(), Value::String(format!("{name}@{version}")));
@@ -315,7 +466,13 @@ impl Publisher {
         let tags = body.get("dist-tags").cloned();
         let description = body.get("description").cloned();
         let readme = body.get("readme").cloned();
-        self.write(name, |doc| {
+        self.write(name, who, None, |doc| {
+            if maintainers(doc).is_empty() {
+                doc.doc.insert(
+                    "maintainers".into(),
+                    json!([{ "name": who.user, "email": "" }]),
+                );
+            }
             if doc.versions().is_some_and(|v| v.contains_key(&version))
                 || doc.published(&version).is_some()
             {
@@ -357,10 +514,12 @@ impl Publisher {
     async fn update(
         &self,
         name: &str,
+        who: &Identity,
+        rev: Option<&str>,
         versions: &Map<String, Value>,
         tags: Option<&Value>,
     ) -> Result<Value, PublishError> {
-        self.write(name, |doc| {
+        self.write(name, who, rev, |doc| {
             let held = doc.versions_mut();
             for (version, manifest) in versions {
                 let Some(target) = held.get_mut(version).and_then(Value::as_object_mut) else {
@@ -395,34 +554,81 @@ impl Publisher {
         Ok(json!({ "ok": true, "id": name }))
     }
 
-    /// `npm unpublish`: take versions off (those `body`'s document lacks, or every one with
-    /// `all`), each only within `publish.unpublish` of its publish. Their tarballs stay in the
-    /// store, no longer listed.
-    pub async fn unpublish(
+    /// `PUT /{name}/-rev/{rev}` with the document as the client changed it, or `DELETE
+    /// /{name}/-rev/{rev}` (no body: the whole package).
+    ///
+    /// - `npm unpublish`: the versions the body's `versions` lacks are taken off (every one
+    ///   without a body), each only within `publish.unpublish` of its publish. Their tarballs
+    ///   stay in the store, no longer listed; their numbers are never published again.
+    /// - `npm owner add|rm`: the body's `maintainers` (names in the users file, at least one)
+    ///   become the package's.
+    ///
+    /// `rev` must be the document's current `_rev`; `is_user` says whether a name is a user.
+    pub async fn replace(
         &self,
         name: &str,
+        rev: &str,
         body: Option<&[u8]>,
         who: &Identity,
+        is_user: &(dyn Fn(&str) -> bool + Send + Sync),
     ) -> Result<Value, PublishError> {
         self.check_writer(name, who)?;
-        let kept: Option<Vec<String>> = match body {
-            Some(body) => {
-                let doc: Value = serde_json::from_slice(body)
-                    .map_err(|e| bad(format!("the unpublish body is not JSON: {e}")))?;
-                Some(
-                    doc.get("versions")
-                        .and_then(Value::as_object)
-                        .map(|v| v.keys().cloned().collect())
-                        .unwrap_or_default(),
-                )
-            }
+        let body: Option<Value> = match body {
+            Some(body) => Some(
+                serde_json::from_slice(body)
+                    .map_err(|e| bad(format!("the document is not JSON: {e}")))?,
+            ),
             None => None,
         };
+        // Versions kept: `None` when the body says nothing of versions (an owner change).
+        let kept: Option<Vec<String>> = match &body {
+            Some(doc) => doc
+                .get("versions")
+                .and_then(Value::as_object)
+                .map(|v| v.keys().cloned().collect()),
+            None => Some(Vec::new()),
+        };
+        let owners: Option<Vec<String>> = match body.as_ref().and_then(|d| d.get("maintainers")) {
+            None => None,
+            Some(Value::Array(list)) => Some(
+                list.iter()
+                    .map(|m| {
+                        m.get("name")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .ok_or_else(|| bad("each of maintainers is {name, email}"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            Some(_) => return Err(bad("maintainers is a list of {name, email}")),
+        };
+        if let Some(owners) = &owners {
+            if owners.is_empty() {
+                return Err(PublishError::Forbidden(format!(
+                    "{name} needs at least one maintainer: add someone else first"
+                )));
+            }
+            if let Some(unknown) = owners.iter().find(|o| !is_user(o)) {
+                return Err(PublishError::NotFound(format!(
+                    "{unknown} is not a user of this registry (sluice user add {unknown})"
+                )));
+            }
+        }
         let window = self.config.unpublish;
         let now = std::time::SystemTime::now();
         let mut removed = Vec::new();
-        self.write(name, |doc| {
+        self.write(name, who, Some(rev), |doc| {
             removed.clear();
+            if let Some(owners) = &owners {
+                let list: Vec<Value> = owners
+                    .iter()
+                    .map(|o| json!({ "name": o, "email": "" }))
+                    .collect();
+                doc.doc.insert("maintainers".into(), Value::Array(list));
+            }
+            let Some(kept) = &kept else {
+                return Ok(());
+            };
             let versions: Vec<String> = doc
                 .versions()
                 .map(|v| v.keys().cloned().collect())
@@ -433,7 +639,7 @@ impl Publisher {
                 )));
             }
             for version in versions {
-                if kept.as_ref().is_some_and(|kept| kept.contains(&version)) {
+                if kept.contains(&version) {
                     continue;
                 }
                 let published = doc
@@ -460,8 +666,72 @@ impl Publisher {
             Ok(())
         })
         .await?;
-        tracing::info!(package = name, versions = ?removed, user = who.user, "unpublished");
+        match &owners {
+            Some(owners) => {
+                tracing::info!(package = name, maintainers = ?owners, user = who.user, "owners changed");
+            }
+            None => {
+                tracing::info!(package = name, versions = ?removed, user = who.user, "unpublished");
+            }
+        }
         Ok(json!({ "ok": true, "id": name }))
+    }
+
+    /// `DELETE /{name}/-/{file}/-rev/{rev}`, the last step of `npm unpublish`: the version is
+    /// off the document already (its tarball stays in the store, unlisted); this checks that
+    /// and the revision.
+    pub async fn unpublish_tarball(
+        &self,
+        name: &str,
+        file: &str,
+        rev: &str,
+        who: &Identity,
+    ) -> Result<Value, PublishError> {
+        self.check_writer(name, who)?;
+        let held = self
+            .store
+            .packument(name)
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?
+            .ok_or_else(|| PublishError::NotFound(format!("{name} is not published here")))?;
+        let doc =
+            parse_document(&held.bytes, name).map_err(|e| PublishError::Store(e.to_string()))?;
+        if let Some(have) = current_rev(&doc) {
+            if have != rev {
+                return Err(PublishError::Conflict(format!(
+                    "document update conflict: {name} is at revision {have}, not {rev}: read it \
+                     again"
+                )));
+            }
+        }
+        let listed = doc.versions().is_some_and(|versions| {
+            versions.values().any(|m| {
+                m.pointer("/dist/tarball")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.ends_with(&format!("/-/{file}")))
+            })
+        });
+        if listed {
+            return Err(bad(format!(
+                "{file} belongs to a version still published: unpublish the version first"
+            )));
+        }
+        Ok(json!({ "ok": true }))
+    }
+
+    /// The attestations kept for `name@version` (`GET /-/npm/v1/attestations/{name}@{version}`).
+    pub async fn attestations(&self, name: &str, version: &str) -> Result<Value, PublishError> {
+        let held = self
+            .store
+            .state(&attestations_key(name, version))
+            .await
+            .map_err(|e| PublishError::Store(e.to_string()))?;
+        let Some((bytes, _)) = held else {
+            return Err(PublishError::NotFound(format!(
+                "{name}@{version} was published without provenance"
+            )));
+        };
+        serde_json::from_slice(&bytes).map_err(|e| PublishError::Store(e.to_string()))
     }
 
     /// `PUT /-/package/{name}/dist-tags/{tag}` (`version` given) or `DELETE` (none).
@@ -473,7 +743,7 @@ impl Publisher {
         who: &Identity,
     ) -> Result<Value, PublishError> {
         self.check_writer(name, who)?;
-        self.write(name, |doc| {
+        self.write(name, who, None, |doc| {
             match version {
                 Some(version) => {
                     if !doc.versions().is_some_and(|v| v.contains_key(version)) {
@@ -499,9 +769,15 @@ impl Publisher {
 
     /// Change the stored packument of `name` with `edit` (read → edit → conditional put → on
     /// conflict again), creating it when there is none.
+    ///
+    /// `who` must be one of the package's maintainers when it has any; `rev`, when given, must
+    /// be the document's current `_rev` (a client that read an older one gets 409 and reads
+    /// again). Every write gives the document a new `_rev`.
     async fn write(
         &self,
         name: &str,
+        who: &Identity,
+        rev: Option<&str>,
         mut edit: impl FnMut(&mut Packument) -> Result<(), PublishError>,
     ) -> Result<(), PublishError> {
         let store_error = |e: crate::store::StoreError| PublishError::Store(e.to_string());
@@ -517,8 +793,26 @@ impl Publisher {
                         .unwrap_or_default(),
                 ),
             };
+            let owners = maintainers(&doc);
+            if !owners.is_empty() && !owners.contains(&who.user) {
+                return Err(PublishError::Forbidden(format!(
+                    "{} is not a maintainer of {name} (npm owner ls {name}; an owner adds others \
+                     with npm owner add)",
+                    who.user
+                )));
+            }
+            if let (Some(want), Some(have)) = (rev, current_rev(&doc)) {
+                if want != have {
+                    return Err(PublishError::Conflict(format!(
+                        "document update conflict: {name} is at revision {have}, not {want}: \
+                         read it again"
+                    )));
+                }
+            }
             edit(&mut doc)?;
             crate::packument::repair(&mut doc);
+            let rev = next_rev(&doc);
+            doc.doc.insert("_rev".into(), Value::String(rev));
             let bytes = Bytes::from(
                 serde_json::to_vec(&doc.doc).map_err(|e| PublishError::Store(e.to_string()))?,
             );

@@ -81,7 +81,21 @@ impl SluiceProxy {
                 | NpmRequest::RevokeToken { .. }
         );
         let open = self.app.config.auth.read == crate::config::Read::Anonymous;
-        let who = match self.app.auth.identify(authorization.as_deref()).await {
+        let address = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        // Reads of an anonymous registry need no identity: credentials are not even checked
+        // (a stale password in a client's config neither slows its install nor locks it out).
+        let identified = if reading && open && !exempt {
+            Ok(None)
+        } else {
+            self.app
+                .auth
+                .identify(authorization.as_deref(), address)
+                .await
+        };
+        let who = match identified {
             Ok(who) => who,
             Err(_) if exempt || (reading && open) => None,
             Err(error) => return reply(accounts::refused(error)),
@@ -154,7 +168,7 @@ impl SluiceProxy {
                     Err(answer) => answer,
                 }
             }
-            NpmRequest::Unpublish { name, all } => {
+            NpmRequest::Unpublish { name, all, rev } => {
                 let Some(who) = who else {
                     return Some(reply(accounts::login_first()));
                 };
@@ -166,22 +180,65 @@ impl SluiceProxy {
                         Err(answer) => return Some(answer),
                     }
                 };
+                let is_user = |user: &str| auth.has_user(user);
                 match self
                     .app
                     .publisher
-                    .unpublish(name, body.as_deref(), who)
+                    .replace(name, rev, body.as_deref(), who, &is_user)
                     .await
                 {
                     Ok(value) => Answer::json(200, &value),
                     Err(e) => Answer::error(e.status(), e.to_string()),
                 }
             }
-            NpmRequest::UnpublishTarball { .. } => {
-                if who.is_none() {
+            NpmRequest::UnpublishTarball { name, file, rev } => {
+                let Some(who) = who else {
                     return Some(reply(accounts::login_first()));
+                };
+                match self
+                    .app
+                    .publisher
+                    .unpublish_tarball(name, file, rev, who)
+                    .await
+                {
+                    Ok(value) => Answer::json(200, &value),
+                    Err(e) => Answer::error(e.status(), e.to_string()),
                 }
-                // The version is off the document already; its tarball stays, unlisted.
-                Answer::json(200, &json!({ "ok": true }))
+            }
+            NpmRequest::User { name } => {
+                if auth.has_user(name) {
+                    Answer::json(
+                        200,
+                        &json!({ "_id": format!("org.couchdb.user:{name}"), "name": name, "email": "", "type": "user", "roles": [] }),
+                    )
+                } else {
+                    Answer::error(404, format!("{name} is not a user of this registry"))
+                }
+            }
+            NpmRequest::Visibility { name } => {
+                if !self.app.publisher.is_private(name) {
+                    return None;
+                }
+                let public = self.app.config.auth.read == crate::config::Read::Anonymous;
+                Answer::json(200, &json!({ "public": public }))
+            }
+            NpmRequest::Passthrough {
+                package: Some(name),
+                path,
+            } if self.app.publisher.is_private(name) => {
+                // Never asked of upstream; the attestations are kept here.
+                let spec = path
+                    .strip_prefix("-/npm/v1/attestations/")
+                    .map(|spec| spec.replacen("%2f", "/", 1));
+                match spec.as_deref().and_then(|s| s.rsplit_once('@')) {
+                    Some((name, version)) => {
+                        match self.app.publisher.attestations(name, version).await {
+                            Ok(value) => Answer::json(200, &value),
+                            Err(e) => Answer::error(e.status(), e.to_string()),
+                        }
+                    }
+                    None => Answer::error(404, format!("{name} is published here: no such route")),
+                }
             }
             NpmRequest::DistTag { name, tag, remove } => {
                 let Some(who) = who else {
@@ -448,6 +505,10 @@ impl SluiceProxy {
             )),
             NpmRequest::Passthrough { path, .. } => Ok(self.relay(path).await),
             NpmRequest::Audit { .. } => Ok(Answer::error(405, "audit requests are POSTs")),
+            NpmRequest::Visibility { name } => Ok(Answer::error(
+                404,
+                format!("{name} is not published here: its visibility is upstream's"),
+            )),
             NpmRequest::Login { .. }
             | NpmRequest::WebLogin
             | NpmRequest::Whoami
@@ -458,6 +519,7 @@ impl SluiceProxy {
             | NpmRequest::Publish { .. }
             | NpmRequest::Unpublish { .. }
             | NpmRequest::UnpublishTarball { .. }
+            | NpmRequest::User { .. }
             | NpmRequest::DistTag { .. } => Err(CoreError::Internal(
                 "an account route reached the package dispatch".into(),
             )),

@@ -74,11 +74,15 @@ pub enum NpmRequest {
     },
     /// `npm unpublish`: `PUT /{name}/-rev/{rev}` with the document less the versions taken
     /// off, or `DELETE /{name}/-rev/{rev}` for the whole package (`all`).
+    ///
+    /// A `PUT` is any change of the document the client read (`npm owner add|rm` too).
     Unpublish {
         /// The package name.
         name: String,
         /// Every version.
         all: bool,
+        /// The document revision the client read (`_rev`).
+        rev: String,
     },
     /// `DELETE /{name}/-/{file}/-rev/{rev}`: the tarball of an unpublished version.
     UnpublishTarball {
@@ -86,6 +90,18 @@ pub enum NpmRequest {
         name: String,
         /// The tarball's file name.
         file: String,
+        /// The document revision the client read (`_rev`).
+        rev: String,
+    },
+    /// `GET /-/user/org.couchdb.user:{name}`: a user's public profile (`npm owner add`).
+    User {
+        /// The user name.
+        name: String,
+    },
+    /// `GET /-/package/{name}/visibility` (`npm publish --provenance` asks).
+    Visibility {
+        /// The package name.
+        name: String,
     },
     /// `PUT /-/package/{name}/dist-tags/{tag}` (with the version as a JSON string body), or
     /// `DELETE` of the same path (`remove`).
@@ -126,6 +142,7 @@ impl NpmRequest {
             | NpmRequest::Version { name, .. }
             | NpmRequest::Tarball { name, .. }
             | NpmRequest::DistTags { name }
+            | NpmRequest::Visibility { name }
             | NpmRequest::Publish { name }
             | NpmRequest::Unpublish { name, .. }
             | NpmRequest::UnpublishTarball { name, .. }
@@ -140,6 +157,7 @@ impl NpmRequest {
             | NpmRequest::Login { .. }
             | NpmRequest::WebLogin
             | NpmRequest::Whoami
+            | NpmRequest::User { .. }
             | NpmRequest::Logout { .. }
             | NpmRequest::Tokens
             | NpmRequest::CreateToken
@@ -163,6 +181,8 @@ impl NpmRequest {
             NpmRequest::Passthrough { .. } => "passthrough",
             NpmRequest::Login { .. } | NpmRequest::WebLogin => "login",
             NpmRequest::Whoami => "whoami",
+            NpmRequest::User { .. } => "user",
+            NpmRequest::Visibility { .. } => "visibility",
             NpmRequest::Logout { .. } => "logout",
             NpmRequest::Tokens | NpmRequest::CreateToken | NpmRequest::RevokeToken { .. } => {
                 "tokens"
