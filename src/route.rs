@@ -190,7 +190,8 @@ fn user_name(segment: &str) -> Result<String, RouteError> {
 /// The write routes: login, logout, tokens, publish, dist-tags.
 fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
     match (delete, segments) {
-        (false, ["-", "user", user]) => Ok(NpmRequest::Login {
+        // The second form is how yarn 4 logs in after a 409 (the user exists).
+        (false, ["-", "user", user] | ["-", "user", user, "-rev", _]) => Ok(NpmRequest::Login {
             name: user_name(user)?,
         }),
         (true, ["-", "user", "token", token]) => Ok(NpmRequest::Logout {

@@ -403,30 +403,58 @@ fn pnpm_and_yarn_4_publish_and_tag_private_packages_too() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // yarn 4: npm publish and npm tag add, with npmAuthToken.
+    // yarn 4: npm login (credentials from the environment, as yarn takes them when not at a
+    // terminal), then npm publish and npm tag add with the token it saved.
     let berry = Project::new();
     package(&berry, "1.1.0");
     std::fs::write(
         berry.path().join(".yarnrc.yml"),
         format!(
-            "npmRegistryServer: \"{}\"\nunsafeHttpWhitelist:\n  - \"127.0.0.1\"\nnpmAuthToken: \"{token}\"\n\
+            "npmRegistryServer: \"{}\"\nunsafeHttpWhitelist:\n  - \"127.0.0.1\"\n\
              nodeLinker: node-modules\nenableGlobalCache: false\nenableTelemetry: false\n",
             sluice.url().trim_end_matches('/')
         ),
     )
     .unwrap();
     std::fs::write(berry.path().join("yarn.lock"), "").unwrap();
-    let yarn_run = |args: &[&str]| {
+    let home = berry.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let yarn_with = |args: &[&str], env: &[(&str, &str)]| {
         Command::new("node")
             .arg(&yarn)
             .args(args)
             .env("YARN_IGNORE_PATH", "1")
             .env("YARN_ENABLE_IMMUTABLE_INSTALLS", "false")
-            .env("HOME", berry.path())
+            .env("HOME", &home)
+            .envs(env.iter().copied())
             .current_dir(berry.path())
             .output()
             .unwrap()
     };
+    let yarn_login = |password: &str| {
+        yarn_with(
+            &["npm", "login"],
+            &[
+                ("YARN_IS_TEST_ENV", "1"),
+                ("YARN_INJECT_NPM_USER", "alice"),
+                ("YARN_INJECT_NPM_PASSWORD", password),
+            ],
+        )
+    };
+    let out = yarn_login("wrong");
+    assert!(
+        !out.status.success(),
+        "yarn npm login with a wrong password"
+    );
+    let out = yarn_login("correct horse");
+    assert!(
+        out.status.success(),
+        "yarn npm login:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let saved = std::fs::read_to_string(home.join(".yarnrc.yml")).unwrap();
+    assert!(saved.contains("npmAuthToken: sluice_"), "{saved}");
+    let yarn_run = |args: &[&str]| yarn_with(args, &[]);
     let out = yarn_run(&["install"]);
     assert!(
         out.status.success(),

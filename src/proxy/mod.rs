@@ -209,7 +209,7 @@ impl SluiceProxy {
                 if auth.has_user(name) {
                     Answer::json(
                         200,
-                        &json!({ "_id": format!("org.couchdb.user:{name}"), "name": name, "email": "", "type": "user", "roles": [] }),
+                        &json!({ "_id": format!("org.couchdb.user:{name}"), "_rev": "1-0", "name": name, "email": "", "type": "user", "roles": [] }),
                     )
                 } else {
                     Answer::error(404, format!("{name} is not a user of this registry"))
