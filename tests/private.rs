@@ -303,6 +303,27 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
     let out = reader.npm(&sluice.url(), &["whoami"]);
     assert!(!out.status.success());
 
+    // Unpublishing the whole package (inside the window): gone for installs; its versions
+    // are never published again, new ones may be.
+    npm_ok(&author, &sluice, &["unpublish", "@acme/widget", "--force"]);
+    let (status, doc) = sluice.get_json("/@acme%2fwidget");
+    assert_eq!(status, 404, "{doc}");
+    let out = Project::new().npm(&sluice.url(), &["view", "@acme/widget", "version"]);
+    assert!(
+        !out.status.success(),
+        "an unpublished package still resolves"
+    );
+    package(&author, "1.0.0");
+    let out = author.npm(&sluice.url(), &["publish"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(stderr.contains("cannot publish over"), "{stderr}");
+    package(&author, "5.0.0");
+    npm_ok(&author, &sluice, &["publish"]);
+    assert_eq!(
+        sluice.get_json("/@acme%2fwidget").1["dist-tags"]["latest"],
+        "5.0.0"
+    );
+
     // Logging out revokes the token.
     npm_ok(&author, &sluice, &["logout"]);
     let (status, _, _) = support::http_get(
@@ -848,7 +869,8 @@ fn sigstore_bundle(name: &str, version: &str, tgz: &[u8]) -> String {
 #[test]
 fn provenance_is_kept_and_served_tokens_keep_to_their_networks_and_guessing_is_slowed() {
     let upstream = FakeRegistry::start();
-    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    upstream.publish("left", "1.0.0", &[]);
+    let sluice = Sluice::start(&upstream, "left\n", PRIVATE);
     add_user(&sluice, "alice", "correct horse");
     let token = login(&sluice, "alice", "correct horse").unwrap();
 
@@ -963,4 +985,31 @@ fn provenance_is_kept_and_served_tokens_keep_to_their_networks_and_guessing_is_s
         assert_eq!(basic("guess"), 401);
     }
     assert_eq!(basic("correct horse"), 429, "guessing is not bounded");
+
+    // npm audit's bulk request leaves without the private names.
+    let status = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}-/npm/v1/security/advisories/bulk", sluice.url()))
+            .header("content-type", "application/json")
+            .body(r#"{"@acme/signed":["1.0.0"],"left":["1.0.0"]}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    let (_, _, sent) = upstream.posts().pop().unwrap();
+    let sent = String::from_utf8_lossy(&sent).to_string();
+    assert!(
+        !sent.contains("@acme"),
+        "a private name went upstream: {sent}"
+    );
+
+    // sluice verify checks the private tarballs with the rest.
+    let dir = sluice.stop();
+    let out = support::sluice_cli(&dir.path().join("sluice.toml"), &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("0 entries"), "{stdout}");
 }

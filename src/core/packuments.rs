@@ -119,6 +119,9 @@ impl Packuments {
         if self.private.is_private(name) {
             // Published here: what the store holds is the truth, upstream is never asked.
             return match self.store.packument(name).await? {
+                Some(stored) if !has_versions(&stored.bytes) => Err(Error::NotFound(format!(
+                    "{name} was unpublished: every version was taken off this registry"
+                ))),
                 Some(stored) => {
                     self.confirmed.insert(name.into(), now_ms());
                     Ok((stored.into(), CacheStatus::Hit))
@@ -402,4 +405,14 @@ fn merged(
     serde_json::to_vec(&doc.doc)
         .map(Bytes::from)
         .map_err(|e| Error::Internal(format!("cannot serialize {name}: {e}")))
+}
+
+/// Whether a stored document lists any version (a private package unpublished whole lists none).
+fn has_versions(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Versions {
+        #[serde(default)]
+        versions: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Versions>(bytes).map_or(true, |doc| !doc.versions.is_empty())
 }
