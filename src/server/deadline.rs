@@ -20,7 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::SslDigest;
 use pingora::protocols::tls::TlsRef;
@@ -65,26 +66,73 @@ impl<A> Deadlines<A> {
     }
 }
 
+/// How long an idle keep-alive connection is kept (pingora's own default).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Deadlines<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Deadlines<A> {
+    /// HTTP/1 connections are served here, one request at a time: between requests a
+    /// connection waits for its next request's first byte in this small future, holding only
+    /// its stream, and pingora's session (buffers and state, tens of KiB) exists only while a
+    /// request is being served. HTTP/2 (negotiated over TLS) goes to pingora as is: it frames
+    /// its own requests, which a byte-level header deadline cannot follow.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // A connection handed back for reuse is guarded already; HTTP/2 (negotiated over TLS)
-        // frames its own requests, which a byte-level header deadline cannot follow.
-        let stream: Stream =
-            if stream.as_any().is::<Guarded>() || stream.selected_alpn_proto() == Some(ALPN::H2) {
-                stream
-            } else {
-                Box::new(Guarded::new(stream, self.limits, self.expired.clone()))
-            };
-        self.app.process_new(stream, shutdown).await
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
+        // The connection moves to a task of its own: the one pingora spawned at accept is
+        // sized for its TLS handshake and would be held for the connection's whole life.
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { this.serve_http1(stream, shutdown).await });
+        None
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await;
+        ServerApp::cleanup(&*self.app).await;
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Deadlines<A> {
+    /// Serve an HTTP/1 connection, request after request.
+    async fn serve_http1(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
+        let mut guarded = Box::new(Guarded::new(stream, self.limits, self.expired.clone()));
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut shutdown = shutdown;
+        loop {
+            if !guarded.next_request(KEEPALIVE, &mut shutdown).await {
+                return;
+            }
+            let mut session = ServerSession::new_http1(guarded);
+            match settings.take() {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(Some(KEEPALIVE.as_secs()));
+                    session.set_keepalive_reuses_remaining(
+                        self.app
+                            .server_options()
+                            .and_then(|options| options.keepalive_request_limit),
+                    );
+                }
+            }
+            if *shutdown.borrow() {
+                // Shutting down: this request is answered, and the connection closed after.
+                session.set_keepalive(None);
+            }
+            let Some(reused) = self.app.process_new_http(session, &shutdown).await else {
+                return;
+            };
+            let (stream, next) = reused.consume();
+            let Ok(next_guarded) = stream.into_any().downcast::<Guarded>() else {
+                return;
+            };
+            guarded = next_guarded;
+            settings = next;
+        }
     }
 }
 
@@ -128,6 +176,8 @@ pub struct Guarded {
     write_timer: Pin<Box<Sleep>>,
     write_stalled: bool,
     expired: Arc<AtomicU64>,
+    /// The first byte of the next request, read while waiting for it and not yet passed on.
+    pushback: Option<u8>,
 }
 
 impl fmt::Debug for Guarded {
@@ -155,6 +205,38 @@ impl Guarded {
             write_timer: Box::pin(tokio::time::sleep_until(deadline)),
             write_stalled: false,
             expired,
+            pushback: None,
+        }
+    }
+
+    /// Wait for the next request's first byte (holding it back for the reader): `false` when
+    /// the client closed, ran out of its header time (a first request), stayed idle for
+    /// `keepalive` (a later one), or the server is shutting down.
+    async fn next_request(&mut self, keepalive: Duration, shutdown: &mut ShutdownWatch) -> bool {
+        if *shutdown.borrow() {
+            return false;
+        }
+        let idle = self.phase == Phase::Idle;
+        let read = std::future::poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            let mut buf = ReadBuf::new(&mut byte);
+            match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(buf.filled().first().copied()),
+                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let byte = tokio::select! {
+            byte = read => byte,
+            _ = tokio::time::sleep(keepalive), if idle => None,
+            _ = shutdown.changed() => None,
+        };
+        match byte {
+            Some(byte) => {
+                self.pushback = Some(byte);
+                true
+            }
+            None => false,
         }
     }
 
@@ -299,6 +381,18 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(byte) = this.pushback {
+            if buf.remaining() > 0 {
+                // The held-back byte, and whatever else of the request is there already.
+                this.pushback = None;
+                buf.put_slice(&[byte]);
+                let before = buf.filled().len();
+                if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, buf) {
+                    this.read(&buf.filled()[before..]);
+                }
+                return Poll::Ready(Ok(()));
+            }
+        }
         let deadline = match this.phase {
             Phase::Answering { .. } => return this.poll_answer(cx),
             Phase::Expired => {

@@ -129,7 +129,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// How far RSS must have grown since the last trim before the next one: at a steady state
 /// nothing is trimmed, so no arena is locked for it.
-const TRIM_ABOVE: u64 = 32 << 20;
+const TRIM_ABOVE: u64 = 8 << 20;
 
 #[async_trait]
 impl BackgroundService for MemoryTrimmer {
