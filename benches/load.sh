@@ -12,8 +12,11 @@
 # types__node.json.gz). Knobs (environment): DURATION (wrk seconds, 10), CONNS (64), THREADS (wrk threads, 2),
 # INSTALL_RUNS (measured npm installs per peer, 2), SEED (stored packuments for the start-up
 # measurement, 100000; 0 skips it), BURST (concurrent requests for single-flight, 1000),
-# HOLD (keep-alive connections held open at once for the memory-per-connection phase, 5000),
-# KEEP=1 keeps the work folder, SKIP_BUILD=1 uses the existing release build.
+# HOLD (keep-alive connections held open at once for the memory-per-connection phase: one
+# count or several, "2000 5000"; each measured on a freshly started sluice), ONLY (an extended
+# regular expression: only the throughput targets whose names match), KEEP=1 keeps the work
+# folder, SKIP_BUILD=1 uses the existing release build. INSTALL_RUNS=0, BURST=0, HOLD=0 and
+# SEED=0 skip their phases.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,7 +27,8 @@ THREADS=${THREADS:-2}
 INSTALL_RUNS=${INSTALL_RUNS:-2}
 SEED=${SEED:-100000}
 BURST=${BURST:-1000}
-HOLD=${HOLD:-5000}
+HOLD=${HOLD:-2000 5000}
+ONLY=${ONLY:-}
 
 need() { command -v "$1" >/dev/null || { echo "load.sh: '$1' is missing ($2)" >&2; exit 1; }; }
 need cargo "https://rustup.rs"
@@ -82,13 +86,19 @@ SEEDER=$ROOT/target/release/examples/seed_store
 # ---------------------------------------------------------------- upstream
 log "starting the upstream (benches/upstream.py)"
 python3 "$ROOT/benches/upstream.py" "$FIXTURES" "$WORK/upstream.port" 2>"$WORK/upstream.log" &
-PIDS+=($!)
+UP_PID=$!
+PIDS+=("$UP_PID")
 for _ in $(seq 600); do [ -f "$WORK/upstream.port" ] && break; sleep 0.1; done
 UP=$(cat "$WORK/upstream.port")
 wait_http "http://127.0.0.1:$UP/-/ping"
 
+# ---------------------------------------------------------------- TLS certificate (both peers)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+
 # ---------------------------------------------------------------- nginx
 NG=$(free_port)
+NGS=$(free_port)
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 USER_LINE=""
 [ "$(id -u)" = 0 ] && USER_LINE="user $(id -un) $(id -gn);"
@@ -121,6 +131,18 @@ http {
     upstream registry { server 127.0.0.1:$UP; keepalive 64; }
     server {
         listen 127.0.0.1:$NG backlog=4096;
+        include $WORK/nginx/location.conf;
+    }
+    server {
+        listen 127.0.0.1:$NGS ssl backlog=4096;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        ssl_protocols TLSv1.3;
+        include $WORK/nginx/location.conf;
+    }
+}
+EOF
+cat >"$WORK/nginx/location.conf" <<EOF
         location / {
             proxy_pass http://registry;
             proxy_http_version 1.1;
@@ -140,8 +162,6 @@ http {
             sub_filter_types application/json application/vnd.npm.install-v1+json;
             add_header X-Cache-Status \$upstream_cache_status;
         }
-    }
-}
 EOF
 log "starting nginx on 127.0.0.1:$NG"
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
@@ -178,6 +198,15 @@ SL_PID=$!
 PIDS+=("$SL_PID")
 wait_http "http://127.0.0.1:$SL/-/ping"
 
+SLS=$(free_port)
+write_sluice_conf "$WORK/sluice-tls.toml" "$SLS" "$WORK/sluice-store"
+sed -i "s#^public_url = .*#public_url = \"https://127.0.0.1:$SLS/\"\ntls_cert = \"$WORK/tls.crt\"\ntls_key = \"$WORK/tls.key\"#" "$WORK/sluice-tls.toml"
+log "starting sluice over TLS on 127.0.0.1:$SLS"
+RUST_LOG=${SLUICE_LOG:-warn} "$SLUICE" serve --config "$WORK/sluice-tls.toml" 2>"$WORK/sluice-tls.log" &
+SLS_PID=$!
+PIDS+=("$SLS_PID")
+until curl -skf -o /dev/null --max-time 2 "https://127.0.0.1:$SLS/-/ping"; do sleep 0.05; done
+
 declare -A PORT=([sluice]=$SL [nginx]=$NG [upstream]=$UP)
 PEERS=(sluice nginx upstream)
 
@@ -197,7 +226,15 @@ TARGETS=(
     "@types/node full identity|/@types%2fnode|$FULL|$ID"
     "@types/node corgi identity|/@types%2fnode|$CORGI|$ID"
     "tarball 300 KB|/bench-big/-/bench-big-1.0.0.tgz|Accept: */*|$GZ"
+    "tarball 5 MB|/bench-huge/-/bench-huge-1.0.0.tgz|Accept: */*|$GZ"
 )
+if [ -n "$ONLY" ]; then
+    kept=()
+    for t in "${TARGETS[@]}"; do
+        if [[ "${t%%|*}" =~ $ONLY ]]; then kept+=("$t"); fi
+    done
+    TARGETS=("${kept[@]}")
+fi
 
 cat >"$WORK/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -233,6 +270,7 @@ npm_install() { # PEER RUN -> "wall_s packages"
     echo "$(( (t1 - t0) / 1000000 )) $n"
 }
 for peer in "${PEERS[@]}"; do
+    [ "$INSTALL_RUNS" -gt 0 ] || break
     log "npm install via $peer (priming run)"
     read -r ms n <<<"$(npm_install "$peer" prime)"
     echo "prime: ${ms} ms, $n packages" >&2
@@ -281,12 +319,45 @@ for t in "${TARGETS[@]}"; do
         ce=$(grep -i '^content-encoding:' "$WORK/headers" | tr -d '\r' | awk '{print $2}' || true)
         cs=$(grep -i '^x-cache-status:' "$WORK/headers" | tr -d '\r' | awk '{print $2}' || true)
         log "wrk: $name via $peer ($probe ${ce:-identity} ${cs:--})"
+        case $peer in sluice) pids="$SL_PID" ;; nginx) pids=$(ng_pids) ;; *) pids="$UP_PID" ;; esac
+        cpu0=$(cpu_ticks $pids)
         out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
             -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
+        cpu1=$(cpu_ticks $pids)
         read -r _ rps p50 p99 errors requests <<<"$out"
-        echo "$out" >&2
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p50" "$p99" "$errors" \
-            "${probe#* }" "${ce:-identity}" >>"$RESULTS"
+        # the server's CPU per request, in microseconds
+        us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
+        echo "$out (server CPU $us us/request)" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p50" "$p99" "$errors" \
+            "${probe#* }" "${ce:-identity}" "$us" >>"$RESULTS"
+    done
+done
+
+# ---------------------------------------------------------------- over TLS
+TLS_TARGETS=(
+    "tarball 300 KB|/bench-big/-/bench-big-1.0.0.tgz|Accept: */*|$GZ"
+    "express corgi gzip|/express|$CORGI|$GZ"
+)
+declare -A TLS_PORT=([sluice]=$SLS [nginx]=$NGS)
+TLSRESULTS=$WORK/tls.tsv
+: >"$TLSRESULTS"
+for t in "${TLS_TARGETS[@]}"; do
+    IFS='|' read -r name path accept enc <<<"$t"
+    if [ -n "$ONLY" ] && ! [[ "$name over TLS" =~ $ONLY ]]; then continue; fi
+    for peer in sluice nginx; do
+        url="https://127.0.0.1:${TLS_PORT[$peer]}$path"
+        for _ in 1 2; do curl -skf -o /dev/null -H "$accept" -H "$enc" "$url"; done
+        proto=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H "$accept" -H "$enc" "$url")
+        log "wrk over TLS: $name via $peer ($proto)"
+        case $peer in sluice) pids="$SLS_PID" ;; nginx) pids=$(ng_pids) ;; esac
+        cpu0=$(cpu_ticks $pids)
+        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
+            -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
+        cpu1=$(cpu_ticks $pids)
+        read -r _ rps p50 p99 errors requests <<<"$out"
+        us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
+        echo "$out (server CPU $us us/request)" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p99" "$errors" "$us" >>"$TLSRESULTS"
     done
 done
 
@@ -301,6 +372,7 @@ log "single-flight: $BURST concurrent requests for one uncached packument and ta
 BURSTS=$WORK/bursts.tsv
 : >"$BURSTS"
 for peer in sluice nginx; do
+    [ "$BURST" -gt 0 ] || break
     for kind in packument tarball; do
         name="bench-sf-$peer-$kind"
         if [ "$kind" = packument ]; then path="/$name"; else path="/$name/-/$name-1.0.0.tgz"; fi
@@ -312,24 +384,39 @@ for peer in sluice nginx; do
 done
 
 # ---------------------------------------------------------------- open connections
-log "memory of $HOLD keep-alive connections held open after one cached tarball each"
+log "memory of keep-alive connections held open after one cached tarball each ($HOLD)"
 CONNMEM=$WORK/connmem.tsv
 : >"$CONNMEM"
 small=/bench-pkg-000/-/bench-pkg-000-1.0.0.tgz
-for peer in sluice nginx; do
-    curl -sf -o /dev/null "http://127.0.0.1:${PORT[$peer]}$small"
-    case $peer in sluice) pids=$SL_PID ;; nginx) pids=$(ng_pids) ;; esac
-    sleep 2
-    before=$(rss_kb $pids)
-    python3 "$ROOT/benches/burst.py" "${PORT[$peer]}" "$small" "$HOLD" 5 >"$WORK/hold.json" &
-    holder=$!
-    until [ -s "$WORK/hold.json" ]; do sleep 0.05; done
-    held=$(rss_kb $pids)
-    wait "$holder"
-    sleep 2
-    after=$(rss_kb $pids)
-    echo "$peer: $(cat "$WORK/hold.json") RSS KiB before $before, held $held, after $after" >&2
-    printf '%s\t%s\t%s\t%s\t%s\n' "$peer" "$before" "$held" "$after" "$(cat "$WORK/hold.json")" >>"$CONNMEM"
+HOLD_SECS=${HOLD_SECS:-15}
+for n in $HOLD; do
+    [ "$n" -gt 0 ] || continue
+    # Each count on a fresh sluice (the same store), so no phase before leaves memory behind.
+    HP=$(free_port)
+    write_sluice_conf "$WORK/hold.toml" "$HP" "$WORK/sluice-store"
+    RUST_LOG=warn "$SLUICE" serve --config "$WORK/hold.toml" 2>"$WORK/hold-sluice.log" &
+    HOLD_PID=$!
+    PIDS+=("$HOLD_PID")
+    wait_http "http://127.0.0.1:$HP/-/ping"
+    for peer in sluice nginx; do
+        case $peer in sluice) port=$HP pids=$HOLD_PID ;; nginx) port=${PORT[nginx]} pids=$(ng_pids) ;; esac
+        curl -sf -o /dev/null "http://127.0.0.1:$port$small"
+        sleep 2
+        before=$(rss_kb $pids)
+        python3 "$ROOT/benches/burst.py" "$port" "$small" "$n" "$HOLD_SECS" >"$WORK/hold.json" &
+        holder=$!
+        until [ -s "$WORK/hold.json" ]; do sleep 0.05; done
+        held=$(rss_kb $pids)
+        sleep $(( HOLD_SECS - 3 ))
+        idle=$(rss_kb $pids)
+        wait "$holder"
+        sleep 2
+        after=$(rss_kb $pids)
+        echo "$peer: $(cat "$WORK/hold.json") RSS KiB before $before, answered $held, idle $idle, after $after" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$peer" "$before" "$held" "$idle" "$after" "$(cat "$WORK/hold.json")" >>"$CONNMEM"
+    done
+    kill "$HOLD_PID"
+    wait "$HOLD_PID" 2>/dev/null || true
 done
 
 # ---------------------------------------------------------------- start-up
@@ -359,22 +446,34 @@ fi
 
 # ---------------------------------------------------------------- table
 log "results"
-python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$SL_RSS2 $NG_RSS2 $HOT2" "$STARTUP" "$DURATION" "$CONNS" "$CONNMEM" <<'EOF'
+python3 - "$RESULTS" "$INSTALLS" "$BURSTS" "$SL_RSS" "$NG_RSS" "$HOT" "$SL_RSS2 $NG_RSS2 $HOT2" "$STARTUP" "$DURATION" "$CONNS" "$CONNMEM" "$TLSRESULTS" <<'EOF'
 import json, statistics, sys
-results, installs, bursts, sl_rss, ng_rss, hot, after, startup, duration, conns, connmem = sys.argv[1:]
+results, installs, bursts, sl_rss, ng_rss, hot, after, startup, duration, conns, connmem, tls = sys.argv[1:]
 sl_rss2, ng_rss2, hot2 = after.split()
 rows = {}
 for line in open(results):
-    name, peer, rps, p50, p99, err, size, ce = line.rstrip("\n").split("\t")
-    rows.setdefault(name, {})[peer] = (float(rps), float(p50), float(p99), int(err), int(size), ce)
+    name, peer, rps, p50, p99, err, size, ce, us = line.rstrip("\n").split("\t")
+    rows.setdefault(name, {})[peer] = (float(rps), float(p50), float(p99), int(err), int(size), ce, int(us))
 print(f"\n### Throughput (wrk, {conns} connections, {duration} s each, 127.0.0.1)\n")
-print("| target | sluice req/s | nginx req/s | upstream req/s | sluice/nginx | sluice p99 ms | nginx p99 ms | body bytes (sluice / nginx) | errors (s/n/u) |")
-print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+print("| target | sluice req/s | nginx req/s | upstream req/s | sluice/nginx | sluice p99 ms | nginx p99 ms | server CPU µs/request (sluice / nginx) | body bytes (sluice / nginx) | errors (s/n/u) |")
+print("|---|---:|---:|---:|---:|---:|---:|---|---|---|")
 for name, peers in rows.items():
     s, n, u = peers["sluice"], peers["nginx"], peers["upstream"]
     ratio = s[0] / n[0] if n[0] else float("inf")
     print(f"| {name} | {s[0]:,.0f} | {n[0]:,.0f} | {u[0]:,.0f} | **{ratio:.2f}×** | {s[2]:.2f} | {n[2]:.2f} "
-          f"| {s[4]:,} {s[5]} / {n[4]:,} {n[5]} | {s[3]}/{n[3]}/{u[3]} |")
+          f"| {s[6]} / {n[6]} | {s[4]:,} {s[5]} / {n[4]:,} {n[5]} | {s[3]}/{n[3]}/{u[3]} |")
+tls_rows = {}
+for line in open(tls):
+    name, peer, rps, p99, err, us = line.rstrip("\n").split("\t")
+    tls_rows.setdefault(name, {})[peer] = (float(rps), float(p99), int(err), int(us))
+if tls_rows:
+    print(f"\n### Over TLS 1.3 (the same P-256 certificate; wrk, {conns} connections, {duration} s each)\n")
+    print("| target | sluice req/s | nginx req/s | sluice/nginx | sluice p99 ms | nginx p99 ms | server CPU µs/request (sluice / nginx) | errors (s/n) |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for name, peers in tls_rows.items():
+        s, n = peers["sluice"], peers["nginx"]
+        ratio = s[0] / n[0] if n[0] else float("inf")
+        print(f"| {name} | {s[0]:,.0f} | {n[0]:,.0f} | **{ratio:.2f}×** | {s[1]:.2f} | {n[1]:.2f} | {s[3]} / {n[3]} | {s[2]}/{n[2]} |")
 print("\n### npm install, 500 packages, proxy warm, client cache empty\n")
 print("| peer | runs | wall s (median) | wall s (each) | proxy CPU s per install (each) | packages |")
 print("|---|---:|---:|---|---|---:|")
@@ -397,13 +496,13 @@ for line in open(bursts):
     peer, kind, hits, res = line.rstrip("\n").split("\t")
     r = json.loads(res)
     print(f"| {peer} | {kind} | {r['n']} | {r['ok']} | {r['distinct_bodies']} | {hits} | {r['seconds']} |")
-print("\n### Open keep-alive connections\n\n| peer | connections | 200s | RSS MiB before | RSS MiB held open | KiB per connection | RSS MiB after close |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("\n### Open keep-alive connections (all answered at once, then held idle)\n\n| peer | connections | 200s | RSS MiB before | RSS MiB once answered | RSS MiB idle (held open) | KiB per idle connection | RSS MiB after close |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for line in open(connmem):
-    peer, before, held, after_close, res = line.rstrip("\n").split("\t")
+    peer, before, held, idle, after_close, res = line.rstrip("\n").split("\t")
     r = json.loads(res)
-    per_conn = (int(held) - int(before)) / r["n"]
-    print(f"| {peer} | {r['n']} | {r['ok']} | {int(before) / 1024:.1f} | {int(held) / 1024:.1f} | {per_conn:.1f} | {int(after_close) / 1024:.1f} |")
+    per_conn = (int(idle) - int(before)) / r["n"]
+    print(f"| {peer} | {r['n']} | {r['ok']} | {int(before) / 1024:.1f} | {int(held) / 1024:.1f} | {int(idle) / 1024:.1f} | {per_conn:.1f} | {int(after_close) / 1024:.1f} |")
 if startup:
     n, seed_ms, ping_ms, doc_ms, hits, rss = startup.split()
     print(f"\n### Start-up with {int(n):,} stored packuments\n\n"

@@ -4,6 +4,7 @@
 Serves:
   /express, /@types%2fnode   the real fixtures (FIXTURES_DIR), links -> itself
   /bench-big                 one version whose tarball is ~300 KB of incompressible bytes
+  /bench-huge                one version whose tarball is ~5 MB of incompressible bytes
   /bench-pkg-NNN             a generated 500-package dependency tree (bench-pkg-000 is the root
                              dependency; pkg i depends on pkg 2i+1 and 2i+2), small real tarballs
   /bench-sf-*                any name: generated on first request, answered after a delay
@@ -141,6 +142,9 @@ def build(fixtures):
     rng = random.Random(42)
     tgz = make_tarball("bench-big", "1.0.0", rng.randbytes(300_000))
     publish("bench-big", packument("bench-big", {"1.0.0": version_doc("bench-big", "1.0.0", tgz, None)}))
+    # The size of a large real tarball (typescript's is ~5 MB).
+    tgz = make_tarball("bench-huge", "1.0.0", rng.randbytes(5_000_000))
+    publish("bench-huge", packument("bench-huge", {"1.0.0": version_doc("bench-huge", "1.0.0", tgz, None)}))
     for i in range(PACKAGES):
         name = f"bench-pkg-{i:03}"
         deps = {f"bench-pkg-{c:03}": "^1.0.0" for c in (2 * i + 1, 2 * i + 2) if c < PACKAGES}

@@ -24,7 +24,7 @@ fn publish_at(upstream: &FakeRegistry, name: &str, version: &str, days: f64) {
 fn tarball_refusal(sluice: &Sluice, name: &str, file: &str) -> Option<(u16, String)> {
     let app = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    match runtime.block_on(app.tarballs.serve(name, file)) {
+    match runtime.block_on(app.tarballs.serve(name, file, false)) {
         Err(sluice::core::Error::Refused(response)) => Some((response.status, response.message)),
         _ => None,
     }

@@ -24,7 +24,9 @@ use super::packuments::Packuments;
 use super::{parse_document, published_integrity, Error, Shared};
 use crate::flight::SingleFlight;
 use crate::plugins::Host;
-use crate::store::{now_ms, tarball_etag, HotCache, HotKey, Rendered, SharedStore, Token};
+use crate::store::{
+    now_ms, tarball_etag, HotCache, HotKey, Rendered, SharedStore, TarballFile, Token,
+};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// How often, at most, a request for a tarball the stored packument does not list makes sluice
@@ -45,6 +47,13 @@ pub enum Served {
     Whole(Arc<Rendered>),
     /// Streaming (from the store or upstream).
     Stream(TarballStream),
+    /// A verified local file, for a connection that can be sent it with `sendfile(2)`.
+    File {
+        /// The file, its length and integrity.
+        file: TarballFile,
+        /// Its ETag.
+        etag: Option<Arc<str>>,
+    },
 }
 
 /// A tarball body streaming to a client.
@@ -176,10 +185,14 @@ impl Tarballs {
 
     /// Tarball `file` of `name` for a client: refused (403 with the plugin's reason) when its
     /// version is hidden; from memory, the store, or upstream.
+    ///
+    /// With `files`, a tarball larger than `storage.hot_tarball_max` that the store keeps in a
+    /// verified local file is served as that file (the connection sends it with `sendfile(2)`).
     pub async fn serve(
         self: &Arc<Self>,
         name: &str,
         file: &str,
+        files: bool,
     ) -> Result<(Served, CacheStatus), Error> {
         let listed = self.listed(name, file).await?;
         let key = HotKey::Tarball {
@@ -188,6 +201,17 @@ impl Tarballs {
         };
         if let Some(hit) = self.hot.get(&key) {
             return Ok((Served::Whole(hit), CacheStatus::Hit));
+        }
+        if files {
+            // Small ones are read into memory once (below) and served from there: a copy of a
+            // few hundred KB costs less than opening a file each time. Large ones never pass
+            // through sluice.
+            if let Ok(Some(found)) = self.store.tarball_file(name, file).await {
+                if found.size > self.hot_max {
+                    let etag = tarball_etag(&found.integrity);
+                    return Ok((Served::File { file: found, etag }, CacheStatus::Hit));
+                }
+            }
         }
         if let Some(served) = self.read_stored(name, file, key).await? {
             return Ok((served, CacheStatus::Hit));

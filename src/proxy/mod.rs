@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
@@ -18,8 +19,30 @@ use crate::app::App;
 use crate::core::accounts;
 use crate::core::Error as CoreError;
 use crate::route::{self, RouteError, CORGI};
+use crate::server::deadline::Guarded;
 use crate::upstream::UpstreamError;
 use respond::{Answer, Body};
+
+/// Zeros written in place of a body that the connection sends from a file (never sent).
+static PLACEHOLDER: [u8; 1 << 20] = [0; 1 << 20];
+
+/// The connection wrapper under `session`, for an HTTP/1 connection.
+fn guarded(session: &Session) -> Option<&Guarded> {
+    session.stream()?.as_any().downcast_ref::<Guarded>()
+}
+
+/// `len` bytes of `file` from `at`.
+async fn read_at(file: &std::fs::File, at: u64, len: usize) -> std::io::Result<Bytes> {
+    let file = file.try_clone()?;
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, at)?;
+        Ok(Bytes::from(buf))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
 
 /// The per-request state.
 pub struct RequestCtx {
@@ -106,7 +129,9 @@ impl SluiceProxy {
         if let Some(answer) = self.account(session, &request, who.as_ref()).await {
             return answer;
         }
-        self.dispatch(&request, gzip, ctx).await
+        // Tarballs go out of their files by sendfile(2) on plain HTTP/1 connections.
+        let files = guarded(session).is_some_and(Guarded::can_send_files);
+        self.dispatch(&request, gzip, files, ctx).await
     }
 
     /// The account and publish routes, which read a body and need to know who asks.
@@ -457,7 +482,13 @@ impl SluiceProxy {
         }
     }
 
-    async fn dispatch(&self, request: &NpmRequest, gzip: bool, ctx: &mut RequestCtx) -> Answer {
+    async fn dispatch(
+        &self,
+        request: &NpmRequest,
+        gzip: bool,
+        files: bool,
+        ctx: &mut RequestCtx,
+    ) -> Answer {
         let app = &self.app;
         let result = match request {
             NpmRequest::Packument { name, abbreviated } => app
@@ -487,7 +518,7 @@ impl SluiceProxy {
             }
             NpmRequest::Tarball { name, file } => {
                 app.tarballs
-                    .serve(name, file)
+                    .serve(name, file, files)
                     .await
                     .map(|(served, status)| {
                         ctx.plugin.cache_status = Some(status);
@@ -762,6 +793,44 @@ impl ProxyHttp for SluiceProxy {
             Body::Full(bytes) => {
                 ctx.bytes = bytes.len();
                 session.write_response_body(Some(bytes), true).await?;
+            }
+            Body::File { file, offset, len } => {
+                ctx.bytes = len as usize;
+                let refused = match guarded(session) {
+                    Some(connection) => connection.send_file(file, offset, len).err(),
+                    None => Some(file),
+                };
+                match refused {
+                    None => {
+                        // The connection sends the file in place of these bytes.
+                        let mut left = len;
+                        while left > 0 {
+                            let n = left.min(PLACEHOLDER.len() as u64) as usize;
+                            left -= n as u64;
+                            session
+                                .write_response_body(
+                                    Some(Bytes::from_static(&PLACEHOLDER[..n])),
+                                    left == 0,
+                                )
+                                .await?;
+                        }
+                    }
+                    Some(file) => {
+                        // Not a connection files go to: read and write it.
+                        let mut left = len;
+                        let mut at = offset;
+                        while left > 0 {
+                            let n = left.min(256 << 10) as usize;
+                            let chunk = read_at(&file, at, n).await.map_err(|e| {
+                                session.set_keepalive(None);
+                                pingora::Error::because(ErrorType::InternalError, "tarball file", e)
+                            })?;
+                            left -= n as u64;
+                            at += n as u64;
+                            session.write_response_body(Some(chunk), left == 0).await?;
+                        }
+                    }
+                }
             }
             Body::Stream { mut stream, .. } => {
                 while let Some(chunk) = stream.next().await {

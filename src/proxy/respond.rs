@@ -25,6 +25,15 @@ pub enum Body {
         /// Its bytes.
         stream: BoxStream<'static, Result<Bytes, Error>>,
     },
+    /// `len` bytes of a verified file from `offset`, sent with `sendfile(2)`.
+    File {
+        /// The file.
+        file: std::fs::File,
+        /// Where the body starts in it.
+        offset: u64,
+        /// The body's length.
+        len: u64,
+    },
 }
 
 impl Body {
@@ -33,6 +42,7 @@ impl Body {
         match self {
             Body::Full(bytes) => Some(bytes.len() as u64),
             Body::Stream { size, .. } => *size,
+            Body::File { len, .. } => Some(*len),
         }
     }
 
@@ -241,6 +251,14 @@ impl Answer {
             Served::Stream(TarballStream { size, etag, stream }) => {
                 (Body::Stream { size, stream }, etag)
             }
+            Served::File { file, etag } => (
+                Body::File {
+                    file: file.file,
+                    offset: 0,
+                    len: file.size,
+                },
+                etag,
+            ),
         };
         Self {
             status: 200,
@@ -342,6 +360,11 @@ impl Answer {
                         Body::Stream { stream, .. } => Body::Stream {
                             size: Some(end - start + 1),
                             stream: ranged(stream, start, end),
+                        },
+                        Body::File { file, offset, .. } => Body::File {
+                            file,
+                            offset: offset + start,
+                            len: end - start + 1,
                         },
                     };
                     return Ok((response, body));

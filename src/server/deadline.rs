@@ -178,6 +178,26 @@ pub struct Guarded {
     expired: Arc<AtomicU64>,
     /// The first byte of the next request, read while waiting for it and not yet passed on.
     pushback: Option<u8>,
+    /// A file whose bytes go out, by `sendfile(2)`, in place of the next body bytes written.
+    span: std::sync::Mutex<Option<Span>>,
+}
+
+/// The part of a file still to send in place of body bytes.
+struct Span {
+    file: std::fs::File,
+    offset: u64,
+    remaining: u64,
+    /// The socket (a duplicate of its descriptor), to wait until it takes more.
+    writable: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+/// The socket under a plain TCP connection (none under TLS).
+fn raw_socket(inner: &Stream) -> Option<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd as _;
+    inner
+        .as_any()
+        .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+        .map(|tcp| tcp.as_raw_fd())
 }
 
 impl fmt::Debug for Guarded {
@@ -206,6 +226,117 @@ impl Guarded {
             write_stalled: false,
             expired,
             pushback: None,
+            span: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether body bytes written now are a file's placeholders.
+    fn spanning(&mut self) -> bool {
+        self.span
+            .get_mut()
+            .map_or_else(|p| p.into_inner().is_some(), |span| span.is_some())
+    }
+
+    /// Whether bodies can be sent from files on this connection (plain TCP, not TLS).
+    pub fn can_send_files(&self) -> bool {
+        raw_socket(&self.inner).is_some()
+    }
+
+    /// Send `len` bytes of `file` from `offset` in place of the next `len` body bytes written
+    /// (the writer writes that many placeholder bytes, which never go out): the kernel copies
+    /// them from the page cache to the socket. The file is handed back when this connection
+    /// cannot do that.
+    pub fn send_file(
+        &self,
+        file: std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), std::fs::File> {
+        if !self.can_send_files() {
+            return Err(file);
+        }
+        let mut span = self.span.lock().unwrap_or_else(|p| p.into_inner());
+        *span = (len > 0).then_some(Span {
+            file,
+            offset,
+            remaining: len,
+            writable: None,
+        });
+        Ok(())
+    }
+
+    /// Write up to `want` bytes of the current span's file with `sendfile(2)`.
+    fn poll_send_span(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd as _;
+        // What the HTTP layer wrote before (the response header) goes out first.
+        if let Poll::Ready(Err(e)) | Poll::Ready(Ok(Err(e))) = Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map(|r| r.map(Ok::<(), io::Error>))
+        {
+            return Poll::Ready(Err(e));
+        }
+        let Some(socket) = raw_socket(&self.inner) else {
+            return Poll::Ready(Err(io::Error::other("no socket to send a file to")));
+        };
+        let slot = self.span.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(span) = slot.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        loop {
+            let count = (want as u64).min(span.remaining).min(1 << 30) as usize;
+            let mut offset = span.offset as libc::off_t;
+            // SAFETY: both descriptors are open for the call (the socket is owned by `inner`,
+            // the file by `span`); `offset` is a valid pointer for its duration.
+            let sent = unsafe { libc::sendfile(socket, span.file.as_raw_fd(), &mut offset, count) };
+            if sent > 0 {
+                let sent = sent as u64;
+                span.offset += sent;
+                span.remaining -= sent;
+                if span.remaining == 0 {
+                    *slot = None;
+                }
+                return Poll::Ready(Ok(sent as usize));
+            }
+            if sent == 0 {
+                *slot = None;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the tarball file is shorter than its length",
+                )));
+            }
+            let error = io::Error::last_os_error();
+            match error.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {}
+                _ => return Poll::Ready(Err(error)),
+            }
+            if span.writable.is_none() {
+                // SAFETY: `socket` is open; the duplicate is owned by the OwnedFd.
+                let dup = unsafe { libc::dup(socket) };
+                if dup < 0 {
+                    return Poll::Ready(Err(io::Error::last_os_error()));
+                }
+                // SAFETY: `dup` was just returned by dup(2) and is owned by nothing else.
+                let owned =
+                    unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+                // SAFETY: the OwnedFd keeps its descriptor open and unchanged for as long as
+                // the AsyncFd holds it.
+                let registered = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        owned,
+                        tokio::io::Interest::WRITABLE,
+                    )
+                };
+                span.writable = Some(registered.map_err(io::Error::from)?);
+            }
+            let Some(writable) = span.writable.as_ref() else {
+                continue;
+            };
+            match writable.poll_write_ready(cx) {
+                Poll::Ready(Ok(mut ready)) => ready.clear_ready(),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
@@ -457,7 +588,11 @@ impl AsyncWrite for Guarded {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let poll = if this.spanning() {
+            this.poll_send_span(cx, buf.len())
+        } else {
+            Pin::new(&mut this.inner).poll_write(cx, buf)
+        };
         if let Poll::Ready(Ok(n)) = poll {
             this.wrote(&buf[..n]);
         }
@@ -470,7 +605,12 @@ impl AsyncWrite for Guarded {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let poll = if this.spanning() {
+            let want = bufs.iter().map(|b| b.len()).sum();
+            this.poll_send_span(cx, want)
+        } else {
+            Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        };
         if let Poll::Ready(Ok(n)) = poll {
             let first = bufs
                 .iter()

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
     now_ms, Claim, Expect, PackumentMeta, Store, StoreError, StoredPackument, TarballBody,
-    TarballSink, Token, VerifyReport, Written,
+    TarballFile, TarballSink, Token, VerifyReport, Written,
 };
 
 /// How much of a stored tarball is read at a time.
@@ -31,6 +31,66 @@ pub struct DiskStore {
     dir: PathBuf,
     /// The last usage walk: (when, bytes).
     usage: Arc<Mutex<Option<(Instant, u64)>>>,
+    /// Tarball content files checked whole in this process, by key, with what their file
+    /// looked like then: one that changed since is checked again before it is handed out.
+    checked: moka::sync::Cache<String, Arc<CheckedFile>>,
+}
+
+/// A content file whose bytes matched their integrity.
+#[derive(Debug)]
+struct CheckedFile {
+    path: PathBuf,
+    integrity: Integrity,
+    size: u64,
+    seen: FileSeen,
+}
+
+/// What identifies a file's state: device, inode, length, modification and change times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileSeen(u64, u64, u64, i64, i64, i64, i64);
+
+impl FileSeen {
+    fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self(
+            metadata.dev(),
+            metadata.ino(),
+            metadata.len(),
+            metadata.mtime(),
+            metadata.mtime_nsec(),
+            metadata.ctime(),
+            metadata.ctime_nsec(),
+        )
+    }
+}
+
+/// Where cacache keeps the content `sri` names in `dir` (its `content-v2` layout).
+fn content_path(dir: &Path, sri: &Integrity) -> PathBuf {
+    let (algorithm, hex) = sri.to_hex();
+    dir.join("content-v2")
+        .join(algorithm.to_string())
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+/// Open `path` and check its whole content against `integrity`.
+fn open_checked(
+    path: &Path,
+    integrity: &Integrity,
+) -> std::io::Result<Option<(std::fs::File, FileSeen)>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let seen = FileSeen::of(&file.metadata()?);
+    let mut checker = IntegrityChecker::new(integrity.clone());
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => checker.input(&buf[..n]),
+        }
+    }
+    Ok(checker.result().is_ok().then_some((file, seen)))
 }
 
 fn packument_key(name: &str) -> String {
@@ -119,6 +179,7 @@ impl DiskStore {
         Self {
             dir: dir.into(),
             usage: Arc::default(),
+            checked: moka::sync::Cache::builder().max_capacity(100_000).build(),
         }
     }
 
@@ -360,6 +421,74 @@ impl Store for DiskStore {
             integrity,
             stream,
         }))
+    }
+
+    async fn tarball_file(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<TarballFile>, StoreError> {
+        let key = tarball_key(name, file);
+        if let Some(checked) = self.checked.get(&key) {
+            // Checked before: handed out as long as the file is the one that was checked
+            // (an open and an fstat of a file the page cache holds: no thread hop for that).
+            if let Ok(file) = std::fs::File::open(&checked.path) {
+                if file
+                    .metadata()
+                    .is_ok_and(|m| FileSeen::of(&m) == checked.seen)
+                {
+                    return Ok(Some(TarballFile {
+                        file,
+                        size: checked.size,
+                        integrity: checked.integrity.clone(),
+                    }));
+                }
+            }
+            self.checked.invalidate(&key);
+        }
+        let Some(entry) = self.find(&key).await? else {
+            return Ok(None);
+        };
+        let path = content_path(&self.dir, &entry.integrity);
+        let integrity = entry.integrity.clone();
+        let opened = {
+            let (path, integrity) = (path.clone(), integrity.clone());
+            tokio::task::spawn_blocking(move || open_checked(&path, &integrity))
+                .await
+                .map_err(|e| self.fail(e))?
+        };
+        match opened {
+            Ok(Some((file, seen))) if seen.2 == entry.size as u64 => {
+                let size = seen.2;
+                self.checked.insert(
+                    key,
+                    Arc::new(CheckedFile {
+                        path,
+                        integrity: integrity.clone(),
+                        size,
+                        seen,
+                    }),
+                );
+                Ok(Some(TarballFile {
+                    file,
+                    size,
+                    integrity,
+                }))
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    tarball = %format!("{name}/-/{file}"),
+                    "stored tarball is corrupt: dropped, it will be fetched again"
+                );
+                self.drop_entry(&key, Some(&integrity)).await;
+                Ok(None)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.drop_entry(&key, None).await;
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
     }
 
     async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {

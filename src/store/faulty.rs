@@ -10,7 +10,7 @@ use ssri::Integrity;
 
 use super::{
     Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
-    TarballSink, Token, VerifyReport, Written,
+    TarballFile, TarballSink, Token, VerifyReport, Written,
 };
 
 /// A fault [`Faulty`] can inject.
@@ -135,6 +135,15 @@ impl Store for Faulty {
     async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError> {
         self.check_read()?;
         self.inner.tarball(name, file).await
+    }
+
+    async fn tarball_file(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<TarballFile>, StoreError> {
+        self.check_read()?;
+        self.inner.tarball_file(name, file).await
     }
 
     async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {

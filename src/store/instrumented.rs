@@ -12,7 +12,7 @@ use ssri::Integrity;
 
 use super::{
     Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
-    TarballSink, Token, VerifyReport, Written,
+    TarballFile, TarballSink, Token, VerifyReport, Written,
 };
 
 /// Counts of one (operation, outcome).
@@ -135,6 +135,17 @@ impl Store for Instrumented {
         let started = Instant::now();
         let result = self.inner.tarball(name, file).await;
         self.record("tarball_get", started, &result, found);
+        result
+    }
+
+    async fn tarball_file(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<TarballFile>, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.tarball_file(name, file).await;
+        self.record("tarball_file", started, &result, found);
         result
     }
 

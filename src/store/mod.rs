@@ -123,6 +123,19 @@ pub struct StoredPackument {
     pub stale: bool,
 }
 
+/// A stored tarball as a local file, for `sendfile(2)`: its content was checked against its
+/// integrity (in this process, since the file last changed), so its bytes may go out without
+/// passing through sluice.
+#[derive(Debug)]
+pub struct TarballFile {
+    /// The open content file.
+    pub file: std::fs::File,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The integrity of its content.
+    pub integrity: Integrity,
+}
+
 /// A stored tarball, streaming out.
 pub struct TarballBody {
     /// Its length in bytes.
@@ -206,6 +219,17 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The stored tarball `file` of `name`, streaming; `None` when absent.
     async fn tarball(&self, name: &str, file: &str) -> Result<Option<TarballBody>, StoreError>;
+
+    /// Tarball `file` of `name` as a verified local file, when the store keeps it in one (the
+    /// disk store and a node's local tier); `None` otherwise, or when it is not stored (read
+    /// it with [`Store::tarball`] then).
+    async fn tarball_file(
+        &self,
+        _name: &str,
+        _file: &str,
+    ) -> Result<Option<TarballFile>, StoreError> {
+        Ok(None)
+    }
 
     /// Whether tarball `file` of `name` is stored (its content is checked when read).
     async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError>;

@@ -17,7 +17,7 @@ use ssri::Integrity;
 
 use super::{
     Claim, DiskStore, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument,
-    TarballBody, TarballSink, Token, VerifyReport, Written,
+    TarballBody, TarballFile, TarballSink, Token, VerifyReport, Written,
 };
 
 /// How many tarball writes between two checks of the local tier's bound.
@@ -291,6 +291,15 @@ impl Store for Tiered {
         }
         let found = self.remote.tarball(name, file).await?;
         Ok(found.map(|body| self.copying_down(name, file, body)))
+    }
+
+    async fn tarball_file(
+        &self,
+        name: &str,
+        file: &str,
+    ) -> Result<Option<TarballFile>, StoreError> {
+        // Only what the local tier holds is a local file; the rest comes from the bucket.
+        self.local.tarball_file(name, file).await
     }
 
     async fn has_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
