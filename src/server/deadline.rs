@@ -187,8 +187,25 @@ struct Span {
     file: std::fs::File,
     offset: u64,
     remaining: u64,
+    /// Whether the socket is corked for this span.
+    corked: bool,
     /// The socket (a duplicate of its descriptor), to wait until it takes more.
     writable: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+}
+
+/// Set or clear `TCP_CORK` on `socket` (best effort).
+fn set_cork(socket: std::os::fd::RawFd, on: bool) {
+    let value: libc::c_int = on.into();
+    // SAFETY: `socket` is open; the option value is a c_int that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            socket,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 /// The socket under a plain TCP connection (none under TLS).
@@ -260,6 +277,7 @@ impl Guarded {
             file,
             offset,
             remaining: len,
+            corked: false,
             writable: None,
         });
         Ok(())
@@ -268,6 +286,20 @@ impl Guarded {
     /// Write up to `want` bytes of the current span's file with `sendfile(2)`.
     fn poll_send_span(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd as _;
+        if let (Some(socket), Some(span)) = (
+            raw_socket(&self.inner),
+            self.span
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut(),
+        ) {
+            if !span.corked {
+                // Full segments only, the header with the first bytes of the file (nginx's
+                // tcp_nopush); uncorked when the file is out.
+                span.corked = true;
+                set_cork(socket, true);
+            }
+        }
         // What the HTTP layer wrote before (the response header) goes out first.
         if let Poll::Ready(Err(e)) | Poll::Ready(Ok(Err(e))) = Pin::new(&mut self.inner)
             .poll_flush(cx)
@@ -294,6 +326,7 @@ impl Guarded {
                 span.remaining -= sent;
                 if span.remaining == 0 {
                     *slot = None;
+                    set_cork(socket, false);
                 }
                 return Poll::Ready(Ok(sent as usize));
             }
