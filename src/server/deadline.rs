@@ -176,8 +176,11 @@ pub struct Guarded {
     write_timer: Pin<Box<Sleep>>,
     write_stalled: bool,
     expired: Arc<AtomicU64>,
-    /// The first byte of the next request, read while waiting for it and not yet passed on.
-    pushback: Option<u8>,
+    /// The first bytes of the next request, read while waiting for it and not yet passed on
+    /// (allocated only once they arrived: an idle connection holds no buffer).
+    pushback: Option<Box<[u8]>>,
+    /// How much of `pushback` was passed on.
+    pushed: usize,
     /// A file whose bytes go out, by `sendfile(2)`, in place of the next body bytes written.
     span: std::sync::Mutex<Option<Span>>,
 }
@@ -243,6 +246,7 @@ impl Guarded {
             write_stalled: false,
             expired,
             pushback: None,
+            pushed: 0,
             span: std::sync::Mutex::new(None),
         }
     }
@@ -373,8 +377,8 @@ impl Guarded {
         }
     }
 
-    /// Wait for the next request's first byte (holding it back for the reader): `false` when
-    /// the client closed, ran out of its header time (a first request), stayed idle for
+    /// Wait for the next request's first bytes (holding them back for the reader): `false`
+    /// when the client closed, ran out of its header time (a first request), stayed idle for
     /// `keepalive` (a later one), or the server is shutting down.
     async fn next_request(&mut self, keepalive: Duration, shutdown: &mut ShutdownWatch) -> bool {
         if *shutdown.borrow() {
@@ -382,22 +386,27 @@ impl Guarded {
         }
         let idle = self.phase == Phase::Idle;
         let read = std::future::poll_fn(|cx| {
-            let mut byte = [0u8; 1];
-            let mut buf = ReadBuf::new(&mut byte);
+            // On the stack only while polled: the waiting future holds no buffer. A whole
+            // request header of the usual size comes in one read.
+            let mut bytes = [0u8; 2048];
+            let mut buf = ReadBuf::new(&mut bytes);
             match Pin::new(&mut *self).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => Poll::Ready(buf.filled().first().copied()),
-                Poll::Ready(Err(_)) => Poll::Ready(None),
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    Poll::Ready(Some(Box::<[u8]>::from(buf.filled())))
+                }
+                Poll::Ready(_) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             }
         });
-        let byte = tokio::select! {
-            byte = read => byte,
+        let bytes = tokio::select! {
+            bytes = read => bytes,
             _ = tokio::time::sleep(keepalive), if idle => None,
             _ = shutdown.changed() => None,
         };
-        match byte {
-            Some(byte) => {
-                self.pushback = Some(byte);
+        match bytes {
+            Some(bytes) => {
+                self.pushback = Some(bytes);
+                self.pushed = 0;
                 true
             }
             None => false,
@@ -528,14 +537,29 @@ impl Guarded {
 /// request line (which HTTP parsers skip) are not an end: `tail` stays `[0, 0]` until the first
 /// other byte.
 fn ends_header(tail: &mut [u8; 2], bytes: &[u8]) -> bool {
-    bytes.iter().any(|&b| {
-        if *tail == [0, 0] && (b == b'\r' || b == b'\n') {
-            return false;
-        }
-        let end = b == b'\n' && (tail[1] == b'\n' || *tail == [b'\n', b'\r']);
-        *tail = [tail[1], b];
-        end
-    })
+    let mut rest = bytes;
+    if *tail == [0, 0] {
+        let start = rest
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(rest.len());
+        rest = &rest[start..];
+    }
+    // The byte `back` places before `rest[i]`, looking into `tail` before `rest`.
+    let before = |i: usize, back: usize| match i.checked_sub(back) {
+        Some(j) => rest[j],
+        None => tail[2 + i - back],
+    };
+    // Only line feeds can end it: jump from one to the next.
+    let end = memchr::memchr_iter(b'\n', rest)
+        .find(|&i| before(i, 1) == b'\n' || (before(i, 1) == b'\r' && before(i, 2) == b'\n'));
+    let upto = end.map_or(rest.len(), |i| i + 1);
+    match upto {
+        0 => {}
+        1 => *tail = [tail[1], rest[0]],
+        n => *tail = [rest[n - 2], rest[n - 1]],
+    }
+    end.is_some()
 }
 
 impl AsyncRead for Guarded {
@@ -545,17 +569,15 @@ impl AsyncRead for Guarded {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(byte) = this.pushback {
-            if buf.remaining() > 0 {
-                // The held-back byte, and whatever else of the request is there already.
+        if let Some(held) = this.pushback.as_deref() {
+            // The bytes read while waiting for this request (already followed by `read`).
+            let n = buf.remaining().min(held.len() - this.pushed);
+            buf.put_slice(&held[this.pushed..this.pushed + n]);
+            this.pushed += n;
+            if this.pushed == held.len() {
                 this.pushback = None;
-                buf.put_slice(&[byte]);
-                let before = buf.filled().len();
-                if let Poll::Ready(Ok(())) = Pin::new(&mut this.inner).poll_read(cx, buf) {
-                    this.read(&buf.filled()[before..]);
-                }
-                return Poll::Ready(Ok(()));
             }
+            return Poll::Ready(Ok(()));
         }
         let deadline = match this.phase {
             Phase::Answering { .. } => return this.poll_answer(cx),
@@ -742,6 +764,15 @@ impl GetSocketDigest for Guarded {
 #[async_trait]
 impl Peek for Guarded {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if let Some(held) = self.pushback.as_deref() {
+            // What was read while waiting comes first; it is all there is to peek at now.
+            let rest = &held[self.pushed..];
+            if rest.len() >= buf.len() {
+                buf.copy_from_slice(&rest[..buf.len()]);
+                return Ok(true);
+            }
+            return Ok(false);
+        }
         self.inner.try_peek(buf).await
     }
 }
