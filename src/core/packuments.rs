@@ -26,6 +26,9 @@ pub struct Doc {
     pub meta: PackumentMeta,
     /// Its version in the store; `None` when it could not be stored.
     pub token: Option<Token>,
+    /// When this process just stored it as a change: the change's sequence number (see
+    /// [`Packuments::change_seq`]), so what is derived from it may be cached until the next.
+    pub stored_as: Option<u64>,
 }
 
 impl From<StoredPackument> for Doc {
@@ -34,6 +37,7 @@ impl From<StoredPackument> for Doc {
             bytes: stored.bytes,
             meta: stored.meta,
             token: Some(stored.token),
+            stored_as: None,
         }
     }
 }
@@ -301,14 +305,17 @@ impl Packuments {
         meta: PackumentMeta,
         token: Option<Token>,
     ) -> Doc {
-        if before.as_ref() != Some(&bytes) {
-            self.changed(name);
-        }
+        let stored_as = (before.as_ref() != Some(&bytes)).then(|| self.changed(name));
         self.confirmed.insert(name.into(), meta.fetched_at);
         if bytes.len() > TRIM_AFTER {
             tokio::task::spawn_blocking(crate::memory::release_freed_memory);
         }
-        Doc { bytes, meta, token }
+        Doc {
+            bytes,
+            meta,
+            token,
+            stored_as,
+        }
     }
 
     /// Whether `name` is published here (never asked of upstream).
@@ -331,13 +338,16 @@ impl Packuments {
     }
 
     /// Tell the derived caches (and the fleet) that the stored packument of `name` changed.
-    pub fn changed(&self, name: &str) {
+    ///
+    /// Returns the change's sequence number.
+    pub fn changed(&self, name: &str) -> u64 {
         let seq = self.next_change.fetch_add(1, Ordering::Relaxed);
         self.changes.insert(name.into(), seq);
         self.confirmed.insert(name.into(), now_ms());
         for listener in &self.on_change {
             listener(name);
         }
+        seq
     }
 
     async fn touch(&self, name: &str, held: StoredPackument, now: u64) -> Shared<Doc> {
@@ -356,6 +366,7 @@ impl Packuments {
             bytes: held.bytes,
             meta,
             token,
+            stored_as: None,
         })
     }
 

@@ -117,6 +117,9 @@ impl Renders {
         // hidden by this render being cached afterwards.
         let seen = self.packuments.change_seq(name);
         let (doc, status) = self.packuments.get(name).await?;
+        // A document this request just stored (a miss) is its own change: its render may be
+        // kept until the next one.
+        let seen = doc.stored_as.unwrap_or(seen);
         let this = self.clone();
         let task_key = key.clone();
         let (rendered, _) = self
