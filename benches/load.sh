@@ -36,6 +36,7 @@ need python3 "apt-get install -y python3"
 need curl "apt-get install -y curl"
 need npm "apt-get install -y npm"
 need wrk "apt-get install -y wrk"
+need openssl "apt-get install -y openssl"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "load.sh: nginx is missing (apt-get install -y nginx-light)" >&2; exit 1; }
 [ -f "$FIXTURES/express.json.gz" ] || { echo "load.sh: set SLUICE_FIXTURES to a folder of real gzipped packuments (express.json.gz, types__node.json.gz)" >&2; exit 1; }
