@@ -247,6 +247,21 @@ done = function(summary, latency, requests)
 end
 EOF
 
+# wrk_run URL ACCEPT ENCODING PID... -> "req/s p50_ms p99_ms errors server_cpu_us_per_request"
+wrk_run() {
+    local url=$1 accept=$2 enc=$3
+    shift 3
+    local cpu0 cpu1 out rps p50 p99 errors requests us
+    cpu0=$(cpu_ticks "$@")
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
+        -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
+    cpu1=$(cpu_ticks "$@")
+    read -r _ rps p50 p99 errors requests <<<"$out"
+    us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
+    echo "$out (server CPU $us us/request)" >&2
+    echo "$rps $p50 $p99 $errors $us"
+}
+
 # ---------------------------------------------------------------- npm install
 cat >"$WORK/package.json.in" <<'EOF'
 { "name": "bench-project", "version": "1.0.0", "private": true,
@@ -321,14 +336,7 @@ for t in "${TARGETS[@]}"; do
         cs=$(grep -i '^x-cache-status:' "$WORK/headers" | tr -d '\r' | awk '{print $2}' || true)
         log "wrk: $name via $peer ($probe ${ce:-identity} ${cs:--})"
         case $peer in sluice) pids="$SL_PID" ;; nginx) pids=$(ng_pids) ;; *) pids="$UP_PID" ;; esac
-        cpu0=$(cpu_ticks $pids)
-        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
-            -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
-        cpu1=$(cpu_ticks $pids)
-        read -r _ rps p50 p99 errors requests <<<"$out"
-        # the server's CPU per request, in microseconds
-        us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
-        echo "$out (server CPU $us us/request)" >&2
+        read -r rps p50 p99 errors us <<<"$(wrk_run "$url" "$accept" "$enc" $pids)"
         printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p50" "$p99" "$errors" \
             "${probe#* }" "${ce:-identity}" "$us" >>"$RESULTS"
     done
@@ -351,13 +359,7 @@ for t in "${TLS_TARGETS[@]}"; do
         proto=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' -H "$accept" -H "$enc" "$url")
         log "wrk over TLS: $name via $peer ($proto)"
         case $peer in sluice) pids="$SLS_PID" ;; nginx) pids=$(ng_pids) ;; esac
-        cpu0=$(cpu_ticks $pids)
-        out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
-            -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
-        cpu1=$(cpu_ticks $pids)
-        read -r _ rps p50 p99 errors requests <<<"$out"
-        us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
-        echo "$out (server CPU $us us/request)" >&2
+        read -r rps p50 p99 errors us <<<"$(wrk_run "$url" "$accept" "$enc" $pids)"
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$peer" "$rps" "$p99" "$errors" "$us" >>"$TLSRESULTS"
     done
 done

@@ -175,6 +175,17 @@ fn current_rev(doc: &Packument) -> Option<&str> {
     doc.doc.get("_rev").and_then(Value::as_str)
 }
 
+/// A change sent with revision `want` (when it names one) applies only to the document at that
+/// revision; a client that read an older one gets 409 and reads again.
+fn check_rev(name: &str, doc: &Packument, want: Option<&str>) -> Result<(), PublishError> {
+    match (want, current_rev(doc)) {
+        (Some(want), Some(have)) if want != have => Err(PublishError::Conflict(format!(
+            "document update conflict: {name} is at revision {have}, not {want}: read it again"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The next `_rev` (CouchDB style: a count and a random tag).
 fn next_rev(doc: &Packument) -> String {
     let n = current_rev(doc)
@@ -696,14 +707,7 @@ impl Publisher {
             .ok_or_else(|| PublishError::NotFound(format!("{name} is not published here")))?;
         let doc =
             parse_document(&held.bytes, name).map_err(|e| PublishError::Store(e.to_string()))?;
-        if let Some(have) = current_rev(&doc) {
-            if have != rev {
-                return Err(PublishError::Conflict(format!(
-                    "document update conflict: {name} is at revision {have}, not {rev}: read it \
-                     again"
-                )));
-            }
-        }
+        check_rev(name, &doc, Some(rev))?;
         let listed = doc.versions().is_some_and(|versions| {
             versions.values().any(|m| {
                 m.pointer("/dist/tarball")
@@ -801,14 +805,7 @@ impl Publisher {
                     who.user
                 )));
             }
-            if let (Some(want), Some(have)) = (rev, current_rev(&doc)) {
-                if want != have {
-                    return Err(PublishError::Conflict(format!(
-                        "document update conflict: {name} is at revision {have}, not {want}: \
-                         read it again"
-                    )));
-                }
-            }
+            check_rev(name, &doc, rev)?;
             edit(&mut doc)?;
             crate::packument::repair(&mut doc);
             let rev = next_rev(&doc);
