@@ -31,19 +31,6 @@ fn guarded(session: &Session) -> Option<&Guarded> {
     session.stream()?.as_any().downcast_ref::<Guarded>()
 }
 
-/// `len` bytes of `file` from `at`.
-async fn read_at(file: &std::fs::File, at: u64, len: usize) -> std::io::Result<Bytes> {
-    let file = file.try_clone()?;
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt as _;
-        let mut buf = vec![0; len];
-        file.read_exact_at(&mut buf, at)?;
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(std::io::Error::other)?
-}
-
 /// The per-request state.
 pub struct RequestCtx {
     started: Instant,
@@ -796,40 +783,23 @@ impl ProxyHttp for SluiceProxy {
             }
             Body::File { file, offset, len } => {
                 ctx.bytes = len as usize;
-                let refused = match guarded(session) {
-                    Some(connection) => connection.send_file(file, offset, len).err(),
-                    None => Some(file),
-                };
-                match refused {
-                    None => {
-                        // The connection sends the file in place of these bytes.
-                        let mut left = len;
-                        while left > 0 {
-                            let n = left.min(PLACEHOLDER.len() as u64) as usize;
-                            left -= n as u64;
-                            session
-                                .write_response_body(
-                                    Some(Bytes::from_static(&PLACEHOLDER[..n])),
-                                    left == 0,
-                                )
-                                .await?;
-                        }
-                    }
-                    Some(file) => {
-                        // Not a connection files go to: read and write it.
-                        let mut left = len;
-                        let mut at = offset;
-                        while left > 0 {
-                            let n = left.min(256 << 10) as usize;
-                            let chunk = read_at(&file, at, n).await.map_err(|e| {
-                                session.set_keepalive(None);
-                                pingora::Error::because(ErrorType::InternalError, "tarball file", e)
-                            })?;
-                            left -= n as u64;
-                            at += n as u64;
-                            session.write_response_body(Some(chunk), left == 0).await?;
-                        }
-                    }
+                // A file body is made only for a connection that can take one (`files`).
+                let sent = guarded(session).map(|c| c.send_file(file, offset, len));
+                if !matches!(sent, Some(Ok(()))) {
+                    session.set_keepalive(None);
+                    return pingora::Error::e_explain(
+                        ErrorType::InternalError,
+                        "a file body for a connection that cannot send files",
+                    );
+                }
+                // The connection sends the file in place of these bytes.
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(PLACEHOLDER.len() as u64) as usize;
+                    left -= n as u64;
+                    session
+                        .write_response_body(Some(Bytes::from_static(&PLACEHOLDER[..n])), left == 0)
+                        .await?;
                 }
             }
             Body::Stream { mut stream, .. } => {

@@ -290,30 +290,30 @@ impl Guarded {
     /// Write up to `want` bytes of the current span's file with `sendfile(2)`.
     fn poll_send_span(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd as _;
-        if let (Some(socket), Some(span)) = (
-            raw_socket(&self.inner),
-            self.span
-                .get_mut()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut(),
-        ) {
-            if !span.corked {
-                // Full segments only, the header with the first bytes of the file (nginx's
-                // tcp_nopush); uncorked when the file is out.
-                span.corked = true;
-                set_cork(socket, true);
-            }
-        }
-        // What the HTTP layer wrote before (the response header) goes out first.
-        if let Poll::Ready(Err(e)) | Poll::Ready(Ok(Err(e))) = Pin::new(&mut self.inner)
-            .poll_flush(cx)
-            .map(|r| r.map(Ok::<(), io::Error>))
-        {
-            return Poll::Ready(Err(e));
-        }
         let Some(socket) = raw_socket(&self.inner) else {
             return Poll::Ready(Err(io::Error::other("no socket to send a file to")));
         };
+        let Some(span) = self
+            .span
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        else {
+            return Poll::Ready(Ok(0));
+        };
+        if !span.corked {
+            // Full segments only, the header with the first bytes of the file (nginx's
+            // tcp_nopush); uncorked when the file is out.
+            span.corked = true;
+            set_cork(socket, true);
+        }
+        // What the HTTP layer wrote before (the response header) goes out first: no byte of
+        // the file may pass it.
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
         let slot = self.span.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(span) = slot.as_mut() else {
             return Poll::Ready(Ok(0));
