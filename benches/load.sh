@@ -65,13 +65,25 @@ wait_http() { # URL [seconds]
         sleep 0.05
     done
 }
-cpu_ticks() { # PID...: utime+stime of each, summed
-    local total=0 pid f
+cpu_read() { # PID... -> "TICKS NS": utime+stime of the processes in clock ticks (exited
+    # threads included, to the tick), and their live threads' time on CPU in ns (exact)
+    local ticks=0 ns=0 pid f
     for pid in "$@"; do
         f=$(sed 's/^.*) //' "/proc/$pid/stat")
-        total=$(( total + $(echo "$f" | awk '{print $12 + $13}') ))
+        ticks=$(( ticks + $(echo "$f" | awk '{print $12 + $13}') ))
+        ns=$(( ns + $(cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}') ))
     done
-    echo "$total"
+    echo "$ticks $ns"
+}
+cpu_seconds() { # "BEFORE" "AFTER" NPIDS -> CPU seconds between two cpu_read: the exact figure,
+    # unless threads that exited in between took more than the ticks' rounding (then the ticks)
+    python3 - "$1" "$2" "$3" "$TICK" <<'PY'
+import sys
+(t0, n0), (t1, n1) = (map(int, a.split()) for a in sys.argv[1:3])
+pids, tick = int(sys.argv[3]), int(sys.argv[4])
+exact, coarse = (n1 - n0) / 1e9, (t1 - t0) / tick
+print(coarse if coarse - exact > pids / tick else exact)
+PY
 }
 rss_kb() { local t=0 pid; for pid in "$@"; do t=$(( t + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status") )); done; echo "$t"; }
 TICK=$(getconf CLK_TCK)
@@ -252,12 +264,12 @@ wrk_run() {
     local url=$1 accept=$2 enc=$3
     shift 3
     local cpu0 cpu1 out rps p50 p99 errors requests us
-    cpu0=$(cpu_ticks "$@")
+    cpu0=$(cpu_read "$@")
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 30s -s "$WORK/report.lua" \
         -H "$accept" -H "$enc" "$url" | grep '^RESULT' || echo "RESULT 0 0 0 -1 0")
-    cpu1=$(cpu_ticks "$@")
+    cpu1=$(cpu_read "$@")
     read -r _ rps p50 p99 errors requests <<<"$out"
-    us=$(python3 -c "print(f'{($cpu1 - $cpu0) / $TICK * 1e6 / max($requests, 1):.0f}')")
+    us=$(python3 -c "print(f'{$(cpu_seconds "$cpu0" "$cpu1" $#) * 1e6 / max($requests, 1):.0f}')")
     echo "$out (server CPU $us us/request)" >&2
     echo "$rps $p50 $p99 $errors $us"
 }
@@ -296,10 +308,13 @@ for peer in "${PEERS[@]}"; do
             nginx) pids=$(ng_pids) ;;
             *) pids="" ;;
         esac
-        before=$( [ -n "$pids" ] && cpu_ticks $pids || echo 0)
+        # shellcheck disable=SC2086
+        before=$( [ -n "$pids" ] && cpu_read $pids || echo "0 0")
         read -r ms n <<<"$(npm_install "$peer" "$run")"
-        after=$( [ -n "$pids" ] && cpu_ticks $pids || echo 0)
-        cpu=$(python3 -c "print(f'{($after - $before) / $TICK:.2f}')")
+        # shellcheck disable=SC2086
+        after=$( [ -n "$pids" ] && cpu_read $pids || echo "0 0")
+        # shellcheck disable=SC2086
+        cpu=$(python3 -c "print(f'{$(cpu_seconds "$before" "$after" "$(echo $pids | wc -w)"):.3f}')")
         [ -n "$pids" ] || cpu="-"
         echo "run $run: ${ms} ms, $n packages, proxy CPU ${cpu} s" >&2
         printf '%s\t%s\t%s\t%s\t%s\n' "$peer" "$run" "$ms" "$n" "$cpu" >>"$INSTALLS"
@@ -478,16 +493,18 @@ if tls_rows:
         ratio = s[0] / n[0] if n[0] else float("inf")
         print(f"| {name} | {s[0]:,.0f} | {n[0]:,.0f} | **{ratio:.2f}×** | {s[1]:.2f} | {n[1]:.2f} | {s[3]} / {n[3]} | {s[2]}/{n[2]} |")
 print("\n### npm install, 500 packages, proxy warm, client cache empty\n")
-print("| peer | runs | wall s (median) | wall s (each) | proxy CPU s per install (each) | packages |")
-print("|---|---:|---:|---|---|---:|")
+print("| peer | runs | wall s (median) | wall s (each) | proxy CPU s per install (each) | packages | proxy CPU s (median) |")
+print("|---|---:|---:|---|---|---:|---:|")
 per = {}
 for line in open(installs):
     peer, run, ms, n, cpu = line.rstrip("\n").split("\t")
     per.setdefault(peer, []).append((int(ms) / 1000, int(n), cpu))
 for peer, runs in per.items():
     walls = [r[0] for r in runs]
+    cpus = [r[2] for r in runs]
+    median_cpu = f"{statistics.median(float(c) for c in cpus):.3f}" if "-" not in cpus else "-"
     print(f"| {peer} | {len(runs)} | {statistics.median(walls):.2f} | {', '.join(f'{w:.2f}' for w in walls)} "
-          f"| {', '.join(r[2] for r in runs)} | {runs[0][1]} |")
+          f"| {', '.join(cpus)} | {runs[0][1]} | {median_cpu} |")
 print("\n### Memory (idle, 5 s after the phase; hot cache bound storage.memory = 256 MiB)\n")
 print("| after | sluice RSS MiB | sluice hot cache MiB | nginx RSS MiB (master + workers) |")
 print("|---|---:|---:|---:|")

@@ -86,6 +86,15 @@ pub struct Index {
     expires_at: Option<u64>,
 }
 
+impl Index {
+    /// The listing of `file` (an index from [`Tarballs::indexed`] has it).
+    fn listed(&self, file: &str) -> Result<&Listed, Error> {
+        self.files
+            .get(file)
+            .ok_or_else(|| Error::Internal(format!("the index lost its listing of {file}")))
+    }
+}
+
 /// What a download flight ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Downloaded {
@@ -194,7 +203,8 @@ impl Tarballs {
         file: &str,
         files: bool,
     ) -> Result<(Served, CacheStatus), Error> {
-        let listed = self.listed(name, file).await?;
+        // The index is looked up once; the listing is copied out only for a download.
+        let index = self.listing(name, file).await?;
         let key = HotKey::Tarball {
             name: name.into(),
             file: file.into(),
@@ -216,6 +226,7 @@ impl Tarballs {
         if let Some(served) = self.read_stored(name, file, key).await? {
             return Ok((served, CacheStatus::Hit));
         }
+        let listed = index.listed(file)?.clone();
         Ok((self.download(name, file, &listed).await?, CacheStatus::Miss))
     }
 
@@ -245,35 +256,42 @@ impl Tarballs {
         }
     }
 
-    /// The listing of `file`, refused when a plugin hides its version.
-    async fn listed(self: &Arc<Self>, name: &str, file: &str) -> Result<Listed, Error> {
-        let listed = self.find(name, file).await?;
-        let index = self.index(name).await?;
-        if let Some(reason) = index.hidden.get(&listed.version) {
+    /// An index of `name` that lists `file`, refused when a plugin hides its version.
+    async fn listing(self: &Arc<Self>, name: &str, file: &str) -> Result<Arc<Index>, Error> {
+        let index = self.indexed(name, file).await?;
+        if let Some(reason) = index.hidden.get(&index.listed(file)?.version) {
             return Err(Error::Refused(Response::error(403, reason.clone())));
         }
-        Ok(listed)
+        Ok(index)
     }
 
-    /// The listing of `file` in the packument of `name`; a file of the package's own form
-    /// that it does not list makes sluice re-read the packument once (a lockfile written
-    /// elsewhere can name a version published since the last refresh).
+    /// The listing of `file` in the packument of `name`.
     async fn find(self: &Arc<Self>, name: &str, file: &str) -> Result<Listed, Error> {
+        let index = self.indexed(name, file).await?;
+        index.listed(file).cloned()
+    }
+
+    /// An index of `name` that lists `file`; a file of the package's own form that it does
+    /// not list makes sluice re-read the packument once (a lockfile written elsewhere can name
+    /// a version published since the last refresh).
+    async fn indexed(self: &Arc<Self>, name: &str, file: &str) -> Result<Arc<Index>, Error> {
         let index = self.index(name).await?;
-        if let Some(listed) = index.files.get(file) {
-            return Ok(listed.clone());
+        if index.files.contains_key(file) {
+            return Ok(index);
         }
         // Another process (add-package, a second server) may have stored a newer document.
         let stored = self.packuments.stored_version(name).await?;
         if stored.is_some() && stored != index.token {
             self.indexes.invalidate(name);
-            if let Some(listed) = self.index(name).await?.files.get(file) {
-                return Ok(listed.clone());
+            let index = self.index(name).await?;
+            if index.files.contains_key(file) {
+                return Ok(index);
             }
         }
         if self.recheck(name, file).await? {
-            if let Some(listed) = self.index(name).await?.files.get(file) {
-                return Ok(listed.clone());
+            let index = self.index(name).await?;
+            if index.files.contains_key(file) {
+                return Ok(index);
             }
         }
         Err(Error::NotFound(format!(

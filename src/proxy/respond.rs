@@ -308,7 +308,8 @@ impl Answer {
                 _ => false,
             };
         let status = if not_modified { 304 } else { self.status };
-        let mut response = ResponseHeader::build(status, Some(8))?;
+        // No case map: every name here is lowercase already, and HTTP/2 has no case at all.
+        let mut response = ResponseHeader::build_no_case(status, Some(12))?;
         if let Some(etag) = &self.etag {
             response.insert_header("etag", &**etag)?;
         }

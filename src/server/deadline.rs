@@ -111,7 +111,12 @@ impl<A: HttpServerApp + Send + Sync + 'static> Deadlines<A> {
             match settings.take() {
                 Some(settings) => settings.apply_to_session(&mut session),
                 None => {
-                    session.set_keepalive(Some(KEEPALIVE.as_secs()));
+                    // Reuse on, with no timer of pingora's: `next_request` above already
+                    // waited out the keep-alive time and the guard bounds the header's
+                    // arrival. A timed keep-alive (any `Some(n > 0)`) would register every
+                    // request read in pingora's timer wheel, whose thread then ticks 100
+                    // times a second for the life of the process.
+                    session.set_keepalive(Some(0));
                     session.set_keepalive_reuses_remaining(
                         self.app
                             .server_options()

@@ -169,6 +169,10 @@ fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs().max(1)),
+        // Timeouts of a second or more on tokio's timer, not pingora's wheel: pingora wraps
+        // every accepted connection's handshake in a 60 s timeout, and its wheel's first
+        // timer starts a thread that wakes 100 times a second for good, busy or idle.
+        fast_timeout_to_tokio_threshold_seconds: Some(0),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
