@@ -6,8 +6,8 @@
 //!
 //! It sees only bytes, not HTTP: a header ends at the first empty line, and a response write ends
 //! the request (the next bytes read start the next header). The header clock starts at accept for
-//! a connection's first request and at the first byte of every later one, so an idle keep-alive
-//! connection is left to pingora's keep-alive timeout.
+//! a connection's first request and at the first byte of every later one; an idle keep-alive
+//! connection waits in `Guarded::next_request`, which closes it after `KEEPALIVE` (60 s).
 
 use std::fmt;
 use std::future::Future;
@@ -113,9 +113,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Deadlines<A> {
                 None => {
                     // Reuse on, with no timer of pingora's: `next_request` above already
                     // waited out the keep-alive time and the guard bounds the header's
-                    // arrival. A timed keep-alive (any `Some(n > 0)`) would register every
-                    // request read in pingora's timer wheel, whose thread then ticks 100
-                    // times a second for the life of the process.
+                    // arrival. A timed keep-alive (any `Some(n > 0)`) would only add a second
+                    // timer to every request read.
                     session.set_keepalive(Some(0));
                     session.set_keepalive_reuses_remaining(
                         self.app
