@@ -71,7 +71,7 @@ cpu_read() { # PID... -> "TICKS NS": utime+stime of the processes in clock ticks
     for pid in "$@"; do
         f=$(sed 's/^.*) //' "/proc/$pid/stat")
         ticks=$(( ticks + $(echo "$f" | awk '{print $12 + $13}') ))
-        ns=$(( ns + $(cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}') ))
+        ns=$(( ns + $(cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}') ))
     done
     echo "$ticks $ns"
 }

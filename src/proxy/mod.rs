@@ -1,5 +1,8 @@
-//! The pingora `ProxyHttp` implementation: it only dispatches. Every request is answered in
-//! `request_filter` from the core; sluice never proxies a client's request as is.
+//! The HTTP front: pingora's HTTP session (HTTP/1 and HTTP/2) serves the request, and sluice
+//! answers it from the core; sluice never proxies a client's request as is. The front is a
+//! pingora `HttpServerApp` of its own, not pingora-proxy's `ProxyHttp`: with nothing to proxy,
+//! the proxy's per-request state (its session wrapper, cache state, module contexts, a
+//! shutdown waiter) was work on every request for nothing.
 
 mod respond;
 
@@ -10,8 +13,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
 use pingora::prelude::*;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::protocols::http::ServerSession as Session;
+use pingora::server::ShutdownWatch;
 use serde_json::json;
 use sluice_plugin_api::{CacheStatus, Ctx, NpmRequest};
 
@@ -23,8 +28,11 @@ use crate::server::deadline::Guarded;
 use crate::upstream::UpstreamError;
 use respond::{Answer, Body};
 
-/// Zeros written in place of a body that the connection sends from a file (never sent).
-static PLACEHOLDER: [u8; 1 << 20] = [0; 1 << 20];
+/// Zeros written in place of a body that the connection sends from a file (never sent, never
+/// touched past its first bytes: calloc's untouched pages take no memory). 8 MiB: a tarball
+/// goes out in as few `sendfile(2)` calls as the socket takes, not one per MiB.
+static PLACEHOLDER: std::sync::LazyLock<Bytes> =
+    std::sync::LazyLock::new(|| Bytes::from(vec![0u8; 8 << 20]));
 
 /// The connection wrapper under `session`, for an HTTP/1 connection.
 fn guarded(session: &Session) -> Option<&Guarded> {
@@ -711,9 +719,86 @@ fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
 }
 
 #[async_trait]
-impl ProxyHttp for SluiceProxy {
-    type CTX = RequestCtx;
+impl HttpServerApp for SluiceProxy {
+    /// One request: read its header, answer it, log it, and hand the connection back for the
+    /// next one when it can be reused.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            // The client closed before a request.
+            Ok(false) => return None,
+            Err(error) => {
+                if matches!(error.etype, ErrorType::InvalidHTTPHeader) {
+                    tracing::debug!(%error, "bad request header");
+                    let _ = session.respond_error(400).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if session.req_header().method == http::Method::CONNECT {
+            let _ = session.respond_error(405).await;
+            session.shutdown().await;
+            return None;
+        }
+        if *shutdown.borrow() {
+            // Shutting down: this request is answered, and the connection closed after.
+            session.set_keepalive(None);
+        }
+        let mut ctx = self.new_ctx();
+        match self.respond(&mut session, &mut ctx).await {
+            Ok(()) => {
+                self.logging(&session, None, &mut ctx);
+                let settings = HttpPersistentSettings::for_session(&session);
+                session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|reusable| ReusedHttpStream::from_reusable_stream(reusable, settings))
+            }
+            Err(error) => {
+                // pingora-proxy's answer to a failed request: its status when it names one, 400
+                // for a bad request, 502 for an upstream's failure, 500 for sluice's own, none
+                // on a dead connection.
+                let code = match (error.etype(), error.esource()) {
+                    (ErrorType::HTTPStatus(code), _) => *code,
+                    (
+                        ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                        _,
+                    ) => 0,
+                    (_, ErrorSource::Downstream) => 400,
+                    (_, ErrorSource::Upstream) => 502,
+                    _ => 500,
+                };
+                if code > 0 {
+                    // Nothing is written when the response's header already went out.
+                    let _ = session.respond_error(code).await;
+                }
+                let header = session.req_header();
+                if !timed_out(&error) && code != 0 {
+                    tracing::error!(
+                        status = code,
+                        method = %header.method,
+                        path = %header.uri.path(),
+                        "request failed: {error}"
+                    );
+                } else {
+                    tracing::debug!(method = %header.method, path = %header.uri.path(), "request cut off: {error}");
+                }
+                self.logging(&session, Some(&error), &mut ctx);
+                // Not reused: the response may be incomplete.
+                None
+            }
+        }
+    }
+}
 
+impl SluiceProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
@@ -726,11 +811,8 @@ impl ProxyHttp for SluiceProxy {
         }
     }
 
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
-        // No response compression module: bodies are compressed once, when rendered.
-    }
-
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// Answer the request in `session` (its header read).
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
         self.app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counted = true;
         let answer = self.answer(session, ctx).await;
@@ -770,16 +852,14 @@ impl ProxyHttp for SluiceProxy {
         }
         ctx.status = response.status.as_u16();
         let send_body = !head && !body.is_empty();
-        session
-            .write_response_header(Box::new(response), !send_body)
-            .await?;
+        session.write_response_header(Box::new(response)).await?;
         if !send_body {
-            return Ok(true);
+            return session.finish_body().await;
         }
         match body {
             Body::Full(bytes) => {
                 ctx.bytes = bytes.len();
-                session.write_response_body(Some(bytes), true).await?;
+                session.write_response_body(bytes, true).await?;
             }
             Body::File { file, offset, len } => {
                 ctx.bytes = len as usize;
@@ -798,7 +878,7 @@ impl ProxyHttp for SluiceProxy {
                     let n = left.min(PLACEHOLDER.len() as u64) as usize;
                     left -= n as u64;
                     session
-                        .write_response_body(Some(Bytes::from_static(&PLACEHOLDER[..n])), left == 0)
+                        .write_response_body(PLACEHOLDER.slice(..n), left == 0)
                         .await?;
                 }
             }
@@ -807,7 +887,7 @@ impl ProxyHttp for SluiceProxy {
                     match chunk {
                         Ok(chunk) => {
                             ctx.bytes += chunk.len();
-                            session.write_response_body(Some(chunk), false).await?;
+                            session.write_response_body(chunk, false).await?;
                         }
                         Err(error) => {
                             // The body is not whole: abort the response (the connection
@@ -821,29 +901,14 @@ impl ProxyHttp for SluiceProxy {
                         }
                     }
                 }
-                session.write_response_body(None, true).await?;
+                session.finish_body().await?;
             }
         }
-        Ok(true)
+        Ok(())
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
-        pingora::Error::e_explain(
-            ErrorType::InternalError,
-            "sluice answers every request itself",
-        )
-    }
-
-    async fn logging(
-        &self,
-        session: &mut Session,
-        error: Option<&pingora::Error>,
-        ctx: &mut RequestCtx,
-    ) {
+    /// The request's metrics and access log line.
+    fn logging(&self, session: &Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
         let header = session.req_header();
         let cache = ctx.plugin.cache_status.map_or("-", CacheStatus::as_str);
         self.app.metrics.record(

@@ -297,12 +297,8 @@ impl Guarded {
         let Some(socket) = raw_socket(&self.inner) else {
             return Poll::Ready(Err(io::Error::other("no socket to send a file to")));
         };
-        let Some(span) = self
-            .span
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        else {
+        let slot = self.span.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(span) = slot.as_mut() else {
             return Poll::Ready(Ok(0));
         };
         if !span.corked {
@@ -318,10 +314,6 @@ impl Guarded {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
         }
-        let slot = self.span.get_mut().unwrap_or_else(|p| p.into_inner());
-        let Some(span) = slot.as_mut() else {
-            return Poll::Ready(Ok(0));
-        };
         loop {
             let count = (want as u64).min(span.remaining).min(1 << 30) as usize;
             let mut offset = span.offset as libc::off_t;

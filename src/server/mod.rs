@@ -177,7 +177,7 @@ fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let proxy = pingora::proxy::http_proxy(&server.configuration, SluiceProxy::new(app.clone()));
+    let front = SluiceProxy::new(app.clone());
     let limits = Limits {
         header: config.server.header_timeout,
         body: config.server.body_timeout,
@@ -186,7 +186,7 @@ fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     let expired = app.metrics.client_timeouts.clone();
     let mut proxy = Service::new(
         "sluice".to_string(),
-        Deadlines::new(Arc::new(proxy), limits, expired),
+        Deadlines::new(Arc::new(front), limits, expired),
     );
     // No L4 read buffer: pingora's default is a zeroed 64 KiB per connection, which the HTTP
     // layer's own request buffer makes redundant; without it 10,000 connections take a tenth of
