@@ -238,8 +238,6 @@ impl App {
 
     /// sluice's state now, for metrics and status.
     pub async fn snapshot(&self) -> Snapshot {
-        // moka counts weights when its pending maintenance runs.
-        self.hot.sync();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let policy = &self.config.policy;
         let mirror_mode = policy.mode == Mode::Mirror;

@@ -13,7 +13,8 @@ use super::{parse_document, Error, Shared, TRIM_AFTER};
 use crate::flight::SingleFlight;
 use crate::packument;
 use crate::store::{
-    now_ms, Expect, PackumentMeta, SharedStore, StoreError, StoredPackument, Token, Written,
+    now_ms, Expect, NameCache, PackumentMeta, SharedStore, StoreError, StoredPackument, Token,
+    Written,
 };
 use crate::upstream::{Fetched, Upstream};
 
@@ -64,12 +65,12 @@ pub struct Packuments {
     refresh: Duration,
     flights: SingleFlight<Arc<str>, Shared<Doc>>,
     /// When upstream last confirmed each packument we served (unix ms), in memory.
-    confirmed: moka::sync::Cache<Arc<str>, u64>,
+    confirmed: NameCache<u64>,
     on_change: Vec<OnChange>,
     /// The names published here: never asked of upstream.
     private: crate::config::PublishConfig,
     /// The sequence number of each package's last change (see [`Packuments::change_seq`]).
-    changes: moka::sync::Cache<Arc<str>, u64>,
+    changes: NameCache<u64>,
     next_change: AtomicU64,
     /// Counters.
     pub stats: Stats,
@@ -98,10 +99,10 @@ impl Packuments {
             upstream,
             refresh,
             flights: SingleFlight::default(),
-            confirmed: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            confirmed: NameCache::new(1_000_000),
             on_change,
             private,
-            changes: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+            changes: NameCache::new(1_000_000),
             next_change: AtomicU64::new(1),
             stats: Stats::default(),
         }

@@ -17,7 +17,7 @@ use crate::flight::SingleFlight;
 use crate::memory::release_freed_memory;
 use crate::packument;
 use crate::plugins::Host;
-use crate::store::{now_ms, HotCache, HotKey, Rendered};
+use crate::store::{now_ms, HotCache, HotKey, HotKeyRef, Rendered};
 
 /// A document as served, before links are rewritten: hidden versions gone, invariants repaired.
 #[derive(Debug)]
@@ -88,10 +88,10 @@ impl Renders {
         })
     }
 
-    fn current(&self, key: &HotKey) -> Option<Arc<Rendered>> {
+    fn current(&self, key: HotKeyRef<'_>) -> Option<Arc<Rendered>> {
         let generation = self.host.generation();
         let now = now_ms();
-        self.hot.get(key).filter(|r| r.is_current(generation, now))
+        self.hot.get(&key).filter(|r| r.is_current(generation, now))
     }
 
     /// The rendered packument body of `name` for a client, from the hot cache when possible.
@@ -101,18 +101,23 @@ impl Renders {
         abbreviated: bool,
         gzip: bool,
     ) -> Result<(Arc<Rendered>, CacheStatus), Error> {
-        let key = HotKey::Packument {
-            name: name.into(),
+        let lookup = HotKeyRef::Packument {
+            name,
             abbreviated,
             gzip,
         };
-        if let Some(rendered) = self.current(&key) {
+        if let Some(rendered) = self.current(lookup) {
             if self.packuments.confirmed_fresh(name) {
                 return Ok((rendered, CacheStatus::Hit));
             }
             self.packuments.revalidate_in_background(name);
             return Ok((rendered, CacheStatus::Stale));
         }
+        let key = HotKey::Packument {
+            name: name.into(),
+            abbreviated,
+            gzip,
+        };
         // A change stored while this renders (a revalidation, another node) must not be
         // hidden by this render being cached afterwards.
         let seen = self.packuments.change_seq(name);
@@ -152,7 +157,7 @@ impl Renders {
                 abbreviated,
                 gzip: false,
             };
-            let identity = match self.current(&identity_key) {
+            let identity = match self.current(identity_key.as_ref()) {
                 Some(identity) => identity,
                 None => Box::pin(self.clone().render(identity_key, source, seen)).await?,
             };

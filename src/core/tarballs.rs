@@ -25,7 +25,8 @@ use super::{parse_document, published_integrity, Error, Shared};
 use crate::flight::SingleFlight;
 use crate::plugins::Host;
 use crate::store::{
-    now_ms, tarball_etag, HotCache, HotKey, Rendered, SharedStore, TarballFile, Token,
+    now_ms, tarball_etag, HotCache, HotKey, HotKeyRef, NameCache, Rendered, SharedStore,
+    TarballFile, Token,
 };
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -118,11 +119,11 @@ type Flight = (
 /// The tarball indexes of recently asked-for packages: built from a packument once, dropped
 /// when it changes ([`TarballIndexes::invalidate`]).
 #[derive(Clone)]
-pub struct TarballIndexes(moka::sync::Cache<Arc<str>, Arc<Index>>);
+pub struct TarballIndexes(Arc<NameCache<Arc<Index>>>);
 
 impl Default for TarballIndexes {
     fn default() -> Self {
-        Self(moka::sync::Cache::builder().max_capacity(4096).build())
+        Self(Arc::new(NameCache::new(4096)))
     }
 }
 
@@ -205,11 +206,7 @@ impl Tarballs {
     ) -> Result<(Served, CacheStatus), Error> {
         // The index is looked up once; the listing is copied out only for a download.
         let index = self.listing(name, file).await?;
-        let key = HotKey::Tarball {
-            name: name.into(),
-            file: file.into(),
-        };
-        if let Some(hit) = self.hot.get(&key) {
+        if let Some(hit) = self.hot.get(&HotKeyRef::Tarball { name, file }) {
             return Ok((Served::Whole(hit), CacheStatus::Hit));
         }
         if files {
@@ -223,6 +220,10 @@ impl Tarballs {
                 }
             }
         }
+        let key = HotKey::Tarball {
+            name: name.into(),
+            file: file.into(),
+        };
         if let Some(served) = self.read_stored(name, file, key).await? {
             return Ok((served, CacheStatus::Hit));
         }
@@ -455,11 +456,7 @@ impl Tarballs {
                     while let Some(chunk) = stream.next().await {
                         body.extend_from_slice(&chunk?);
                     }
-                    let key = HotKey::Tarball {
-                        name: name.into(),
-                        file: file.into(),
-                    };
-                    let rendered = match self.hot.get(&key) {
+                    let rendered = match self.hot.get(&HotKeyRef::Tarball { name, file }) {
                         Some(stored) => stored,
                         None => Arc::new(Rendered::new(body.freeze(), None)),
                     };

@@ -102,9 +102,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> Deadlines<A> {
     async fn serve_http1(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let mut guarded = Box::new(Guarded::new(stream, self.limits, self.expired.clone()));
         let mut settings: Option<HttpPersistentSettings> = None;
-        let mut shutdown = shutdown;
+        let mut stopping = shutdown.clone();
+        let stop = stopping.changed();
+        tokio::pin!(stop);
         loop {
-            if !guarded.next_request(KEEPALIVE, &mut shutdown).await {
+            if !guarded
+                .next_request(KEEPALIVE, &shutdown, stop.as_mut())
+                .await
+            {
                 return;
             }
             let mut session = ServerSession::new_http1(guarded);
@@ -177,6 +182,9 @@ pub struct Guarded {
     limits: Limits,
     phase: Phase,
     read_timer: Pin<Box<Sleep>>,
+    /// The keep-alive clock between requests. It is armed once and moved only when it goes
+    /// off early (the connection was busy since), so a request costs it no timer update.
+    idle_timer: Pin<Box<Sleep>>,
     write_timer: Pin<Box<Sleep>>,
     write_stalled: bool,
     expired: Arc<AtomicU64>,
@@ -246,6 +254,7 @@ impl Guarded {
                 tail: [0; 2],
             },
             read_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            idle_timer: Box::pin(tokio::time::sleep_until(deadline)),
             write_timer: Box::pin(tokio::time::sleep_until(deadline)),
             write_stalled: false,
             expired,
@@ -375,30 +384,49 @@ impl Guarded {
 
     /// Wait for the next request's first bytes (holding them back for the reader): `false`
     /// when the client closed, ran out of its header time (a first request), stayed idle for
-    /// `keepalive` (a later one), or the server is shutting down.
-    async fn next_request(&mut self, keepalive: Duration, shutdown: &mut ShutdownWatch) -> bool {
+    /// `keepalive` (a later one), or the server is shutting down (`stop` is the connection's
+    /// one wait for that, registered once for its whole life rather than once per request).
+    async fn next_request<S: Future + ?Sized>(
+        &mut self,
+        keepalive: Duration,
+        shutdown: &ShutdownWatch,
+        mut stop: Pin<&mut S>,
+    ) -> bool {
         if *shutdown.borrow() {
             return false;
         }
         let idle = self.phase == Phase::Idle;
-        let read = std::future::poll_fn(|cx| {
+        let until = tokio::time::Instant::now() + keepalive;
+        let bytes = std::future::poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
             // On the stack only while polled: the waiting future holds no buffer. A whole
             // request header of the usual size comes in one read.
             let mut bytes = [0u8; 2048];
             let mut buf = ReadBuf::new(&mut bytes);
             match Pin::new(&mut *self).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    Poll::Ready(Some(Box::<[u8]>::from(buf.filled())))
+                    return Poll::Ready(Some(Box::<[u8]>::from(buf.filled())));
                 }
-                Poll::Ready(_) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(_) => return Poll::Ready(None),
+                Poll::Pending => {}
             }
-        });
-        let bytes = tokio::select! {
-            bytes = read => bytes,
-            _ = tokio::time::sleep(keepalive), if idle => None,
-            _ = shutdown.changed() => None,
-        };
+            if !idle {
+                // A first request: its header deadline (in `poll_read`) applies instead.
+                return Poll::Pending;
+            }
+            // The timer's deadline is at most `until`: it was set for an earlier wait. When it
+            // goes off before `until`, it moves to `until` and the wait goes on.
+            while self.idle_timer.as_mut().poll(cx).is_ready() {
+                if self.idle_timer.deadline() >= until {
+                    return Poll::Ready(None);
+                }
+                self.idle_timer.as_mut().reset(until);
+            }
+            Poll::Pending
+        })
+        .await;
         match bytes {
             Some(bytes) => {
                 self.pushback = Some(bytes);

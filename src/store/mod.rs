@@ -32,7 +32,7 @@ use ssri::Integrity;
 
 pub use disk::DiskStore;
 pub use faulty::{Fault, Faulty};
-pub use hot::{tarball_etag, HotCache, HotKey, Rendered};
+pub use hot::{tarball_etag, HotCache, HotKey, HotKeyRef, NameCache, Rendered};
 pub use instrumented::{Instrumented, OpStats};
 pub use s3::S3Store;
 pub use tiered::Tiered;
