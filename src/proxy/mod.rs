@@ -827,7 +827,10 @@ impl SluiceProxy {
         };
         let (mut response, body) = answer.into_response(&conditions)?;
         if let Some(status) = ctx.plugin.cache_status {
-            response.insert_header("x-cache-status", status.as_str())?;
+            response.insert_header(
+                "x-cache-status",
+                http::HeaderValue::from_static(status.as_str()),
+            )?;
         }
         let mut extra = http::HeaderMap::new();
         self.app

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::Result;
 use serde_json::json;
@@ -317,27 +318,29 @@ impl Answer {
             response.insert_header("last-modified", &**modified)?;
         }
         if let Some(cache_control) = self.cache_control {
-            response.insert_header("cache-control", cache_control)?;
+            response.insert_header("cache-control", HeaderValue::from_static(cache_control))?;
         }
         if self.vary {
-            response.insert_header("vary", "Accept, Accept-Encoding")?;
+            response.insert_header("vary", HeaderValue::from_static("Accept, Accept-Encoding"))?;
         }
         for (name, value) in &self.headers {
             response.append_header(name.clone(), value.as_str())?;
         }
         if not_modified {
-            response.insert_header("content-length", "0")?;
+            response.insert_header("content-length", HeaderValue::from_static("0"))?;
             return Ok((response, Body::Full(Bytes::new())));
         }
         match &self.content_type {
-            ContentType::Static(t) => response.insert_header("content-type", *t)?,
+            ContentType::Static(t) => {
+                response.insert_header("content-type", HeaderValue::from_static(t))?
+            }
             ContentType::Owned(t) => response.insert_header("content-type", t.as_str())?,
         }
         if self.gzip {
-            response.insert_header("content-encoding", "gzip")?;
+            response.insert_header("content-encoding", HeaderValue::from_static("gzip"))?;
         }
         if self.ranges && self.status == 200 {
-            response.insert_header("accept-ranges", "bytes")?;
+            response.insert_header("accept-ranges", HeaderValue::from_static("bytes"))?;
             let fresh = match (&conditions.if_range, &self.etag) {
                 (Some(if_range), Some(etag)) => if_range.trim() == &**etag,
                 (Some(_), None) => false,
@@ -381,8 +384,10 @@ impl Answer {
             }
         }
         match self.body.len() {
-            Some(len) => response.insert_header("content-length", len.to_string())?,
-            None => response.insert_header("transfer-encoding", "chunked")?,
+            Some(len) => response.insert_header("content-length", HeaderValue::from(len))?,
+            None => {
+                response.insert_header("transfer-encoding", HeaderValue::from_static("chunked"))?
+            }
         }
         Ok((response, self.body))
     }
