@@ -227,11 +227,13 @@ fn read_through_appends_never_lose_a_concurrent_manual_edit() {
             assert_eq!(status, 200);
         }
     });
-    // Meanwhile an admin appends lines by hand.
+    // Meanwhile an admin appends lines by hand, each in one write (as `echo name >> file`
+    // does; `writeln!` on a File writes each formatted piece separately, and sluice's own
+    // append could land between two pieces of one line).
     for i in 0..20 {
         use std::io::Write;
         let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
-        writeln!(file, "manual-{i}").unwrap();
+        file.write_all(format!("manual-{i}\n").as_bytes()).unwrap();
         std::thread::sleep(Duration::from_millis(5));
     }
     fetcher.join().unwrap();
