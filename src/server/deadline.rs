@@ -254,7 +254,9 @@ impl Guarded {
                 tail: [0; 2],
             },
             read_timer: Box::pin(tokio::time::sleep_until(deadline)),
-            idle_timer: Box::pin(tokio::time::sleep_until(deadline)),
+            // Already due: the first idle wait moves it to its own end (a deadline beyond
+            // that, such as a header timeout longer than the keep-alive, would outlast it).
+            idle_timer: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
             write_timer: Box::pin(tokio::time::sleep_until(deadline)),
             write_stalled: false,
             expired,
