@@ -1,8 +1,23 @@
 //! Memory hygiene: hand freed heap back to the system, and read this process's resident size.
 
 /// Give freed heap pages back to the system: the parse tree of a multi-megabyte document is
-/// freed after rendering, but glibc keeps its pages in the (per-thread) arenas otherwise.
+/// freed after rendering, but the allocators keep its pages otherwise. Both allocators are
+/// asked: jemalloc (the binary's global allocator) purges every arena's dirty pages, glibc
+/// (what C code allocates, and everything in a build without jemalloc, such as the tests' own
+/// processes) trims its arenas.
 pub fn release_freed_memory() {
+    // "arena.<MALLCTL_ARENAS_ALL>.purge": 4096 names all arenas. A process whose allocator is
+    // not jemalloc has no arenas to purge, and the call does nothing.
+    // SAFETY: a NUL-terminated control name that takes no input and gives no output.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
     unsafe {
