@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_plugin_whitelist::Whitelist;
@@ -59,7 +59,23 @@ pub struct App {
     pub publisher: Arc<Publisher>,
     /// Users and tokens.
     pub auth: Arc<Auth>,
+    /// The store's private package names as last listed (a listing walks the store's whole
+    /// index, too much for every scrape of the metrics or status).
+    private_listed: Mutex<Option<PrivateListing>>,
 }
+
+/// A listing of the store's private package names.
+struct PrivateListing {
+    /// When it was taken.
+    at: Instant,
+    /// [`Publisher::writes`] when it was taken.
+    writes: u64,
+    names: Vec<String>,
+}
+
+/// How long a listing of private names is used, unless this node published since (another
+/// node's publish shows within this time).
+const PRIVATE_LISTING_EVERY: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -163,6 +179,7 @@ impl App {
             indexes,
             publisher,
             auth,
+            private_listed: Mutex::new(None),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(600))
@@ -224,11 +241,30 @@ impl App {
         if publish.scopes.is_empty() && publish.packages.is_empty() {
             return Vec::new();
         }
+        let writes = self.publisher.writes();
+        let lock = || {
+            self.private_listed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some(listed) = lock().as_ref() {
+            if listed.writes == writes && listed.at.elapsed() < PRIVATE_LISTING_EVERY {
+                return listed.names.clone();
+            }
+        }
         match crate::store::all_names(self.store.as_ref()).await {
-            Ok(names) => names
-                .into_iter()
-                .filter(|name| publish.is_private(name))
-                .collect(),
+            Ok(names) => {
+                let names: Vec<String> = names
+                    .into_iter()
+                    .filter(|name| publish.is_private(name))
+                    .collect();
+                *lock() = Some(PrivateListing {
+                    at: Instant::now(),
+                    writes,
+                    names: names.clone(),
+                });
+                names
+            }
             Err(error) => {
                 tracing::warn!(%error, "cannot list the store's private packages");
                 Vec::new()

@@ -120,6 +120,10 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
 
     let author = logged_in(&sluice, &token);
     assert_eq!(npm_ok(&author, &sluice, &["whoami"]).trim(), "alice");
+    // Status lists no private package yet; that listing is kept for scrapes, but not past a
+    // publish on this node (checked below).
+    let (_, status) = sluice.get_json("/-/sluice/status");
+    assert_eq!(status["private"]["packages"], 0, "{status}");
     package(&author, "1.0.0");
     npm_ok(&author, &sluice, &["publish"]);
     // The same version again: refused.

@@ -61,6 +61,8 @@ pub struct Publisher {
     store: SharedStore,
     config: PublishConfig,
     public_url: String,
+    /// How many packument writes this publisher made (see [`Publisher::writes`]).
+    writes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -222,7 +224,14 @@ impl Publisher {
             store,
             config,
             public_url,
+            writes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How many packument writes (publishes, unpublishes, tag and owner changes) this node
+    /// made: a listing of private names taken at another count may be out of date.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether `name` is published here.
@@ -828,6 +837,8 @@ impl Publisher {
             {
                 Written::Stored(_) => {
                     self.packuments.changed(name);
+                    self.writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Release);
                     return Ok(());
                 }
                 Written::Conflict => continue,
