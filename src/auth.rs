@@ -1,7 +1,7 @@
 //! Users, tokens and credentials → identity.
 //!
 //! Users live in a file an admin edits (`auth.users`: one `name:<argon2id PHC string>` a line,
-//! hot-reloaded; `sluice user add|passwd|remove` edit it). Tokens are 256 random bits, shown once
+//! optionally followed by `:<email>`; hot-reloaded; `sluice user add|passwd|remove` edit it). Tokens are 256 random bits, shown once
 //! and stored only as their sha256 through the store's state objects, so a fleet shares them.
 //! Requests carry `Authorization: Bearer <token>` or `Basic base64(user:password)`.
 
@@ -26,6 +26,8 @@ use crate::store::{now_ms, Expect, SharedStore, StoreError, Written};
 pub struct Identity {
     /// The user name.
     pub user: String,
+    /// The user's e-mail address from the users file (may be empty).
+    pub email: String,
     /// Whether the credential may only read (a read-only token).
     pub readonly: bool,
 }
@@ -71,8 +73,22 @@ pub struct TokenInfo {
     pub cidr_whitelist: Vec<String>,
 }
 
-/// The users file's names and password hashes.
-pub type Users = BTreeMap<String, String>;
+/// A user of the users file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The password's argon2id PHC string.
+    pub hash: String,
+    /// The e-mail address shown beside the name in a package's maintainers (may be empty).
+    pub email: String,
+}
+
+/// The users file's users, by name.
+pub type Users = BTreeMap<String, User>;
+
+/// Whether `email` can be kept in the users file (one line, no `:`).
+pub fn valid_email(email: &str) -> bool {
+    email.len() <= 254 && !email.contains([':', '\n', '\r']) && email.trim() == email
+}
 
 fn parse_users(text: &str) -> live::Parsed<Users> {
     let mut value = Users::new();
@@ -82,17 +98,26 @@ fn parse_users(text: &str) -> live::Parsed<Users> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let parsed = line.split_once(':').and_then(|(name, hash)| {
+        // A PHC string has no `:`, so what follows a second one is the e-mail address.
+        let parsed = line.split_once(':').and_then(|(name, rest)| {
+            let (hash, email) = rest.split_once(':').unwrap_or((rest, ""));
             let ok = !name.is_empty() && PasswordHash::new(hash).is_ok();
-            ok.then(|| (name.to_string(), hash.to_string()))
+            ok.then(|| {
+                let user = User {
+                    hash: hash.to_string(),
+                    email: email.trim().to_string(),
+                };
+                (name.to_string(), user)
+            })
         });
         match parsed {
-            Some((name, hash)) => {
-                value.insert(name, hash);
+            Some((name, user)) => {
+                value.insert(name, user);
             }
             None => errors.push(live::LineError {
                 line: i + 1,
-                message: "not `name:<argon2id PHC string>` (edit it with `sluice user`)".into(),
+                message: "not `name:<argon2id PHC string>[:<email>]` (edit it with `sluice user`)"
+                    .into(),
             }),
         }
     }
@@ -269,7 +294,7 @@ impl Auth {
             return false;
         }
         let users = self.users.current();
-        let Some(hash) = users.get(user) else {
+        let Some(hash) = users.get(user).map(|u| &u.hash) else {
             // As slow as a wrong password: a probe does not learn which names exist.
             let _ = hash_password(password);
             return false;
@@ -297,13 +322,25 @@ impl Auth {
         self.users.current().contains_key(user)
     }
 
-    /// Add `user` with `password` to the users file (adduser).
-    pub fn add_user(&self, user: &str, password: &str) -> Result<(), String> {
+    /// `user`'s e-mail address ("" when the users file has none), or `None` for no such user.
+    pub fn email(&self, user: &str) -> Option<String> {
+        if !self.has_user(user) {
+            return None;
+        }
+        self.users.current().get(user).map(|u| u.email.clone())
+    }
+
+    /// Add `user` with `password` (and `email`, possibly empty) to the users file (adduser).
+    pub fn add_user(&self, user: &str, password: &str, email: &str) -> Result<(), String> {
         edit_users(self.users.path(), |users| {
             if users.contains_key(user) {
                 return Err(format!("{user} exists already"));
             }
-            users.insert(user.to_string(), hash_password(password)?);
+            let user_entry = User {
+                hash: hash_password(password)?,
+                email: email.to_string(),
+            };
+            users.insert(user.to_string(), user_entry);
             Ok(())
         })?;
         self.users.reload(true).map_err(|e| e.to_string())?;
@@ -344,6 +381,7 @@ impl Auth {
                 )));
             }
             return Ok(Some(Identity {
+                email: self.email(&info.user).unwrap_or_default(),
                 user: info.user,
                 readonly: info.readonly,
             }));
@@ -369,6 +407,7 @@ impl Auth {
             }
             return Ok(Some(Identity {
                 user: user.to_string(),
+                email: self.email(user).unwrap_or_default(),
                 readonly: false,
             }));
         }
@@ -499,6 +538,15 @@ impl Watched for UsersFile {
     }
 }
 
+/// `user`'s line in the users file.
+fn user_line(name: &str, user: &User) -> String {
+    if user.email.is_empty() {
+        format!("{name}:{}\n", user.hash)
+    } else {
+        format!("{name}:{}:{}\n", user.hash, user.email)
+    }
+}
+
 /// Change the users file at `path` with `edit`, keeping comments and other lines.
 pub fn edit_users(
     path: &Path,
@@ -522,8 +570,8 @@ pub fn edit_users(
         let name = line.split_once(':').map(|(n, _)| n.trim());
         match name {
             Some(name) if !line.trim_start().starts_with('#') && before.contains_key(name) => {
-                if let Some(hash) = users.remove(name) {
-                    out.push_str(&format!("{name}:{hash}\n"));
+                if let Some(user) = users.remove(name) {
+                    out.push_str(&user_line(name, &user));
                 }
             }
             _ => {
@@ -533,8 +581,8 @@ pub fn edit_users(
         }
     }
     // What is left was not in the file: new users.
-    for (name, hash) in users {
-        out.push_str(&format!("{name}:{hash}\n"));
+    for (name, user) in users {
+        out.push_str(&user_line(&name, &user));
     }
     let temp = path.with_extension("sluice-tmp");
     std::fs::write(&temp, out).map_err(|e| format!("{}: {e}", temp.display()))?;

@@ -147,6 +147,9 @@ enum UserAction {
         /// Read the password from standard input (for scripts).
         #[arg(long)]
         password_stdin: bool,
+        /// The e-mail address shown beside the name in the maintainers of packages.
+        #[arg(long, default_value = "")]
+        email: String,
     },
     /// Change a user's password.
     Passwd {
@@ -193,10 +196,15 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
         UserAction::Add {
             name,
             password_stdin,
+            email,
         } => {
             anyhow::ensure!(
                 !name.is_empty() && !name.contains([':', '\n', ' ']),
                 "`{name}` is not a user name"
+            );
+            anyhow::ensure!(
+                sluice::auth::valid_email(&email),
+                "`{email}` is not an e-mail address the users file can keep (one line, no `:`)"
             );
             let password = read_password(&name, password_stdin)?;
             let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
@@ -206,7 +214,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                         "{name} is a user already (sluice user passwd {name})"
                     ));
                 }
-                users.insert(name.clone(), hash);
+                users.insert(name.clone(), sluice::auth::User { hash, email });
                 Ok(())
             })
             .map_err(anyhow::Error::msg)?;
@@ -220,7 +228,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
             edit_users(path, |users| match users.get_mut(&name) {
                 Some(old) => {
-                    *old = hash;
+                    old.hash = hash;
                     Ok(())
                 }
                 None => Err(format!("{name} is not a user (sluice user add {name})")),

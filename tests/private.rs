@@ -14,8 +14,15 @@ const PRIVATE: &str = "[policy]\nwhitelist = \"whitelist\"\n\n[auth]\nusers = \"
                        [publish]\nscopes = [\"@acme\"]\n";
 
 fn add_user(sluice: &Sluice, name: &str, password: &str) {
+    add_user_with(sluice, name, password, &[]);
+}
+
+/// `sluice user add NAME --password-stdin` with `extra` arguments (e.g. `--email`).
+fn add_user_with(sluice: &Sluice, name: &str, password: &str, extra: &[&str]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", "add", name, "--password-stdin", "--config"])
+        .args(["user", "add", name, "--password-stdin"])
+        .args(extra)
+        .arg("--config")
         .arg(&sluice.config_path)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
@@ -106,7 +113,12 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
     // The same name upstream: dependency confusion must not reach it.
     upstream.publish("@acme/widget", "9.9.9", &[]);
     let sluice = Sluice::start(&upstream, "left\n", PRIVATE);
-    add_user(&sluice, "alice", "correct horse");
+    add_user_with(
+        &sluice,
+        "alice",
+        "correct horse",
+        &["--email", "alice@acme.example"],
+    );
 
     // Logging in: a wrong password and an unknown user are refused; the right one gets a token.
     assert_eq!(login(&sluice, "alice", "wrong").unwrap_err().0, 401);
@@ -205,13 +217,18 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
     add_user(&sluice, "bob", "battery staple");
     let owners = npm_ok(&author, &sluice, &["owner", "ls", "@acme/widget"]);
     assert!(
-        owners.contains("alice") && !owners.contains("bob"),
+        owners.contains("alice <alice@acme.example>") && !owners.contains("bob"),
         "{owners}"
+    );
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert_eq!(
+        doc["versions"]["1.0.0"]["_npmUser"],
+        json!({ "name": "alice", "email": "alice@acme.example" })
     );
     npm_ok(&author, &sluice, &["owner", "add", "bob", "@acme/widget"]);
     let owners = npm_ok(&author, &sluice, &["owner", "ls", "@acme/widget"]);
     assert!(
-        owners.contains("alice") && owners.contains("bob"),
+        owners.contains("alice <alice@acme.example>") && owners.contains("bob <>"),
         "{owners}"
     );
     let out = author.npm(&sluice.url(), &["owner", "add", "nobody", "@acme/widget"]);
@@ -545,6 +562,44 @@ fn npm_login_prompts_work_through_the_legacy_flow_and_adduser_and_owners_apply()
     assert_eq!(npm_ok(&project, &sluice, &["whoami"]).trim(), "bob");
     let users = std::fs::read_to_string(sluice.dir.path().join("users")).unwrap();
     assert!(users.starts_with("bob:$argon2id$"), "{users}");
+    // What `npm adduser` sends carries the e-mail address it asked for: it is kept, shown in
+    // the user document, and one the users file cannot hold is refused.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let adduser = |name: &str, email: &str| {
+        runtime.block_on(async {
+            let response = reqwest::Client::new()
+                .put(format!("{}-/user/org.couchdb.user:{name}", sluice.url()))
+                .json(
+                    &json!({ "_id": format!("org.couchdb.user:{name}"), "name": name,
+                    "password": "pass-word", "email": email, "type": "user", "roles": [] }),
+                )
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        })
+    };
+    let (status, body) = adduser("carol", "carol@acme.example");
+    assert_eq!(status, 201, "{body}");
+    let users = std::fs::read_to_string(sluice.dir.path().join("users")).unwrap();
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("carol:$argon2id$") && l.ends_with(":carol@acme.example")),
+        "{users}"
+    );
+    let (status, doc) = sluice.get_json("/-/user/org.couchdb.user:carol");
+    assert_eq!(
+        (status, doc["email"].as_str()),
+        (200, Some("carol@acme.example")),
+        "{doc}"
+    );
+    let (status, body) = adduser("dave", "dave:x@acme.example");
+    assert_eq!(status, 400, "{body}");
+    assert!(!std::fs::read_to_string(sluice.dir.path().join("users"))
+        .unwrap()
+        .contains("dave"));
     // bob is not an owner of @acme.
     package(&project, "1.0.0");
     let out = project.npm(&sluice.url(), &["publish"]);

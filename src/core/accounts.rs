@@ -57,7 +57,19 @@ pub async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) 
                 ),
             );
         }
-        if let Err(e) = auth.add_user(name, password) {
+        // `npm adduser` sends the e-mail address it asked for; `npm login` none.
+        let email = body
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
+        if !crate::auth::valid_email(email) {
+            return error(
+                400,
+                format!("`{email}` is not an e-mail address sluice can keep"),
+            );
+        }
+        if let Err(e) = auth.add_user(name, password, email) {
             return error(409, e);
         }
     } else if !auth.check_password(name, password) {

@@ -481,7 +481,10 @@ impl Publisher {
         }
         if let Some(object) = manifest.as_object_mut() {
             object.insert("_id".into(), Value::String(format!("{name}@{version}")));
-            object.insert("_npmUser".into(), json!({ "name": who.user }));
+            object.insert(
+                "_npmUser".into(),
+                json!({ "name": who.user, "email": who.email }),
+            );
         }
         let tags = body.get("dist-tags").cloned();
         let description = body.get("description").cloned();
@@ -490,7 +493,7 @@ impl Publisher {
             if maintainers(doc).is_empty() {
                 doc.doc.insert(
                     "maintainers".into(),
-                    json!([{ "name": who.user, "email": "" }]),
+                    json!([{ "name": who.user, "email": who.email }]),
                 );
             }
             if doc.versions().is_some_and(|v| v.contains_key(&version))
@@ -583,14 +586,15 @@ impl Publisher {
     /// - `npm owner add|rm`: the body's `maintainers` (names in the users file, at least one)
     ///   become the package's.
     ///
-    /// `rev` must be the document's current `_rev`; `is_user` says whether a name is a user.
+    /// `rev` must be the document's current `_rev`; `email_of` gives a user's e-mail address,
+    /// or `None` for a name that is no user.
     pub async fn replace(
         &self,
         name: &str,
         rev: &str,
         body: Option<&[u8]>,
         who: &Identity,
-        is_user: &(dyn Fn(&str) -> bool + Send + Sync),
+        email_of: &(dyn Fn(&str) -> Option<String> + Send + Sync),
     ) -> Result<Value, PublishError> {
         self.check_writer(name, who)?;
         let body: Option<Value> = match body {
@@ -628,7 +632,7 @@ impl Publisher {
                     "{name} needs at least one maintainer: add someone else first"
                 )));
             }
-            if let Some(unknown) = owners.iter().find(|o| !is_user(o)) {
+            if let Some(unknown) = owners.iter().find(|o| email_of(o).is_none()) {
                 return Err(PublishError::NotFound(format!(
                     "{unknown} is not a user of this registry (sluice user add {unknown})"
                 )));
@@ -642,7 +646,7 @@ impl Publisher {
             if let Some(owners) = &owners {
                 let list: Vec<Value> = owners
                     .iter()
-                    .map(|o| json!({ "name": o, "email": "" }))
+                    .map(|o| json!({ "name": o, "email": email_of(o).unwrap_or_default() }))
                     .collect();
                 doc.doc.insert("maintainers".into(), Value::Array(list));
             }

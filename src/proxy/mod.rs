@@ -200,11 +200,11 @@ impl SluiceProxy {
                         Err(answer) => return Some(answer),
                     }
                 };
-                let is_user = |user: &str| auth.has_user(user);
+                let email_of = |user: &str| auth.email(user);
                 match self
                     .app
                     .publisher
-                    .replace(name, rev, body.as_deref(), who, &is_user)
+                    .replace(name, rev, body.as_deref(), who, &email_of)
                     .await
                 {
                     Ok(value) => Answer::json(200, &value),
@@ -225,16 +225,13 @@ impl SluiceProxy {
                     Err(e) => Answer::error(e.status(), e.to_string()),
                 }
             }
-            NpmRequest::User { name } => {
-                if auth.has_user(name) {
-                    Answer::json(
-                        200,
-                        &json!({ "_id": format!("org.couchdb.user:{name}"), "_rev": "1-0", "name": name, "email": "", "type": "user", "roles": [] }),
-                    )
-                } else {
-                    Answer::error(404, format!("{name} is not a user of this registry"))
-                }
-            }
+            NpmRequest::User { name } => match auth.email(name) {
+                Some(email) => Answer::json(
+                    200,
+                    &json!({ "_id": format!("org.couchdb.user:{name}"), "_rev": "1-0", "name": name, "email": email, "type": "user", "roles": [] }),
+                ),
+                None => Answer::error(404, format!("{name} is not a user of this registry")),
+            },
             NpmRequest::Visibility { name } => {
                 if !self.app.publisher.is_private(name) {
                     return None;
