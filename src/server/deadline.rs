@@ -202,11 +202,30 @@ struct Span {
     file: std::fs::File,
     offset: u64,
     remaining: u64,
-    /// Whether the socket is corked for this span.
-    corked: bool,
+    /// Where the span is with `TCP_CORK`.
+    cork: Cork,
     /// The socket (a duplicate of its descriptor), to wait until it takes more.
     writable: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
 }
+
+/// A file span's use of `TCP_CORK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cork {
+    /// Nothing of the file sent yet.
+    Before,
+    /// Corked until the first `sendfile` returns, so the response header leaves with the
+    /// file's first bytes.
+    Corked,
+    /// Uncorked for the rest of the file.
+    After,
+}
+
+/// How much of a file the first, corked `sendfile` sends. The cork is held for one small
+/// call only: a corked `sendfile` of a whole multi-megabyte tarball (it sends as much as the
+/// socket buffer takes, megabytes on loopback) cost twice nginx's CPU per 5 MB response and
+/// held throughput at nginx's, while corking only the header and the first 64 KiB served
+/// ~1.3× nginx's req/s at less CPU than nginx (`wrk -t2 -c64`, BENCHMARKS.md).
+const CORKED_BYTES: usize = 64 << 10;
 
 /// Set or clear `TCP_CORK` on `socket` (best effort).
 fn set_cork(socket: std::os::fd::RawFd, on: bool) {
@@ -296,7 +315,7 @@ impl Guarded {
             file,
             offset,
             remaining: len,
-            corked: false,
+            cork: Cork::Before,
             writable: None,
         });
         Ok(())
@@ -312,10 +331,10 @@ impl Guarded {
         let Some(span) = slot.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        if !span.corked {
-            // Full segments only, the header with the first bytes of the file (nginx's
-            // tcp_nopush); uncorked when the file is out.
-            span.corked = true;
+        if span.cork == Cork::Before {
+            // The header leaves with the first bytes of the file (nginx's tcp_nopush), in
+            // full segments; see `CORKED_BYTES` for why only those are corked.
+            span.cork = Cork::Corked;
             set_cork(socket, true);
         }
         // What the HTTP layer wrote before (the response header) goes out first: no byte of
@@ -326,7 +345,10 @@ impl Guarded {
             Poll::Pending => return Poll::Pending,
         }
         loop {
-            let count = (want as u64).min(span.remaining).min(1 << 30) as usize;
+            let mut count = (want as u64).min(span.remaining).min(1 << 30) as usize;
+            if span.cork == Cork::Corked {
+                count = count.min(CORKED_BYTES);
+            }
             let mut offset = span.offset as libc::off_t;
             // SAFETY: both descriptors are open for the call (the socket is owned by `inner`,
             // the file by `span`); `offset` is a valid pointer for its duration.
@@ -335,13 +357,20 @@ impl Guarded {
                 let sent = sent as u64;
                 span.offset += sent;
                 span.remaining -= sent;
+                if span.cork == Cork::Corked {
+                    // The header is out with the file's first bytes: the rest goes uncorked.
+                    span.cork = Cork::After;
+                    set_cork(socket, false);
+                }
                 if span.remaining == 0 {
                     *slot = None;
-                    set_cork(socket, false);
                 }
                 return Poll::Ready(Ok(sent as usize));
             }
             if sent == 0 {
+                if span.cork == Cork::Corked {
+                    set_cork(socket, false);
+                }
                 *slot = None;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -352,7 +381,12 @@ impl Guarded {
             match error.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => {}
-                _ => return Poll::Ready(Err(error)),
+                _ => {
+                    if span.cork == Cork::Corked {
+                        set_cork(socket, false);
+                    }
+                    return Poll::Ready(Err(error));
+                }
             }
             if span.writable.is_none() {
                 // SAFETY: `socket` is open; the duplicate is owned by the OwnedFd.
