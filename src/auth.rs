@@ -1,8 +1,9 @@
 //! Users, tokens and credentials → identity.
 //!
 //! Users live in a file an admin edits (`auth.users`: one `name:<argon2id PHC string>` a line,
-//! optionally followed by `:<email>`; hot-reloaded; `sluice user add|passwd|remove` edit it). Tokens are 256 random bits, shown once
-//! and stored only as their sha256 through the store's state objects, so a fleet shares them.
+//! optionally followed by `:<email>`; hot-reloaded; `sluice user add|passwd|remove` edit it).
+//! Tokens are 256 random bits, shown once and stored only as their sha256 through the store's
+//! state objects, so a fleet shares them.
 //! Requests carry `Authorization: Bearer <token>` or `Basic base64(user:password)`.
 
 use std::collections::BTreeMap;
