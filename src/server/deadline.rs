@@ -353,39 +353,42 @@ impl Guarded {
             // SAFETY: both descriptors are open for the call (the socket is owned by `inner`,
             // the file by `span`); `offset` is a valid pointer for its duration.
             let sent = unsafe { libc::sendfile(socket, span.file.as_raw_fd(), &mut offset, count) };
+            // Read before any other call can change errno.
+            let error = (sent < 0).then(io::Error::last_os_error);
+            let again = error.as_ref().is_some_and(|e| {
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                )
+            });
+            if span.cork == Cork::Corked && !again {
+                // The header is out with the file's first bytes (or the span ends here): the
+                // rest goes uncorked.
+                span.cork = Cork::After;
+                set_cork(socket, false);
+            }
             if sent > 0 {
                 let sent = sent as u64;
                 span.offset += sent;
                 span.remaining -= sent;
-                if span.cork == Cork::Corked {
-                    // The header is out with the file's first bytes: the rest goes uncorked.
-                    span.cork = Cork::After;
-                    set_cork(socket, false);
-                }
                 if span.remaining == 0 {
                     *slot = None;
                 }
                 return Poll::Ready(Ok(sent as usize));
             }
             if sent == 0 {
-                if span.cork == Cork::Corked {
-                    set_cork(socket, false);
-                }
                 *slot = None;
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the tarball file is shorter than its length",
                 )));
             }
-            let error = io::Error::last_os_error();
-            match error.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {}
-                _ => {
-                    if span.cork == Cork::Corked {
-                        set_cork(socket, false);
-                    }
-                    return Poll::Ready(Err(error));
+            // Here `sent` is negative: `error` is its errno.
+            if let Some(error) = error {
+                match error.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => {}
+                    _ => return Poll::Ready(Err(error)),
                 }
             }
             if span.writable.is_none() {
