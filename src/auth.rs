@@ -27,8 +27,6 @@ use crate::store::{now_ms, Expect, SharedStore, StoreError, Written};
 pub struct Identity {
     /// The user name.
     pub user: String,
-    /// The user's e-mail address from the users file (may be empty).
-    pub email: String,
     /// Whether the credential may only read (a read-only token).
     pub readonly: bool,
 }
@@ -382,7 +380,6 @@ impl Auth {
                 )));
             }
             return Ok(Some(Identity {
-                email: self.email(&info.user).unwrap_or_default(),
                 user: info.user,
                 readonly: info.readonly,
             }));
@@ -408,7 +405,6 @@ impl Auth {
             }
             return Ok(Some(Identity {
                 user: user.to_string(),
-                email: self.email(user).unwrap_or_default(),
                 readonly: false,
             }));
         }

@@ -267,11 +267,13 @@ impl Publisher {
 
     /// `PUT /{name}`: a new version with its tarball, or (without one) a metadata change of
     /// versions already published (`npm deprecate`).
+    /// `email` is the publisher's, shown in `_npmUser` and in the first `maintainers`.
     pub async fn publish(
         &self,
         name: &str,
         body: &[u8],
         who: &Identity,
+        email: &str,
     ) -> Result<Value, PublishError> {
         self.check_writer(name, who)?;
         let body: Map<String, Value> = serde_json::from_slice(body)
@@ -483,7 +485,7 @@ impl Publisher {
             object.insert("_id".into(), Value::String(format!("{name}@{version}")));
             object.insert(
                 "_npmUser".into(),
-                json!({ "name": who.user, "email": who.email }),
+                json!({ "name": who.user, "email": email }),
             );
         }
         let tags = body.get("dist-tags").cloned();
@@ -493,7 +495,7 @@ impl Publisher {
             if maintainers(doc).is_empty() {
                 doc.doc.insert(
                     "maintainers".into(),
-                    json!([{ "name": who.user, "email": who.email }]),
+                    json!([{ "name": who.user, "email": email }]),
                 );
             }
             if doc.versions().is_some_and(|v| v.contains_key(&version))

@@ -181,7 +181,12 @@ impl SluiceProxy {
                     return Some(reply(accounts::login_first()));
                 };
                 match read_body(session, limit, "publish").await {
-                    Ok(body) => match self.app.publisher.publish(name, &body, who).await {
+                    Ok(body) => match self
+                        .app
+                        .publisher
+                        .publish(name, &body, who, &auth.email(&who.user).unwrap_or_default())
+                        .await
+                    {
                         Ok(value) => Answer::json(200, &value),
                         Err(e) => Answer::error(e.status(), e.to_string()),
                     },
