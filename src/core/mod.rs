@@ -23,17 +23,69 @@ use crate::packument::{self, PackumentError};
 use crate::store::StoreError;
 use crate::upstream::UpstreamError;
 
-/// Why a package or tarball cannot be served, and whose fault it is; the proxy maps it to an
-/// HTTP answer.
+/// Whose fault a failure is: what a front (the npm protocol, the console) tells the user and
+/// how it answers. The core decides the fault; the front alone turns it into a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request is malformed or asks for something impossible.
+    Client,
+    /// The request needs a user (or a valid credential) and has none.
+    Unauthenticated,
+    /// The user is known but may not do this.
+    Forbidden,
+    /// No such package, version, file, user or token.
+    NotFound,
+    /// The registry does not offer this here (a write to a mirrored name).
+    NotOffered,
+    /// The request conflicts with what is stored (a version published already, a stale `_rev`).
+    Conflict,
+    /// The request is larger than the registry takes.
+    TooLarge,
+    /// Too many failed attempts: the caller must wait.
+    Throttled,
+    /// Upstream failed (or sent something unusable) and nothing stored answers instead.
+    Upstream,
+    /// Upstream did not answer in time.
+    UpstreamTimeout,
+    /// sluice's store failed (disk full, permissions, the bucket).
+    Store,
+    /// sluice itself failed: a bug, a panicked task, a plugin that failed.
+    Internal,
+}
+
+/// Why an operation of the core failed, whose fault it is ([`Error::fault`]) and a message
+/// that tells the user what to do. The core never names a status code: the front maps the
+/// fault once.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
+    /// The request is malformed (a bad body, name, version or integrity).
+    #[error("{0}")]
+    Client(String),
+    /// The request needs a user or a valid credential.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Not allowed (not an owner, a read-only token, a refused version).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Upstream or the store has no such package, version or tarball.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not offered here (a write to a name that is not published here).
+    #[error("{0}")]
+    NotOffered(String),
+    /// Conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// Larger than the registry takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many failed attempts.
+    #[error("{0}")]
+    Throttled(String),
     /// Upstream failed and nothing is stored.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// Upstream has no such package, version or tarball.
-    #[error("{0}")]
-    NotFound(String),
-    /// A plugin refuses it (a hidden version's tarball): the answer to send.
+    /// A plugin refuses it: the plugin's own answer (status, message, headers), sent as is.
     #[error("{}", .0.message)]
     Refused(Response),
     /// The store failed (disk full, permissions…).
@@ -50,9 +102,37 @@ pub enum Error {
     /// A plugin failed.
     #[error("{0}")]
     Plugin(Arc<PluginError>),
-    /// sluice itself failed (a bug or a panicked task); answered 500.
+    /// sluice itself failed (a bug or a panicked task).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl Error {
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Client(_) => Fault::Client,
+            Error::Unauthenticated(_) => Fault::Unauthenticated,
+            Error::Forbidden(_) => Fault::Forbidden,
+            Error::NotFound(_) => Fault::NotFound,
+            Error::NotOffered(_) => Fault::NotOffered,
+            Error::Conflict(_) => Fault::Conflict,
+            Error::TooLarge(_) => Fault::TooLarge,
+            Error::Throttled(_) => Fault::Throttled,
+            Error::Upstream(e) if e.is_timeout() => Fault::UpstreamTimeout,
+            Error::Upstream(_) | Error::Packument { .. } => Fault::Upstream,
+            Error::Store(_) => Fault::Store,
+            Error::Refused(_) | Error::Plugin(_) | Error::Internal(_) => Fault::Internal,
+        }
+    }
+
+    /// A failure of the store that was told as text.
+    pub fn store(message: impl Into<String>) -> Self {
+        Error::Store(Arc::new(StoreError {
+            location: "sluice's store".to_string(),
+            message: message.into(),
+        }))
+    }
 }
 
 impl From<StoreError> for Error {
@@ -64,6 +144,18 @@ impl From<StoreError> for Error {
 impl From<PluginError> for Error {
     fn from(e: PluginError) -> Self {
         Error::Plugin(Arc::new(e))
+    }
+}
+
+impl From<crate::auth::AuthError> for Error {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthorized(m) => Error::Unauthenticated(m),
+            AuthError::Forbidden(m) => Error::Forbidden(m),
+            AuthError::Locked => Error::Throttled(AuthError::Locked.to_string()),
+            AuthError::Store(m) => Error::store(m),
+        }
     }
 }
 

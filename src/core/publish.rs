@@ -17,43 +17,10 @@ use sluice_plugin_api::Packument;
 use ssri::Integrity;
 
 use super::packuments::Packuments;
-use super::parse_document;
+use super::{parse_document, Error};
 use crate::auth::Identity;
 use crate::config::PublishConfig;
 use crate::store::{Expect, SharedStore, Written};
-
-/// Why a write was refused, and the status it answers with.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PublishError {
-    /// 400: the body is not a publish sluice can take.
-    #[error("{0}")]
-    Bad(String),
-    /// 403: not allowed (not a private name, not an owner, a read-only token).
-    #[error("{0}")]
-    Forbidden(String),
-    /// 404: no such package or version.
-    #[error("{0}")]
-    NotFound(String),
-    /// 409: the version exists already.
-    #[error("{0}")]
-    Conflict(String),
-    /// 503: the store failed.
-    #[error("{0}")]
-    Store(String),
-}
-
-impl PublishError {
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            PublishError::Bad(_) => 400,
-            PublishError::Forbidden(_) => 403,
-            PublishError::NotFound(_) => 404,
-            PublishError::Conflict(_) => 409,
-            PublishError::Store(_) => 503,
-        }
-    }
-}
 
 /// The publish part of the core.
 pub struct Publisher {
@@ -73,12 +40,12 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-fn bad(message: impl Into<String>) -> PublishError {
-    PublishError::Bad(message.into())
+fn bad(message: impl Into<String>) -> Error {
+    Error::Client(message.into())
 }
 
 /// The `package/package.json` inside a gzipped npm tarball.
-fn package_json(tarball: &[u8]) -> Result<Value, PublishError> {
+fn package_json(tarball: &[u8]) -> Result<Value, Error> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
     let entries = archive
         .entries()
@@ -122,7 +89,7 @@ fn provenance(
     version: &str,
     tarball: &[u8],
     attachment: &Value,
-) -> Result<(String, Value), PublishError> {
+) -> Result<(String, Value), Error> {
     let bad_bundle = |why: &str| bad(format!("the provenance bundle of {name}@{version} {why}"));
     let data = attachment
         .get("data")
@@ -179,9 +146,9 @@ fn current_rev(doc: &Packument) -> Option<&str> {
 
 /// A change sent with revision `want` (when it names one) applies only to the document at that
 /// revision; a client that read an older one gets 409 and reads again.
-fn check_rev(name: &str, doc: &Packument, want: Option<&str>) -> Result<(), PublishError> {
+fn check_rev(name: &str, doc: &Packument, want: Option<&str>) -> Result<(), Error> {
     match (want, current_rev(doc)) {
-        (Some(want), Some(have)) if want != have => Err(PublishError::Conflict(format!(
+        (Some(want), Some(have)) if want != have => Err(Error::Conflict(format!(
             "document update conflict: {name} is at revision {have}, not {want}: read it again"
         ))),
         _ => Ok(()),
@@ -239,9 +206,9 @@ impl Publisher {
         self.config.is_private(name)
     }
 
-    fn check_writer(&self, name: &str, who: &Identity) -> Result<(), PublishError> {
+    fn check_writer(&self, name: &str, who: &Identity) -> Result<(), Error> {
         if !self.is_private(name) {
-            return Err(PublishError::Forbidden(format!(
+            return Err(Error::Forbidden(format!(
                 "{name} is not published here: only the scopes in [publish] scopes ({}) and the \
                  names in [publish] packages are",
                 if self.config.scopes.is_empty() {
@@ -252,12 +219,12 @@ impl Publisher {
             )));
         }
         if who.readonly {
-            return Err(PublishError::Forbidden(
+            return Err(Error::Forbidden(
                 "this token is read-only: publish with a token made by npm login".into(),
             ));
         }
         if !self.config.may_publish(&who.user, name) {
-            return Err(PublishError::Forbidden(format!(
+            return Err(Error::Forbidden(format!(
                 "{} may not publish {name} ([publish] owners)",
                 who.user
             )));
@@ -274,7 +241,7 @@ impl Publisher {
         body: &[u8],
         who: &Identity,
         email: &str,
-    ) -> Result<Value, PublishError> {
+    ) -> Result<Value, Error> {
         self.check_writer(name, who)?;
         let body: Map<String, Value> = serde_json::from_slice(body)
             .map_err(|e| bad(format!("the publish body is not a JSON object: {e}")))?;
@@ -297,11 +264,11 @@ impl Publisher {
             .store
             .packument(name)
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+            .map_err(Error::from)?;
         let held_doc = match &held {
             Some(held) => Some(
                 parse_document(&held.bytes, name)
-                    .map_err(|e| PublishError::Store(e.to_string()))?,
+                    .map_err(|e| Error::store(e.to_string()))?,
             ),
             None => None,
         };
@@ -326,7 +293,7 @@ impl Publisher {
         };
         let [version] = new.as_slice() else {
             return Err(match new.len() {
-                0 => PublishError::Forbidden(format!(
+                0 => Error::Forbidden(format!(
                     "cannot publish over the previously published version {name}@{} (published \
                      or unpublished, a version is never published twice): bump the version",
                     versions.keys().next().map_or("?", String::as_str)
@@ -439,13 +406,13 @@ impl Publisher {
             .store
             .tarball_sink(name, &file, &integrity, Some(tarball.len() as u64))
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+            .map_err(Error::from)?;
         sink.write(&tarball)
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+            .map_err(Error::from)?;
         sink.commit()
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+            .map_err(Error::from)?;
         // Then the provenance, which the version will point at.
         if let Some((predicate, bundle)) = &provenance {
             let kept =
@@ -454,12 +421,12 @@ impl Publisher {
             let key = attestations_key(name, &version);
             let expect = match self.store.state(&key).await {
                 Ok(held) => Expect::from_read(held.as_ref().map(|(_, token)| token)),
-                Err(e) => return Err(PublishError::Store(e.to_string())),
+                Err(e) => return Err(e.into()),
             };
             self.store
                 .put_state(&key, bytes, expect)
                 .await
-                .map_err(|e| PublishError::Store(e.to_string()))?;
+                .map_err(Error::from)?;
         }
         if let Some(dist) = manifest.get_mut("dist").and_then(Value::as_object_mut) {
             dist.insert(
@@ -501,7 +468,7 @@ impl Publisher {
             if doc.versions().is_some_and(|v| v.contains_key(&version))
                 || doc.published(&version).is_some()
             {
-                return Err(PublishError::Forbidden(format!(
+                return Err(Error::Forbidden(format!(
                     "cannot publish over the previously published version {name}@{version}"
                 )));
             }
@@ -543,7 +510,7 @@ impl Publisher {
         rev: Option<&str>,
         versions: &Map<String, Value>,
         tags: Option<&Value>,
-    ) -> Result<Value, PublishError> {
+    ) -> Result<Value, Error> {
         self.write(name, who, rev, |doc| {
             let held = doc.versions_mut();
             for (version, manifest) in versions {
@@ -597,7 +564,7 @@ impl Publisher {
         body: Option<&[u8]>,
         who: &Identity,
         email_of: &(dyn Fn(&str) -> Option<String> + Send + Sync),
-    ) -> Result<Value, PublishError> {
+    ) -> Result<Value, Error> {
         self.check_writer(name, who)?;
         let body: Option<Value> = match body {
             Some(body) => Some(
@@ -630,12 +597,12 @@ impl Publisher {
         };
         if let Some(owners) = &owners {
             if owners.is_empty() {
-                return Err(PublishError::Forbidden(format!(
+                return Err(Error::Forbidden(format!(
                     "{name} needs at least one maintainer: add someone else first"
                 )));
             }
             if let Some(unknown) = owners.iter().find(|o| email_of(o).is_none()) {
-                return Err(PublishError::NotFound(format!(
+                return Err(Error::NotFound(format!(
                     "{unknown} is not a user of this registry (sluice user add {unknown})"
                 )));
             }
@@ -660,7 +627,7 @@ impl Publisher {
                 .map(|v| v.keys().cloned().collect())
                 .unwrap_or_default();
             if versions.is_empty() {
-                return Err(PublishError::NotFound(format!(
+                return Err(Error::NotFound(format!(
                     "{name} has no version to unpublish"
                 )));
             }
@@ -675,7 +642,7 @@ impl Publisher {
                     .and_then(|at| now.duration_since(at).ok())
                     .is_some_and(|age| age < window);
                 if !young {
-                    return Err(PublishError::Forbidden(format!(
+                    return Err(Error::Forbidden(format!(
                         "{name}@{version} was published more than {} ago: this registry keeps \
                          it (publish.unpublish); deprecate it instead",
                         humantime::format_duration(window)
@@ -712,16 +679,16 @@ impl Publisher {
         file: &str,
         rev: &str,
         who: &Identity,
-    ) -> Result<Value, PublishError> {
+    ) -> Result<Value, Error> {
         self.check_writer(name, who)?;
         let held = self
             .store
             .packument(name)
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?
-            .ok_or_else(|| PublishError::NotFound(format!("{name} is not published here")))?;
+            .map_err(Error::from)?
+            .ok_or_else(|| Error::NotFound(format!("{name} is not published here")))?;
         let doc =
-            parse_document(&held.bytes, name).map_err(|e| PublishError::Store(e.to_string()))?;
+            parse_document(&held.bytes, name).map_err(|e| Error::store(e.to_string()))?;
         check_rev(name, &doc, Some(rev))?;
         let listed = doc.versions().is_some_and(|versions| {
             versions.values().any(|m| {
@@ -739,18 +706,18 @@ impl Publisher {
     }
 
     /// The attestations kept for `name@version` (`GET /-/npm/v1/attestations/{name}@{version}`).
-    pub async fn attestations(&self, name: &str, version: &str) -> Result<Value, PublishError> {
+    pub async fn attestations(&self, name: &str, version: &str) -> Result<Value, Error> {
         let held = self
             .store
             .state(&attestations_key(name, version))
             .await
-            .map_err(|e| PublishError::Store(e.to_string()))?;
+            .map_err(Error::from)?;
         let Some((bytes, _)) = held else {
-            return Err(PublishError::NotFound(format!(
+            return Err(Error::NotFound(format!(
                 "{name}@{version} was published without provenance"
             )));
         };
-        serde_json::from_slice(&bytes).map_err(|e| PublishError::Store(e.to_string()))
+        serde_json::from_slice(&bytes).map_err(|e| Error::store(e.to_string()))
     }
 
     /// `PUT /-/package/{name}/dist-tags/{tag}` (`version` given) or `DELETE` (none).
@@ -760,13 +727,13 @@ impl Publisher {
         tag: &str,
         version: Option<&str>,
         who: &Identity,
-    ) -> Result<Value, PublishError> {
+    ) -> Result<Value, Error> {
         self.check_writer(name, who)?;
         self.write(name, who, None, |doc| {
             match version {
                 Some(version) => {
                     if !doc.versions().is_some_and(|v| v.contains_key(version)) {
-                        return Err(PublishError::NotFound(format!(
+                        return Err(Error::NotFound(format!(
                             "{name} has no version {version}"
                         )));
                     }
@@ -797,14 +764,14 @@ impl Publisher {
         name: &str,
         who: &Identity,
         rev: Option<&str>,
-        mut edit: impl FnMut(&mut Packument) -> Result<(), PublishError>,
-    ) -> Result<(), PublishError> {
-        let store_error = |e: crate::store::StoreError| PublishError::Store(e.to_string());
+        mut edit: impl FnMut(&mut Packument) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let store_error = Error::from;
         for _ in 0..32 {
             let held = self.store.packument(name).await.map_err(store_error)?;
             let mut doc = match &held {
                 Some(held) => parse_document(&held.bytes, name)
-                    .map_err(|e| PublishError::Store(e.to_string()))?,
+                    .map_err(|e| Error::store(e.to_string()))?,
                 None => Packument::new(
                     json!({ "_id": name, "name": name, "dist-tags": {}, "versions": {}, "time": {} })
                         .as_object()
@@ -814,7 +781,7 @@ impl Publisher {
             };
             let owners = maintainers(&doc);
             if !owners.is_empty() && !owners.contains(&who.user) {
-                return Err(PublishError::Forbidden(format!(
+                return Err(Error::Forbidden(format!(
                     "{} is not a maintainer of {name} (npm owner ls {name}; an owner adds others \
                      with npm owner add)",
                     who.user
@@ -826,7 +793,7 @@ impl Publisher {
             let rev = next_rev(&doc);
             doc.doc.insert("_rev".into(), Value::String(rev));
             let bytes = Bytes::from(
-                serde_json::to_vec(&doc.doc).map_err(|e| PublishError::Store(e.to_string()))?,
+                serde_json::to_vec(&doc.doc).map_err(|e| Error::Internal(e.to_string()))?,
             );
             let meta = crate::store::PackumentMeta {
                 etag: None,
@@ -850,7 +817,7 @@ impl Publisher {
                 Written::Conflict => continue,
             }
         }
-        Err(PublishError::Store(format!(
+        Err(Error::store(format!(
             "{name} kept changing while it was published: try again"
         )))
     }

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
-use sluice_plugin_api::{CacheStatus, Packument, Response};
+use sluice_plugin_api::{CacheStatus, Packument};
 use ssri::{Integrity, IntegrityChecker};
 use tokio::sync::{mpsc, oneshot};
 
@@ -261,7 +261,7 @@ impl Tarballs {
     async fn listing(self: &Arc<Self>, name: &str, file: &str) -> Result<Arc<Index>, Error> {
         let index = self.indexed(name, file).await?;
         if let Some(reason) = index.hidden.get(&index.listed(file)?.version) {
-            return Err(Error::Refused(Response::error(403, reason.clone())));
+            return Err(Error::Forbidden(reason.clone()));
         }
         Ok(index)
     }

@@ -188,7 +188,7 @@ impl SluiceProxy {
                         .await
                     {
                         Ok(value) => Answer::json(200, &value),
-                        Err(e) => Answer::error(e.status(), e.to_string()),
+                        Err(e) => error_answer(request, &e),
                     },
                     Err(answer) => answer,
                 }
@@ -213,7 +213,7 @@ impl SluiceProxy {
                     .await
                 {
                     Ok(value) => Answer::json(200, &value),
-                    Err(e) => Answer::error(e.status(), e.to_string()),
+                    Err(e) => error_answer(request, &e),
                 }
             }
             NpmRequest::UnpublishTarball { name, file, rev } => {
@@ -227,7 +227,7 @@ impl SluiceProxy {
                     .await
                 {
                     Ok(value) => Answer::json(200, &value),
-                    Err(e) => Answer::error(e.status(), e.to_string()),
+                    Err(e) => error_answer(request, &e),
                 }
             }
             NpmRequest::User { name } => match auth.email(name) {
@@ -256,7 +256,7 @@ impl SluiceProxy {
                     Some((name, version)) => {
                         match self.app.publisher.attestations(name, version).await {
                             Ok(value) => Answer::json(200, &value),
-                            Err(e) => Answer::error(e.status(), e.to_string()),
+                            Err(e) => error_answer(request, &e),
                         }
                     }
                     None => Answer::error(404, format!("{name} is published here: no such route")),
@@ -289,7 +289,7 @@ impl SluiceProxy {
                     .await
                 {
                     Ok(value) => Answer::json(200, &value),
-                    Err(e) => Answer::error(e.status(), e.to_string()),
+                    Err(e) => error_answer(request, &e),
                 }
             }
             _ => return None,
@@ -693,30 +693,43 @@ fn accepts_gzip(value: Option<&http::HeaderValue>) -> bool {
     })
 }
 
+/// The one mapping of the core's errors to HTTP: a status by whose fault it is, and npm's
+/// `{"error": …}` with the core's message.
 fn error_answer(request: &NpmRequest, error: &CoreError) -> Answer {
+    use crate::core::Fault;
     let what = request.package().unwrap_or("the request");
+    let status = match error.fault() {
+        Fault::Client => 400,
+        Fault::Unauthenticated => 401,
+        Fault::Forbidden => 403,
+        Fault::NotFound => 404,
+        Fault::NotOffered => 405,
+        Fault::Conflict => 409,
+        Fault::TooLarge => 413,
+        Fault::Throttled => 429,
+        Fault::Upstream => 502,
+        Fault::UpstreamTimeout => 504,
+        Fault::Store => 503,
+        Fault::Internal => 500,
+    };
     match error {
-        CoreError::NotFound(message) => Answer::error(404, message.clone()),
         CoreError::Refused(response) => Answer::plugin(response.clone()),
-        CoreError::Upstream(UpstreamError::Integrity(_)) => Answer::error(502, error.to_string()),
-        CoreError::Upstream(e) if e.is_timeout() => Answer::error(
-            504,
-            format!("{e}; {what} is not in sluice's store yet, try again later"),
-        ),
+        CoreError::Upstream(UpstreamError::Integrity(_)) | CoreError::Packument { .. } => {
+            Answer::error(status, error.to_string())
+        }
         CoreError::Upstream(e) => Answer::error(
-            502,
+            status,
             format!("{e}; {what} is not in sluice's store yet, try again later"),
         ),
-        CoreError::Packument { .. } => Answer::error(502, error.to_string()),
         CoreError::Store(e) => {
             tracing::error!(error = %e, "store failure");
-            Answer::error(503, format!("sluice's store failed ({e}); try again later"))
+            Answer::error(status, format!("sluice's store failed ({e}); try again later"))
         }
-        CoreError::Plugin(e) => Answer::error(500, e.to_string()),
         CoreError::Internal(e) => {
             tracing::error!(error = %e, "internal error");
-            Answer::error(500, error.to_string())
+            Answer::error(status, error.to_string())
         }
+        _ => Answer::error(status, error.to_string()),
     }
 }
 
