@@ -16,6 +16,7 @@ use crate::core::packuments::{OnChange, Packuments};
 use crate::core::publish::Publisher;
 use crate::core::renders::Renders;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
+use crate::core::PrivateNames;
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
 use crate::plugins::Host;
 use crate::store::{HotCache, Instrumented, SharedStore};
@@ -57,6 +58,9 @@ pub struct App {
     indexes: TarballIndexes,
     /// Private packages: publish, dist-tags, deprecate.
     pub publisher: Arc<Publisher>,
+    /// The one rule for "is this name published here?" (`[publish]`): every path that could
+    /// reach upstream asks it.
+    pub private: Arc<PrivateNames>,
     /// Users and tokens.
     pub auth: Arc<Auth>,
     /// The store's private package names as last listed (a listing walks the store's whole
@@ -126,12 +130,16 @@ impl App {
                 }
             })]
         };
+        let private = Arc::new(PrivateNames::new(
+            &config.publish.scopes,
+            &config.publish.packages,
+        ));
         let packuments = Arc::new(Packuments::new(
             store.clone(),
             upstream.clone(),
             config.policy.refresh,
             on_change,
-            config.publish.clone(),
+            private.clone(),
         ));
         let publisher = Arc::new(Publisher::new(
             packuments.clone(),
@@ -178,6 +186,7 @@ impl App {
             fleet,
             indexes,
             publisher,
+            private,
             auth,
             private_listed: Mutex::new(None),
             relayed: moka::future::Cache::builder()
@@ -237,8 +246,7 @@ impl App {
     /// The private packages the store holds. Lists the store only when `[publish]` names
     /// something: a mirror without private packages never pays for the listing.
     async fn private_names(&self) -> Vec<String> {
-        let publish = &self.config.publish;
-        if publish.scopes.is_empty() && publish.packages.is_empty() {
+        if self.private.is_empty() {
             return Vec::new();
         }
         let writes = self.publisher.writes();
@@ -256,7 +264,7 @@ impl App {
             Ok(names) => {
                 let names: Vec<String> = names
                     .into_iter()
-                    .filter(|name| publish.is_private(name))
+                    .filter(|name| self.private.contains(name))
                     .collect();
                 *lock() = Some(PrivateListing {
                     at: Instant::now(),

@@ -6,6 +6,7 @@
 //! flow). [`app`] builds it all; [`server`] runs it with the background [`jobs`]; [`observe`]
 //! reports on it. ARCHITECTURE.md is the map.
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;

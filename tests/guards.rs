@@ -25,7 +25,9 @@ fn tarball_refusal(sluice: &Sluice, name: &str, file: &str) -> Option<(u16, Stri
     let app = sluice.server.as_ref().unwrap().app.clone();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     match runtime.block_on(app.tarballs.serve(name, file, false)) {
-        Err(sluice::core::Error::Refused(response)) => Some((response.status, response.message)),
+        // A hidden version's tarball is the client's to not ask for: forbidden, with the
+        // plugin's reason.
+        Err(sluice::core::Error::Forbidden(message)) => Some((403, message)),
         _ => None,
     }
 }

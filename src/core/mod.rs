@@ -3,9 +3,9 @@
 //! gzipped, with an ETag) and [`tarballs`] (refusal, the unlisted re-read, streams). Each part
 //! owns its cache and its single-flight; [`crate::app`] builds them.
 
-pub mod accounts;
 pub mod fleet;
 pub mod packuments;
+pub mod private;
 pub mod publish;
 pub mod renders;
 pub mod search;
@@ -18,6 +18,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use sluice_plugin_api::{Packument, PluginError, Response};
 use ssri::Integrity;
+
+pub use private::PrivateNames;
 
 use crate::packument::{self, PackumentError};
 use crate::store::StoreError;
@@ -47,6 +49,8 @@ pub enum Fault {
     Upstream,
     /// Upstream did not answer in time.
     UpstreamTimeout,
+    /// Something only upstream can answer (audit, signing keys) and upstream is unreachable.
+    Unavailable,
     /// sluice's store failed (disk full, permissions, the bucket).
     Store,
     /// sluice itself failed: a bug, a panicked task, a plugin that failed.
@@ -85,6 +89,9 @@ pub enum Error {
     /// Upstream failed and nothing is stored.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// Only upstream can answer and it cannot be reached; the message says what needs it.
+    #[error("{0}")]
+    Unavailable(String),
     /// A plugin refuses it: the plugin's own answer (status, message, headers), sent as is.
     #[error("{}", .0.message)]
     Refused(Response),
@@ -121,6 +128,7 @@ impl Error {
             Error::Throttled(_) => Fault::Throttled,
             Error::Upstream(e) if e.is_timeout() => Fault::UpstreamTimeout,
             Error::Upstream(_) | Error::Packument { .. } => Fault::Upstream,
+            Error::Unavailable(_) => Fault::Unavailable,
             Error::Store(_) => Fault::Store,
             Error::Refused(_) | Error::Plugin(_) | Error::Internal(_) => Fault::Internal,
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_plugin_api::CacheStatus;
 
-use super::{parse_document, Error, Shared, TRIM_AFTER};
+use super::{parse_document, Error, PrivateNames, Shared, TRIM_AFTER};
 use crate::flight::SingleFlight;
 use crate::packument;
 use crate::store::{
@@ -68,7 +68,7 @@ pub struct Packuments {
     confirmed: NameCache<u64>,
     on_change: Vec<OnChange>,
     /// The names published here: never asked of upstream.
-    private: crate::config::PublishConfig,
+    private: Arc<PrivateNames>,
     /// The sequence number of each package's last change (see [`Packuments::change_seq`]).
     changes: NameCache<u64>,
     next_change: AtomicU64,
@@ -92,7 +92,7 @@ impl Packuments {
         upstream: Upstream,
         refresh: Duration,
         on_change: Vec<OnChange>,
-        private: crate::config::PublishConfig,
+        private: Arc<PrivateNames>,
     ) -> Self {
         Self {
             store,
@@ -121,7 +121,7 @@ impl Packuments {
     /// The packument of `name`: stored, else fetched from upstream; a stale copy is served at
     /// once and revalidated in the background.
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<(Doc, CacheStatus), Error> {
-        if self.private.is_private(name) {
+        if self.private.contains(name) {
             // Published here: what the store holds is the truth, upstream is never asked.
             return match self.store.packument(name).await? {
                 Some(stored) if !has_versions(&stored.bytes) => Err(Error::NotFound(format!(
@@ -206,7 +206,7 @@ impl Packuments {
     /// Ask upstream for `name` (conditionally when we hold it) and store the merged result.
     async fn revalidate(&self, name: &str) -> Shared<Doc> {
         let held = self.store.packument(name).await?;
-        if self.private.is_private(name) {
+        if self.private.contains(name) {
             return held
                 .map(Doc::from)
                 .ok_or_else(|| Error::NotFound(format!("{name} is not published here yet")));
@@ -321,7 +321,7 @@ impl Packuments {
 
     /// Whether `name` is published here (never asked of upstream).
     pub fn is_private(&self, name: &str) -> bool {
-        self.private.is_private(name)
+        self.private.contains(name)
     }
 
     /// A number that changes whenever the stored packument of `name` changes in this process:

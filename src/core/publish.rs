@@ -260,16 +260,11 @@ impl Publisher {
             .cloned()
             .unwrap_or_default();
         let attachments = body.get("_attachments").and_then(Value::as_object);
-        let held = self
-            .store
-            .packument(name)
-            .await
-            .map_err(Error::from)?;
+        let held = self.store.packument(name).await.map_err(Error::from)?;
         let held_doc = match &held {
-            Some(held) => Some(
-                parse_document(&held.bytes, name)
-                    .map_err(|e| Error::store(e.to_string()))?,
-            ),
+            Some(held) => {
+                Some(parse_document(&held.bytes, name).map_err(|e| Error::store(e.to_string()))?)
+            }
             None => None,
         };
         let held_versions = held_doc.as_ref().and_then(Packument::versions);
@@ -407,12 +402,8 @@ impl Publisher {
             .tarball_sink(name, &file, &integrity, Some(tarball.len() as u64))
             .await
             .map_err(Error::from)?;
-        sink.write(&tarball)
-            .await
-            .map_err(Error::from)?;
-        sink.commit()
-            .await
-            .map_err(Error::from)?;
+        sink.write(&tarball).await.map_err(Error::from)?;
+        sink.commit().await.map_err(Error::from)?;
         // Then the provenance, which the version will point at.
         if let Some((predicate, bundle)) = &provenance {
             let kept =
@@ -687,8 +678,7 @@ impl Publisher {
             .await
             .map_err(Error::from)?
             .ok_or_else(|| Error::NotFound(format!("{name} is not published here")))?;
-        let doc =
-            parse_document(&held.bytes, name).map_err(|e| Error::store(e.to_string()))?;
+        let doc = parse_document(&held.bytes, name).map_err(|e| Error::store(e.to_string()))?;
         check_rev(name, &doc, Some(rev))?;
         let listed = doc.versions().is_some_and(|versions| {
             versions.values().any(|m| {
@@ -733,9 +723,7 @@ impl Publisher {
             match version {
                 Some(version) => {
                     if !doc.versions().is_some_and(|v| v.contains_key(version)) {
-                        return Err(Error::NotFound(format!(
-                            "{name} has no version {version}"
-                        )));
+                        return Err(Error::NotFound(format!("{name} has no version {version}")));
                     }
                     doc.dist_tags_mut()
                         .insert(tag.to_string(), Value::String(version.to_string()));

@@ -48,7 +48,7 @@ pub async fn refresh_once(app: &Arc<App>) {
                 // Leadership can lapse during a long cycle: stop where it did.
                 if !app.is_leader()
                     || !app.host.admits(&name)
-                    || app.config.publish.is_private(&name)
+                    || app.private.contains(&name)
                 {
                     return;
                 }

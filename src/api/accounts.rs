@@ -1,0 +1,219 @@
+//! npm's account protocol over [`Auth`]: the legacy (CouchDB-style) login that `npm login
+//! --auth-type=legacy`, `npm adduser` and `yarn npm login` speak, whoami, logout, and the token
+//! API of `npm token list|create|revoke`, and user documents.
+
+use serde_json::{json, Value};
+use sluice_plugin_api::NpmRequest;
+
+use super::{login_first, Answer, Call};
+use crate::auth::{Auth, AuthError, Identity, TokenInfo};
+use crate::core::Error;
+
+/// An account answer: a status and a JSON body, or the core's error.
+type Reply = Result<(u16, Value), Error>;
+
+/// Answer an account request.
+pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
+    let auth = &call.app.auth;
+    let who = call.who;
+    let (status, value) = match call.request {
+        NpmRequest::WebLogin => Err(Error::NotFound(
+            "web login is not offered here: npm falls back to the legacy login \
+             (npm login --auth-type=legacy)"
+                .into(),
+        )),
+        NpmRequest::Login { name } => {
+            let address = call.address.map(|a| a.to_string());
+            login(auth, name, &call.body, address.as_deref()).await
+        }
+        NpmRequest::Whoami => whoami(who),
+        NpmRequest::Logout { token } => logout(auth, who, token).await,
+        NpmRequest::Tokens => tokens(auth, who).await,
+        NpmRequest::CreateToken => create_token(auth, who, &call.body).await,
+        NpmRequest::RevokeToken { id } => revoke_token(auth, who, id).await,
+        NpmRequest::User { name } => user_document(call, name),
+        _ => Err(Error::Internal("not an account request".into())),
+    }?;
+    Ok(Answer::json(status, &value))
+}
+
+/// `GET /-/user/org.couchdb.user:{name}`.
+fn user_document(call: &Call<'_>, name: &str) -> Reply {
+    match call.app.auth.email(name) {
+        Some(email) => Ok((
+            200,
+            json!({ "_id": format!("org.couchdb.user:{name}"), "_rev": "1-0", "name": name, "email": email, "type": "user", "roles": [] }),
+        )),
+        None => Err(Error::NotFound(format!(
+            "{name} is not a user of this registry"
+        ))),
+    }
+}
+
+/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
+async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> Reply {
+    if auth.locked_out(name, address) {
+        return Err(AuthError::Locked.into());
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return Err(Error::Client("the login body is not JSON".into()));
+    };
+    let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+    if let Some(named) = body.get("name").and_then(Value::as_str) {
+        if named != name {
+            return Err(Error::Client(format!(
+                "the body names `{named}`, the URL `{name}`"
+            )));
+        }
+    }
+    if password.is_empty() {
+        return Err(Error::Client("no password given".into()));
+    }
+    if !auth.has_user(name) {
+        if !auth.adduser {
+            return Err(Error::Unauthenticated(format!(
+                "{name} is not a user of this registry: an admin adds users with \
+                 `sluice user add {name}` (auth.adduser is off)"
+            )));
+        }
+        // `npm adduser` sends the e-mail address it asked for; `npm login` none.
+        let email = body
+            .get("email")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .trim();
+        if !crate::auth::valid_email(email) {
+            return Err(Error::Client(format!(
+                "`{email}` is not an e-mail address sluice can keep"
+            )));
+        }
+        if let Err(e) = auth.add_user(name, password, email) {
+            return Err(Error::Conflict(e));
+        }
+    } else if !auth.check_password(name, password) {
+        auth.failed(name, address).await;
+        return Err(Error::Unauthenticated("wrong user name or password".into()));
+    }
+    match auth.create_token(name, false, Vec::new()).await {
+        Ok((token, _)) => Ok((
+            201,
+            json!({
+                "ok": true,
+                "id": format!("org.couchdb.user:{name}"),
+                "rev": "_we_dont_use_revs_any_more",
+                "token": token,
+            }),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /-/whoami`.
+fn whoami(who: Option<&Identity>) -> Reply {
+    match who {
+        Some(who) => Ok((200, json!({ "username": who.user }))),
+        None => Err(login_first()),
+    }
+}
+
+/// `DELETE /-/user/token/{token}`.
+async fn logout(auth: &Auth, who: Option<&Identity>, token: &str) -> Reply {
+    let Some(who) = who else {
+        return Err(login_first());
+    };
+    match auth.revoke(&who.user, token).await {
+        Ok(_) => Ok((200, json!({ "ok": true }))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn redacted(info: &TokenInfo) -> Value {
+    let created = humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.created),
+    )
+    .to_string();
+    json!({
+        "token": format!("sluice_…{}", &info.hash[info.hash.len() - 6..]),
+        "key": info.hash,
+        "cidr_whitelist": info.cidr_whitelist,
+        "readonly": info.readonly,
+        "automation": false,
+        "created": created,
+        "updated": created,
+    })
+}
+
+/// `GET /-/npm/v1/tokens`.
+async fn tokens(auth: &Auth, who: Option<&Identity>) -> Reply {
+    let Some(who) = who else {
+        return Err(login_first());
+    };
+    match auth.tokens(&who.user).await {
+        Ok(list) => {
+            let objects: Vec<Value> = list.iter().map(redacted).collect();
+            Ok((
+                200,
+                json!({ "objects": objects, "total": list.len(), "urls": {} }),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /-/npm/v1/tokens` with `{password, readonly, cidr_whitelist}`.
+async fn create_token(auth: &Auth, who: Option<&Identity>, body: &[u8]) -> Reply {
+    let Some(who) = who else {
+        return Err(login_first());
+    };
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+    if auth.locked_out(&who.user, None) {
+        return Err(AuthError::Locked.into());
+    }
+    if !auth.check_password(&who.user, password) {
+        auth.failed(&who.user, None).await;
+        return Err(Error::Unauthenticated(
+            "wrong password: a new token needs the account's password".into(),
+        ));
+    }
+    let readonly = body
+        .get("readonly")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let cidr: Vec<String> = body
+        .get("cidr_whitelist")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(bad) = cidr.iter().find_map(|c| crate::auth::parse_cidr(c).err()) {
+        return Err(Error::Client(bad));
+    }
+    match auth.create_token(&who.user, readonly, cidr).await {
+        Ok((token, info)) => {
+            let mut shown = redacted(&info);
+            shown["token"] = Value::String(token);
+            Ok((200, shown))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `DELETE /-/npm/v1/tokens/token/{id}`.
+async fn revoke_token(auth: &Auth, who: Option<&Identity>, id: &str) -> Reply {
+    let Some(who) = who else {
+        return Err(login_first());
+    };
+    match auth.revoke(&who.user, id).await {
+        Ok(true) => Ok((200, json!({ "ok": true }))),
+        Ok(false) => Err(Error::NotFound(format!(
+            "no token of {} has the id {id}",
+            who.user
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}

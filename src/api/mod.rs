@@ -1,0 +1,152 @@
+//! npm's protocol, one file per surface: [`reads`] (packuments, versions, dist-tags, tarballs,
+//! search, the relayed GETs, status and metrics), [`audit`] (both audit endpoints),
+//! [`accounts`] (login, whoami, logout, tokens, user documents) and [`publish`] (publish,
+//! unpublish, dist-tags, attestations). Each handler takes a [`Call`] — a request the front
+//! already read, routed, identified and admitted — asks the core, and gives an [`Answer`] or
+//! the core's [`Error`]; the front (`crate::proxy`) turns either into HTTP.
+
+pub mod accounts;
+pub mod answer;
+pub mod audit;
+pub mod publish;
+pub mod reads;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_plugin_api::NpmRequest;
+
+pub use answer::{Answer, Body};
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::core::Error;
+
+/// A request ready to be handled: routed, its caller identified, its body read.
+pub struct Call<'a> {
+    /// The registry.
+    pub app: &'a Arc<App>,
+    /// What is asked.
+    pub request: &'a NpmRequest,
+    /// Who asks, when known.
+    pub who: Option<&'a Identity>,
+    /// The client's address, when known.
+    pub address: Option<IpAddr>,
+    /// The request body ([`body_limit`] says which requests have one, and how large).
+    pub body: Bytes,
+    /// The request's `Content-Type`.
+    pub content_type: Option<String>,
+    /// The request's `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// Whether the client takes gzip.
+    pub gzip: bool,
+    /// Whether the connection can send a tarball from its file (`sendfile(2)`).
+    pub files: bool,
+}
+
+/// Who a request needs, by what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, whatever the registry's `auth.read` (ping, logging in).
+    Anyone,
+    /// A reader: anyone on an anonymous registry, a user on an authenticated one.
+    Read,
+    /// A user, always (writes, tokens, whoami).
+    User,
+}
+
+/// What `request` needs of its caller.
+pub fn access(request: &NpmRequest) -> Access {
+    match request {
+        NpmRequest::Ping | NpmRequest::Login { .. } | NpmRequest::WebLogin => Access::Anyone,
+        NpmRequest::Publish { .. }
+        | NpmRequest::DistTag { .. }
+        | NpmRequest::Unpublish { .. }
+        | NpmRequest::UnpublishTarball { .. }
+        | NpmRequest::Whoami
+        | NpmRequest::Logout { .. }
+        | NpmRequest::Tokens
+        | NpmRequest::CreateToken
+        | NpmRequest::RevokeToken { .. } => Access::User,
+        _ => Access::Read,
+    }
+}
+
+/// The largest body `request` is read with, and what to call it in a 413; `None` when it
+/// takes no body (one sent is drained or the connection closed).
+pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static str)> {
+    const SMALL: usize = 64 << 10;
+    let publish = app.config.publish.max_size as usize;
+    match request {
+        NpmRequest::Login { .. } => Some((SMALL, "login")),
+        NpmRequest::CreateToken => Some((SMALL, "token")),
+        NpmRequest::DistTag { remove: false, .. } => Some((SMALL, "dist-tag")),
+        NpmRequest::Publish { .. } => Some((publish, "publish")),
+        NpmRequest::Unpublish { all: false, .. } => Some((publish, "unpublish")),
+        NpmRequest::Audit { .. } => Some((audit::MAX_BODY, "audit")),
+        _ => None,
+    }
+}
+
+/// Answer `call` (its caller allowed by [`access`]).
+pub async fn dispatch(call: &Call<'_>) -> Result<Answer, Error> {
+    match call.request {
+        NpmRequest::Audit { path } => audit::relay(call, path).await,
+        NpmRequest::Login { .. }
+        | NpmRequest::WebLogin
+        | NpmRequest::Whoami
+        | NpmRequest::Logout { .. }
+        | NpmRequest::Tokens
+        | NpmRequest::CreateToken
+        | NpmRequest::RevokeToken { .. }
+        | NpmRequest::User { .. } => accounts::handle(call).await,
+        NpmRequest::Publish { .. }
+        | NpmRequest::Unpublish { .. }
+        | NpmRequest::UnpublishTarball { .. }
+        | NpmRequest::DistTag { .. } => publish::handle(call).await,
+        NpmRequest::Visibility { name } if call.app.private.contains(name) => {
+            publish::visibility(call)
+        }
+        NpmRequest::Passthrough {
+            package: Some(name),
+            path,
+        } if call.app.private.contains(name) => publish::attestations(call, path).await,
+        _ => reads::handle(call).await,
+    }
+}
+
+/// The identity a write needs: the caller, or an error telling them to log in.
+pub fn user<'a>(call: &Call<'a>) -> Result<&'a Identity, Error> {
+    call.who.ok_or_else(login_first)
+}
+
+/// The error for a request that needs a user and has none.
+pub fn login_first() -> Error {
+    Error::Unauthenticated(
+        "log in first: npm login --registry <this registry> (or an _authToken in .npmrc)".into(),
+    )
+}
+
+/// The checks a request must pass before its body is read: a write to a package names one
+/// published here, by a user. A refused write never makes the front read its body.
+pub fn precheck(call: &Call<'_>) -> Result<(), Error> {
+    if !matches!(
+        call.request,
+        NpmRequest::Publish { .. }
+            | NpmRequest::DistTag { .. }
+            | NpmRequest::Unpublish { .. }
+            | NpmRequest::UnpublishTarball { .. }
+    ) {
+        return Ok(());
+    }
+    if let Some(name) = call.request.package() {
+        if !call.app.private.contains(name) {
+            return Err(Error::NotOffered(format!(
+                "{name} is not published here (only the scopes in [publish] scopes and the \
+                 names in [publish] packages are): for it sluice is a read-only mirror"
+            )));
+        }
+    }
+    user(call).map(|_| ())
+}

@@ -1,0 +1,63 @@
+//! The one mapping of the core's errors to HTTP: a status by whose fault it is, and npm's
+//! `{"error": …}` with the core's message (a 401 also says how to authenticate).
+
+use sluice_plugin_api::NpmRequest;
+
+use crate::api::Answer;
+use crate::core::{Error, Fault};
+use crate::upstream::UpstreamError;
+
+/// The HTTP status for a failure that is `fault`'s.
+pub fn status(fault: Fault) -> u16 {
+    match fault {
+        Fault::Client => 400,
+        Fault::Unauthenticated => 401,
+        Fault::Forbidden => 403,
+        Fault::NotFound => 404,
+        Fault::NotOffered => 405,
+        Fault::Conflict => 409,
+        Fault::TooLarge => 413,
+        Fault::Throttled => 429,
+        Fault::Upstream => 502,
+        Fault::Unavailable => 503,
+        Fault::Store => 503,
+        Fault::UpstreamTimeout => 504,
+        Fault::Internal => 500,
+    }
+}
+
+/// The answer to `request` that failed with `error`.
+pub fn answer(request: Option<&NpmRequest>, error: &Error) -> Answer {
+    let what = request
+        .and_then(NpmRequest::package)
+        .unwrap_or("the request");
+    let status = status(error.fault());
+    match error {
+        Error::Refused(response) => Answer::plugin(response.clone()),
+        Error::Unauthenticated(message) => Answer::plugin(
+            sluice_plugin_api::Response::error(status, message.clone()).with_header(
+                "www-authenticate",
+                "Bearer realm=\"sluice\", Basic realm=\"sluice\"",
+            ),
+        ),
+        Error::Upstream(UpstreamError::Integrity(_)) | Error::Packument { .. } => {
+            Answer::error(status, error.to_string())
+        }
+        Error::Upstream(e) => Answer::error(
+            status,
+            format!("{e}; {what} is not in sluice's store yet, try again later"),
+        ),
+        Error::Store(e) => {
+            tracing::error!(error = %e, "store failure");
+            Answer::error(
+                status,
+                format!("sluice's store failed ({e}); try again later"),
+            )
+        }
+        Error::Internal(_) | Error::Plugin(_) => {
+            tracing::error!(%error, "internal error");
+            Answer::error(status, error.to_string())
+        }
+        _ => Answer::error(status, error.to_string()),
+    }
+}
