@@ -37,17 +37,35 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
     Ok(Answer::json(status, &value))
 }
 
-/// `GET /-/user/org.couchdb.user:{name}`.
+/// The answer to a login that failed, whether the name exists or not.
+fn wrong_password() -> Error {
+    Error::Unauthenticated("wrong user name or password".into())
+}
+
+/// `GET /-/user/org.couchdb.user:{name}`: the whole document (with the e-mail address) to
+/// that user; the name alone to another user (`npm owner add` checks that the name exists);
+/// nothing to an anonymous client, whether the name exists or not.
 fn user_document(call: &Call<'_>, name: &str) -> Reply {
-    match call.app.auth.email(name) {
-        Some(email) => Ok((
-            200,
-            json!({ "_id": format!("org.couchdb.user:{name}"), "_rev": "1-0", "name": name, "email": email, "type": "user", "roles": [] }),
-        )),
-        None => Err(Error::NotFound(format!(
+    let Some(who) = call.who else {
+        return Err(login_first());
+    };
+    let auth = &call.app.auth;
+    if !auth.has_user(name) {
+        return Err(Error::NotFound(format!(
             "{name} is not a user of this registry"
-        ))),
+        )));
     }
+    let mut document = json!({
+        "_id": format!("org.couchdb.user:{name}"),
+        "_rev": "1-0",
+        "name": name,
+        "type": "user",
+        "roles": [],
+    });
+    if who.user == name {
+        document["email"] = Value::String(auth.email(name).unwrap_or_default());
+    }
+    Ok((200, document))
 }
 
 /// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
@@ -71,10 +89,11 @@ async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> R
     }
     if !auth.has_user(name) {
         if !auth.adduser {
-            return Err(Error::Unauthenticated(format!(
-                "{name} is not a user of this registry: an admin adds users with \
-                 `sluice user add {name}` (auth.adduser is off)"
-            )));
+            // An unknown name is told apart from a wrong password neither by the answer nor
+            // by its time (the check hashes as a real one does), and it counts as a failure.
+            let _ = auth.check_password(name, password);
+            auth.failed(name, address).await;
+            return Err(wrong_password());
         }
         // `npm adduser` sends the e-mail address it asked for; `npm login` none.
         let email = body
@@ -92,7 +111,7 @@ async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> R
         }
     } else if !auth.check_password(name, password) {
         auth.failed(name, address).await;
-        return Err(Error::Unauthenticated("wrong user name or password".into()));
+        return Err(wrong_password());
     }
     match auth.create_token(name, false, Vec::new()).await {
         Ok((token, _)) => Ok((

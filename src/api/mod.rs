@@ -48,7 +48,8 @@ pub struct Call<'a> {
 /// Who a request needs, by what it does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, whatever the registry's `auth.read` (ping, logging in).
+    /// Anyone, whatever the registry's `auth.read` (ping, logging in, a user document): the
+    /// credentials, when they are good, say who asks, and the handler decides.
     Anyone,
     /// A reader: anyone on an anonymous registry, a user on an authenticated one.
     Read,
@@ -59,7 +60,10 @@ pub enum Access {
 /// What `request` needs of its caller.
 pub fn access(request: &NpmRequest) -> Access {
     match request {
-        NpmRequest::Ping | NpmRequest::Login { .. } | NpmRequest::WebLogin => Access::Anyone,
+        NpmRequest::Ping
+        | NpmRequest::Login { .. }
+        | NpmRequest::WebLogin
+        | NpmRequest::User { .. } => Access::Anyone,
         NpmRequest::Publish { .. }
         | NpmRequest::DistTag { .. }
         | NpmRequest::Unpublish { .. }

@@ -38,7 +38,14 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
         }
         NpmRequest::Search(query) => Ok(Answer::json(
             200,
-            &crate::core::search::search(app.store.as_ref(), &app.host, &app.renders, query).await,
+            &crate::core::search::search(
+                app.store.as_ref(),
+                &app.host,
+                &app.renders,
+                &app.private,
+                query,
+            )
+            .await,
         )),
         NpmRequest::Passthrough { path, .. } => relay(call, path).await,
         NpmRequest::Visibility { name } => Err(Error::NotFound(format!(

@@ -319,9 +319,9 @@ impl Packuments {
         }
     }
 
-    /// Whether `name` is published here (never asked of upstream).
-    pub fn is_private(&self, name: &str) -> bool {
-        self.private.contains(name)
+    /// The names published here, which these packuments never ask upstream for.
+    pub fn private(&self) -> &PrivateNames {
+        &self.private
     }
 
     /// A number that changes whenever the stored packument of `name` changes in this process:

@@ -68,11 +68,6 @@ impl Renders {
         }
     }
 
-    /// Whether `name` is published here.
-    pub fn is_private(&self, name: &str) -> bool {
-        self.packuments.is_private(name)
-    }
-
     /// The document of `name` as served: the versions plugins hide taken off, invariants
     /// repaired (links not yet rewritten).
     pub fn filtered(&self, name: &str, doc: &Doc) -> Result<Filtered, Error> {

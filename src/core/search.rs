@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use sluice_plugin_api::SearchQuery;
 
 use super::renders::{Filtered, Renders};
+use super::PrivateNames;
 use crate::plugins::Host;
 use crate::store::{all_names, Store};
 
@@ -12,6 +13,7 @@ pub async fn search(
     store: &dyn Store,
     host: &Host,
     renders: &Renders,
+    private: &PrivateNames,
     query: &SearchQuery,
 ) -> Value {
     let words: Vec<String> = query
@@ -24,7 +26,7 @@ pub async fn search(
     let mut skipped = 0;
     let mut total = 0;
     for name in names {
-        if !host.admits(&name) && !renders.is_private(&name) {
+        if !host.admits(&name) && !private.contains(&name) {
             continue;
         }
         let Ok(Some(stored)) = store.packument(&name).await else {

@@ -533,7 +533,7 @@ impl Tarballs {
         if self.store.has_tarball(name, file).await.unwrap_or(false) {
             return Ok(Downloaded::Stored);
         }
-        if self.packuments.is_private(name) {
+        if self.packuments.private().contains(name) {
             // Published here: upstream is never asked, whatever the store lacks.
             let error = Error::NotFound(format!("{name}/-/{file} is not in this registry's store"));
             let _ = head.send(Err(error.clone()));

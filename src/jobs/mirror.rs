@@ -315,7 +315,8 @@ impl Follower {
         let concurrency = self.app.config.upstream.concurrency;
         let results: Vec<bool> = futures::stream::iter(names.iter().cloned())
             .map(|name| async move {
-                if !self.app.host.admits(&name) {
+                // Names published here are never fetched from upstream's feed.
+                if !self.app.host.admits(&name) || self.app.private.contains(&name) {
                     return true;
                 }
                 let result = with_retries(|| async {

@@ -8,6 +8,23 @@ use sluice_plugin_api::CacheStatus;
 use super::RequestCtx;
 use crate::app::App;
 
+/// The paths that carry a credential in their last segment: `npm logout`'s token, and the
+/// token (or its key) of `npm token revoke`.
+const CREDENTIAL_PATHS: [&str; 2] = ["/-/user/token/", "/-/npm/v1/tokens/token/"];
+
+/// `path` as it may be logged: a credential in it is replaced by `[redacted]`.
+pub fn loggable(path: &str) -> std::borrow::Cow<'_, str> {
+    for prefix in CREDENTIAL_PATHS {
+        if let Some(at) = path.find(prefix) {
+            let end = at + prefix.len();
+            if end < path.len() {
+                return format!("{}[redacted]", &path[..end]).into();
+            }
+        }
+    }
+    path.into()
+}
+
 /// Count the request in the metrics and write its access log line.
 pub fn log(app: &App, session: &Session, error: Option<&pingora::Error>, ctx: &mut RequestCtx) {
     let header = session.req_header();
@@ -23,7 +40,7 @@ pub fn log(app: &App, session: &Session, error: Option<&pingora::Error>, ctx: &m
         target: "sluice::access",
         id = ctx.plugin.request_id,
         method = %header.method,
-        path = %header.uri.path(),
+        path = %loggable(header.uri.path()),
         route = ctx.route,
         status = ctx.status,
         cache,

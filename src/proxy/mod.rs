@@ -40,6 +40,8 @@ pub struct RequestCtx {
     bytes: usize,
     /// Whether this request counts in the metrics' `in_flight`.
     counted: bool,
+    /// Whether its answer depends on who asked (see `respond::Conditions::personal`).
+    personal: bool,
 }
 
 /// The HTTP front of sluice.
@@ -66,6 +68,7 @@ impl SluiceProxy {
             status: 0,
             bytes: 0,
             counted: false,
+            personal: self.app.config.auth.read == crate::config::Read::Authenticated,
         }
     }
 
@@ -80,6 +83,7 @@ impl SluiceProxy {
                 return *refusal.answer;
             }
         };
+        ctx.personal |= api::access(&request) != api::Access::Read;
         let header = session.req_header();
         let authorization = header_text(header, http::header::AUTHORIZATION);
         let address = session

@@ -73,6 +73,19 @@ pub struct Conditions {
     pub range: Option<String>,
     /// `If-Range`.
     pub if_range: Option<String>,
+    /// Whether the answer depends on who asked (an authenticated registry, a user's own
+    /// data): then no shared cache may keep it.
+    pub personal: bool,
+}
+
+/// The `Cache-Control` of an answer with `cache_control` that depends on who asked.
+fn personal(cache_control: Option<&'static str>) -> &'static str {
+    match cache_control {
+        Some("public, max-age=300") => "private, max-age=300",
+        Some("public, max-age=31536000, immutable") => "private, max-age=31536000, immutable",
+        Some("no-cache") => "private, no-cache",
+        _ => "private",
+    }
 }
 
 /// A single byte range of a body of `len` bytes: `Ok(None)` means "serve it whole" (no range,
@@ -102,113 +115,151 @@ fn byte_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some(range))
 }
 
-/// The response header and body; a matching `If-None-Match` (or, without one, an
-/// `If-Modified-Since` not older than `Last-Modified`) gives 304 without a body.
-pub fn into_response(answer: Answer, conditions: &Conditions) -> Result<(ResponseHeader, Body)> {
-    let this = answer;
-    let if_none_match = conditions.if_none_match.as_deref();
-    let if_modified_since = conditions.if_modified_since.as_deref();
-    let not_modified = this.status == 200
-        && match (
-            &this.etag,
-            if_none_match,
-            &this.last_modified,
-            if_modified_since,
+/// Whether `answer` is unchanged for a client holding `conditions`: a matching
+/// `If-None-Match` or, without one, an `If-Modified-Since` not older than `Last-Modified`.
+fn not_modified(answer: &Answer, conditions: &Conditions) -> bool {
+    if answer.status != 200 {
+        return false;
+    }
+    match (
+        &answer.etag,
+        conditions.if_none_match.as_deref(),
+        &answer.last_modified,
+        conditions.if_modified_since.as_deref(),
+    ) {
+        (Some(etag), Some(header), _, _) => header
+            .split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == "*" || t == &**etag),
+        (_, None, Some(modified), Some(since)) => match (
+            httpdate::parse_http_date(modified),
+            httpdate::parse_http_date(since),
         ) {
-            (Some(etag), Some(header), _, _) => header
-                .split(',')
-                .map(|t| t.trim().trim_start_matches("W/"))
-                .any(|t| t == "*" || t == &**etag),
-            (_, None, Some(modified), Some(since)) => {
-                match (
-                    httpdate::parse_http_date(modified),
-                    httpdate::parse_http_date(since),
-                ) {
-                    (Ok(modified), Ok(since)) => modified <= since,
-                    _ => false,
-                }
-            }
+            (Ok(modified), Ok(since)) => modified <= since,
             _ => false,
-        };
-    let status = if not_modified { 304 } else { this.status };
+        },
+        _ => false,
+    }
+}
+
+/// The response header and body; an unchanged answer ([`not_modified`]) is 304 without a
+/// body, a satisfiable single range of a tarball 206, an unsatisfiable one 416.
+pub fn into_response(answer: Answer, conditions: &Conditions) -> Result<(ResponseHeader, Body)> {
+    let unchanged = not_modified(&answer, conditions);
+    let status = if unchanged { 304 } else { answer.status };
     // No case map: every name here is lowercase already, and HTTP/2 has no case at all.
     let mut response = ResponseHeader::build_no_case(status, Some(12))?;
-    if let Some(etag) = &this.etag {
+    if let Some(etag) = &answer.etag {
         response.insert_header("etag", &**etag)?;
     }
-    if let Some(modified) = &this.last_modified {
+    if let Some(modified) = &answer.last_modified {
         response.insert_header("last-modified", &**modified)?;
     }
-    if let Some(cache_control) = this.cache_control {
+    let cache_control = if conditions.personal {
+        Some(personal(answer.cache_control))
+    } else {
+        answer.cache_control
+    };
+    if let Some(cache_control) = cache_control {
         response.insert_header("cache-control", HeaderValue::from_static(cache_control))?;
     }
-    if this.vary {
-        response.insert_header("vary", HeaderValue::from_static("Accept, Accept-Encoding"))?;
+    let vary = match (answer.vary, conditions.personal) {
+        (true, true) => Some("Accept, Accept-Encoding, Authorization"),
+        (true, false) => Some("Accept, Accept-Encoding"),
+        (false, true) => Some("Authorization"),
+        (false, false) => None,
+    };
+    if let Some(vary) = vary {
+        response.insert_header("vary", HeaderValue::from_static(vary))?;
     }
-    for (name, value) in &this.headers {
+    for (name, value) in &answer.headers {
         response.append_header(name.clone(), value.as_str())?;
     }
-    if not_modified {
+    if unchanged {
         response.insert_header("content-length", HeaderValue::from_static("0"))?;
         return Ok((response, Body::Full(Bytes::new())));
     }
-    match &this.content_type {
+    match &answer.content_type {
         ContentType::Static(t) => {
             response.insert_header("content-type", HeaderValue::from_static(t))?
         }
         ContentType::Owned(t) => response.insert_header("content-type", t.as_str())?,
     }
-    if this.gzip {
+    if answer.gzip {
         response.insert_header("content-encoding", HeaderValue::from_static("gzip"))?;
     }
-    if this.ranges && this.status == 200 {
-        response.insert_header("accept-ranges", HeaderValue::from_static("bytes"))?;
-        let fresh = match (&conditions.if_range, &this.etag) {
-            (Some(if_range), Some(etag)) => if_range.trim() == &**etag,
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
-        let range = match (
-            conditions.range.as_deref().filter(|_| fresh),
-            this.body.len(),
-        ) {
-            (Some(range), Some(len)) => Some((byte_range(range, len), len)),
-            _ => None,
-        };
-        match range {
-            Some((Ok(Some((start, end))), len)) => {
-                response.set_status(206)?;
-                response.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
-                response.insert_header("content-length", (end - start + 1).to_string())?;
-                let body = match this.body {
-                    Body::Full(bytes) => Body::Full(bytes.slice(start as usize..=end as usize)),
-                    Body::Stream { stream, .. } => Body::Stream {
-                        size: Some(end - start + 1),
-                        stream: ranged(stream, start, end),
-                    },
-                    Body::File { file, offset, .. } => Body::File {
-                        file,
-                        offset: offset + start,
-                        len: end - start + 1,
-                    },
-                };
-                return Ok((response, body));
-            }
-            Some((Err(()), len)) => {
-                response.set_status(416)?;
-                response.insert_header("content-range", format!("bytes */{len}"))?;
-                response.remove_header("content-type");
-                response.insert_header("content-length", "0")?;
-                return Ok((response, Body::Full(Bytes::new())));
-            }
-            _ => {}
+    let body = if answer.ranges && answer.status == 200 {
+        match ranged_body(
+            &mut response,
+            answer.body,
+            conditions,
+            answer.etag.as_deref(),
+        )? {
+            Ranged::Whole(body) => body,
+            Ranged::Part(body) => return Ok((response, body)),
         }
-    }
-    match this.body.len() {
+    } else {
+        answer.body
+    };
+    match body.len() {
         Some(len) => response.insert_header("content-length", HeaderValue::from(len))?,
         None => response.insert_header("transfer-encoding", HeaderValue::from_static("chunked"))?,
     }
-    Ok((response, this.body))
+    Ok((response, body))
+}
+
+/// A body that takes ranges, after the `Range` header was read.
+enum Ranged {
+    /// Served whole (no range, an `If-Range` that does not match, a form not taken).
+    Whole(Body),
+    /// A part (206) or nothing (416), its header complete.
+    Part(Body),
+}
+
+/// The part of `body` that `conditions` ask for, with the headers that say so.
+fn ranged_body(
+    response: &mut ResponseHeader,
+    body: Body,
+    conditions: &Conditions,
+    etag: Option<&str>,
+) -> Result<Ranged> {
+    response.insert_header("accept-ranges", HeaderValue::from_static("bytes"))?;
+    let fresh = match (&conditions.if_range, etag) {
+        (Some(if_range), Some(etag)) => if_range.trim() == etag,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    let (Some(range), Some(len)) = (conditions.range.as_deref().filter(|_| fresh), body.len())
+    else {
+        return Ok(Ranged::Whole(body));
+    };
+    match byte_range(range, len) {
+        Ok(Some((start, end))) => {
+            response.set_status(206)?;
+            response.insert_header("content-range", format!("bytes {start}-{end}/{len}"))?;
+            response.insert_header("content-length", (end - start + 1).to_string())?;
+            Ok(Ranged::Part(match body {
+                Body::Full(bytes) => Body::Full(bytes.slice(start as usize..=end as usize)),
+                Body::Stream { stream, .. } => Body::Stream {
+                    size: Some(end - start + 1),
+                    stream: ranged(stream, start, end),
+                },
+                Body::File { file, offset, .. } => Body::File {
+                    file,
+                    offset: offset + start,
+                    len: end - start + 1,
+                },
+            }))
+        }
+        Err(()) => {
+            response.set_status(416)?;
+            response.insert_header("content-range", format!("bytes */{len}"))?;
+            response.remove_header("content-type");
+            response.insert_header("content-length", "0")?;
+            Ok(Ranged::Part(Body::Full(Bytes::new())))
+        }
+        Ok(None) => Ok(Ranged::Whole(body)),
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ pub async fn send(
         if_modified_since: text(http::header::IF_MODIFIED_SINCE),
         range: text(http::header::RANGE),
         if_range: text(http::header::IF_RANGE),
+        personal: ctx.personal,
     };
     let (mut response, body) = respond::into_response(answer, &conditions)?;
     if let Some(status) = ctx.plugin.cache_status {
@@ -165,10 +166,10 @@ pub async fn failed(session: &mut Session, error: &pingora::Error) {
         tracing::error!(
             status = code,
             method = %header.method,
-            path = %header.uri.path(),
+            path = %super::log::loggable(header.uri.path()),
             "request failed: {error}"
         );
     } else {
-        tracing::debug!(method = %header.method, path = %header.uri.path(), "request cut off: {error}");
+        tracing::debug!(method = %header.method, path = %super::log::loggable(header.uri.path()), "request cut off: {error}");
     }
 }
