@@ -4,7 +4,7 @@
 use base64::Engine as _;
 
 use super::tokens::address_allowed;
-use super::Auth;
+use super::{sha256_hex, Auth};
 use crate::store::StoreError;
 
 /// Who a request comes from.
@@ -14,6 +14,35 @@ pub struct Identity {
     pub user: String,
     /// Whether the credential may only read (a read-only token).
     pub readonly: bool,
+    /// The sha256 (hex) of the bearer token used, `None` for a password.
+    pub token_hash: Option<String>,
+}
+
+impl Identity {
+    /// Whether this credential may list, create or revoke tokens: a read-only token may not
+    /// (as on npm's registry), or reading would be enough to take over the account's tokens.
+    pub fn may_manage_tokens(&self) -> Result<(), AuthError> {
+        if self.readonly {
+            return Err(AuthError::Forbidden(
+                "this token is read-only: read-only tokens cannot list, create or revoke \
+                 tokens; use a read-write token or log in again (npm login)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this credential may log out (revoke) `token`, the token or its sha256: a
+    /// read-only token may log out itself only, so that `npm logout` works with it.
+    pub fn may_log_out(&self, token: &str) -> Result<(), AuthError> {
+        let own = self.token_hash.as_deref();
+        if !self.readonly || own == Some(token) || own == Some(sha256_hex(token).as_str()) {
+            return Ok(());
+        }
+        Err(AuthError::Forbidden(
+            "this token is read-only: it can log out itself, but no other token".into(),
+        ))
+    }
 }
 
 /// Why credentials were not accepted.
@@ -25,8 +54,8 @@ pub enum AuthError {
     /// Known, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
-    /// Too many failed logins lately for the user or the address.
-    #[error("too many failed logins for this user or address: wait a few minutes")]
+    /// Too many failed logins lately from the address (for the user, or for anyone).
+    #[error("too many failed logins from this address: wait a few minutes")]
     Locked,
     /// The store failed.
     #[error("{0}")]
@@ -92,6 +121,7 @@ impl Auth {
         Ok(Identity {
             user: info.user,
             readonly: info.readonly,
+            token_hash: Some(info.hash),
         })
     }
 
@@ -122,6 +152,7 @@ impl Auth {
         Ok(Identity {
             user: user.to_string(),
             readonly: false,
+            token_hash: None,
         })
     }
 }

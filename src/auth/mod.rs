@@ -22,7 +22,9 @@ use sluice_plugin_api::live::LiveFile;
 pub use identity::{AuthError, Identity};
 pub use limits::failure_delay;
 pub use tokens::{address_allowed, parse_cidr, TokenInfo};
-pub use users::{edit_users, hash_password, load_users, valid_email, User, Users};
+pub use users::{
+    edit_users, hash_password, load_users, users_file_exposed, valid_email, User, Users,
+};
 
 use crate::store::SharedStore;
 
@@ -33,10 +35,10 @@ pub struct Auth {
     /// Tokens seen recently (hash → info), so a request does not read the store each time; a
     /// revocation elsewhere in a fleet takes effect within this cache's lifetime.
     seen: moka::sync::Cache<String, Option<TokenInfo>>,
-    /// Basic credentials verified recently (sha256 of `user:password`): argon2 is slow on
-    /// purpose.
-    verified: moka::sync::Cache<String, String>,
-    /// Failed password checks per user name (and per client address) in the last minutes.
+    /// Passwords verified recently (sha256 of user, stored hash and password): argon2 is slow
+    /// on purpose.
+    verified: moka::sync::Cache<String, ()>,
+    /// Failed password checks per user, address and pair in the last minutes.
     failures: moka::sync::Cache<String, u32>,
     /// Whether a login for an unknown name creates the user.
     pub adduser: bool,
@@ -59,6 +61,9 @@ impl Auth {
         adduser: bool,
         sync: Duration,
     ) -> Result<Self, String> {
+        if let Some(warning) = users_file_exposed(users) {
+            tracing::warn!("{warning}");
+        }
         Ok(Self {
             users: Arc::new(load_users(users)?),
             store,

@@ -109,23 +109,24 @@ impl Auth {
         Arc::new(UsersFile(self.users.clone()))
     }
 
-    /// Whether `password` is `user`'s.
+    /// Whether `password` is `user`'s, as the users file says now.
     pub fn check_password(&self, user: &str, password: &str) -> bool {
-        let key = sha256_hex(&format!("{user}:{password}"));
-        if self.verified.get(&key).is_some_and(|u| u == user) {
-            return self.users.current().contains_key(user);
-        }
-        if !self.has_user(user) {
-            // As slow as a wrong password: a probe does not learn which names exist.
-            let _ = hash_password(password);
-            return false;
-        }
-        let users = self.users.current();
+        let users = if self.has_user(user) {
+            self.users.current()
+        } else {
+            Arc::default()
+        };
         let Some(hash) = users.get(user).map(|u| &u.hash) else {
             // As slow as a wrong password: a probe does not learn which names exist.
             let _ = hash_password(password);
             return false;
         };
+        // Keyed by the stored hash too: once the file holds a new one (`sluice user passwd`),
+        // a password verified against the old one is verified again, and fails.
+        let key = sha256_hex(&format!("{user}\n{hash}\n{password}"));
+        if self.verified.contains_key(&key) {
+            return true;
+        }
         let ok = PasswordHash::new(hash)
             .map(|parsed| {
                 Argon2::default()
@@ -134,7 +135,7 @@ impl Auth {
             })
             .unwrap_or(false);
         if ok {
-            self.verified.insert(key, user.to_string());
+            self.verified.insert(key, ());
         }
         ok
     }
@@ -189,7 +190,12 @@ pub fn edit_users(
     path: &Path,
     edit: impl FnOnce(&mut Users) -> Result<(), String>,
 ) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only a missing file is no users: one that cannot be read must not be rewritten as empty.
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     let parsed = parse_users(&text);
     if let Some(error) = parsed.errors.first() {
         return Err(format!(
@@ -222,6 +228,46 @@ pub fn edit_users(
         out.push_str(&user_line(&name, &user));
     }
     let temp = path.with_extension("sluice-tmp");
-    std::fs::write(&temp, out).map_err(|e| format!("{}: {e}", temp.display()))?;
+    write_owner_only(&temp, &out).map_err(|e| format!("{}: {e}", temp.display()))?;
     std::fs::rename(&temp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Write `text` to a new file at `path` that only its owner may read: it holds password
+/// hashes, which can be guessed at offline.
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    // A file left by an interrupted edit would keep its mode: start afresh.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// A warning when the users file at `path` is open to group or others (it holds password
+/// hashes, and whoever can write it can add a user); `None` when it is not, or is missing.
+pub fn users_file_exposed(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the users file {0} is open to group or others (mode {mode:04o}): it holds \
+                 password hashes; chmod 600 {0}",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
