@@ -99,6 +99,96 @@ impl Client {
     }
 }
 
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[test]
+fn a_read_only_token_lists_creates_and_revokes_no_tokens_but_may_log_itself_out() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    user_cli(&sluice.config_path, "add", "alice", "correct horse");
+    let client = Client::new(&sluice, "127.0.0.1");
+    let (status, answer) = client.login("alice", "correct horse");
+    assert_eq!(status, 201, "{answer}");
+    let writer = answer["token"].as_str().unwrap().to_string();
+    let (status, writer_info) = client.send(
+        reqwest::Method::GET,
+        "-/npm/v1/tokens",
+        Some(&bearer(&writer)),
+        None,
+    );
+    assert_eq!(status, 200, "{writer_info}");
+    let writer_id = writer_info["objects"][0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, created) = client.send(
+        reqwest::Method::POST,
+        "-/npm/v1/tokens",
+        Some(&bearer(&writer)),
+        Some(json!({"password": "correct horse", "readonly": true, "cidr_whitelist": []})),
+    );
+    assert_eq!(status, 200, "{created}");
+    let reader = bearer(created["token"].as_str().unwrap());
+
+    // Each token-management route refuses the read-only token with npm's {"error": …}.
+    let create = json!({"password": "correct horse", "readonly": false, "cidr_whitelist": []});
+    let attempts = [
+        (reqwest::Method::GET, "-/npm/v1/tokens".to_string(), None),
+        (
+            reqwest::Method::POST,
+            "-/npm/v1/tokens".to_string(),
+            Some(create),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("-/npm/v1/tokens/token/{writer_id}"),
+            None,
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("-/user/token/{writer}"),
+            None,
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let (status, answer) = client.send(method.clone(), &path, Some(&reader), body);
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("read-only"),
+            "{method} {path}: {answer}"
+        );
+    }
+    // The read-write token survived all of that.
+    let (status, me) = client.send(
+        reqwest::Method::GET,
+        "-/whoami",
+        Some(&bearer(&writer)),
+        None,
+    );
+    assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
+    let (_, list) = client.send(
+        reqwest::Method::GET,
+        "-/npm/v1/tokens",
+        Some(&bearer(&writer)),
+        None,
+    );
+    assert_eq!(list["total"], 2, "{list}");
+
+    // `npm logout` with the read-only token revokes that token, and only that one.
+    let own = created["token"].as_str().unwrap();
+    let (status, answer) = client.send(
+        reqwest::Method::DELETE,
+        &format!("-/user/token/{own}"),
+        Some(&reader),
+        None,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = client.send(reqwest::Method::GET, "-/whoami", Some(&reader), None);
+    assert_eq!(status, 401);
+}
+
 #[test]
 fn after_sluice_user_passwd_the_old_password_stops_working_once_the_file_is_reread() {
     let upstream = FakeRegistry::start();
