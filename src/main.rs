@@ -32,7 +32,8 @@ enum LogFormat {
 enum Command {
     /// Run the registry server.
     Serve,
-    /// Validate the configuration and print the effective one.
+    /// Validate the configuration and print the effective one; warn when the users file is
+    /// open to other accounts.
     Check,
     /// Put packages and their whole dependency closure on the whitelist and mirror them; or,
     /// with --lockfile, exactly the versions lockfiles name.
@@ -188,9 +189,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    if !path.exists() {
-        std::fs::write(path, "")?;
-    }
+    // A missing file is created by the edit, owner-only (it holds password hashes).
     let shown = path.display().to_string();
     match action {
         UserAction::Add {
@@ -297,6 +296,9 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Check => {
             sluice::plugins::Host::build(&config)?;
             print!("{config}");
+            if let Some(warning) = sluice::auth::users_file_exposed(&config.auth.users) {
+                eprintln!("sluice: warning: {warning}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::AddPackage {

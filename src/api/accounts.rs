@@ -140,6 +140,7 @@ async fn logout(auth: &Auth, who: Option<&Identity>, token: &str) -> Reply {
     let Some(who) = who else {
         return Err(login_first());
     };
+    who.may_log_out(token)?;
     match auth.revoke(&who.user, token).await {
         Ok(_) => Ok((200, json!({ "ok": true }))),
         Err(e) => Err(e.into()),
@@ -167,6 +168,7 @@ async fn tokens(auth: &Auth, who: Option<&Identity>) -> Reply {
     let Some(who) = who else {
         return Err(login_first());
     };
+    who.may_manage_tokens()?;
     match auth.tokens(&who.user).await {
         Ok(list) => {
             let objects: Vec<Value> = list.iter().map(redacted).collect();
@@ -184,6 +186,7 @@ async fn create_token(auth: &Auth, who: Option<&Identity>, body: &[u8]) -> Reply
     let Some(who) = who else {
         return Err(login_first());
     };
+    who.may_manage_tokens()?;
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let password = body.get("password").and_then(Value::as_str).unwrap_or("");
     if auth.locked_out(&who.user, None) {
@@ -227,6 +230,7 @@ async fn revoke_token(auth: &Auth, who: Option<&Identity>, id: &str) -> Reply {
     let Some(who) = who else {
         return Err(login_first());
     };
+    who.may_manage_tokens()?;
     match auth.revoke(&who.user, id).await {
         Ok(true) => Ok((200, json!({ "ok": true }))),
         Ok(false) => Err(Error::NotFound(format!(

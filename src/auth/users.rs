@@ -1,0 +1,273 @@
+//! The users file: one `name:<argon2id PHC string>[:<email>]` a line, edited by an admin or by
+//! `sluice user add|passwd|remove`, hot-reloaded; and password checks against it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use rand_core::OsRng;
+use sluice_plugin_api::live::{self, LiveFile, Watched};
+
+use super::{sha256_hex, Auth};
+
+/// A user of the users file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// The password's argon2id PHC string.
+    pub hash: String,
+    /// The e-mail address shown beside the name in a package's maintainers (may be empty).
+    pub email: String,
+}
+
+/// The users file's users, by name.
+pub type Users = BTreeMap<String, User>;
+
+/// Whether `email` can be kept in the users file (one line, no `:`).
+pub fn valid_email(email: &str) -> bool {
+    email.len() <= 254 && !email.contains([':', '\n', '\r']) && email.trim() == email
+}
+
+fn parse_users(text: &str) -> live::Parsed<Users> {
+    let mut value = Users::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start_matches('\u{feff}').trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // A PHC string has no `:`, so what follows a second one is the e-mail address.
+        let parsed = line.split_once(':').and_then(|(name, rest)| {
+            let (hash, email) = rest.split_once(':').unwrap_or((rest, ""));
+            let ok = !name.is_empty() && PasswordHash::new(hash).is_ok();
+            ok.then(|| {
+                let user = User {
+                    hash: hash.to_string(),
+                    email: email.trim().to_string(),
+                };
+                (name.to_string(), user)
+            })
+        });
+        match parsed {
+            Some((name, user)) => {
+                value.insert(name, user);
+            }
+            None => errors.push(live::LineError {
+                line: i + 1,
+                message: "not `name:<argon2id PHC string>[:<email>]` (edit it with `sluice user`)"
+                    .into(),
+            }),
+        }
+    }
+    live::Parsed { value, errors }
+}
+
+/// Hash `password` for the users file.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("cannot hash the password: {e}"))
+}
+
+/// Load the users file at `path`; a missing one means no users yet (it is read once it
+/// appears, e.g. after `sluice user add`).
+pub fn load_users(path: &Path) -> Result<LiveFile<Users>, String> {
+    if !path.exists() {
+        return Ok(LiveFile::from_text(
+            path,
+            "users file",
+            "",
+            parse_users,
+            BTreeMap::is_empty,
+        ));
+    }
+    LiveFile::load(path, "users file", false, parse_users, BTreeMap::is_empty)
+}
+
+/// The users file as the host watches it: missing is no users yet, not a failure to report.
+struct UsersFile(Arc<LiveFile<Users>>);
+
+impl Watched for UsersFile {
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    fn reread(&self, confirm_empty: bool) -> sluice_plugin_api::watch::Reread {
+        if !self.0.path().exists() {
+            return sluice_plugin_api::watch::Reread::Done;
+        }
+        self.0.reread(confirm_empty)
+    }
+}
+
+impl Auth {
+    /// The users file, for the host to watch (a file that does not exist yet is no news).
+    pub fn watched(&self) -> Arc<dyn Watched> {
+        Arc::new(UsersFile(self.users.clone()))
+    }
+
+    /// Whether `password` is `user`'s, as the users file says now.
+    pub fn check_password(&self, user: &str, password: &str) -> bool {
+        let users = if self.has_user(user) {
+            self.users.current()
+        } else {
+            Arc::default()
+        };
+        let Some(hash) = users.get(user).map(|u| &u.hash) else {
+            // As slow as a wrong password: a probe does not learn which names exist.
+            let _ = hash_password(password);
+            return false;
+        };
+        // Keyed by the stored hash too: once the file holds a new one (`sluice user passwd`),
+        // a password verified against the old one is verified again, and fails.
+        let key = sha256_hex(&format!("{user}\n{hash}\n{password}"));
+        if self.verified.contains_key(&key) {
+            return true;
+        }
+        let ok = PasswordHash::new(hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if ok {
+            self.verified.insert(key, ());
+        }
+        ok
+    }
+
+    /// Whether `user` is in the users file. An unknown name makes the file be read again
+    /// first, so a `sluice user add` counts at once, before the watcher notices.
+    pub fn has_user(&self, user: &str) -> bool {
+        if self.users.current().contains_key(user) {
+            return true;
+        }
+        let _ = self.users.reload(false);
+        self.users.current().contains_key(user)
+    }
+
+    /// `user`'s e-mail address ("" when the users file has none), or `None` for no such user.
+    pub fn email(&self, user: &str) -> Option<String> {
+        if !self.has_user(user) {
+            return None;
+        }
+        self.users.current().get(user).map(|u| u.email.clone())
+    }
+
+    /// Add `user` with `password` (and `email`, possibly empty) to the users file (adduser).
+    pub fn add_user(&self, user: &str, password: &str, email: &str) -> Result<(), String> {
+        edit_users(self.users.path(), |users| {
+            if users.contains_key(user) {
+                return Err(format!("{user} exists already"));
+            }
+            let user_entry = User {
+                hash: hash_password(password)?,
+                email: email.to_string(),
+            };
+            users.insert(user.to_string(), user_entry);
+            Ok(())
+        })?;
+        self.users.reload(true).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// `user`'s line in the users file.
+fn user_line(name: &str, user: &User) -> String {
+    if user.email.is_empty() {
+        format!("{name}:{}\n", user.hash)
+    } else {
+        format!("{name}:{}:{}\n", user.hash, user.email)
+    }
+}
+
+/// Change the users file at `path` with `edit`, keeping comments and other lines.
+pub fn edit_users(
+    path: &Path,
+    edit: impl FnOnce(&mut Users) -> Result<(), String>,
+) -> Result<(), String> {
+    // Only a missing file is no users: one that cannot be read must not be rewritten as empty.
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let parsed = parse_users(&text);
+    if let Some(error) = parsed.errors.first() {
+        return Err(format!(
+            "{}:{}: {}",
+            path.display(),
+            error.line,
+            error.message
+        ));
+    }
+    let before = parsed.value.clone();
+    let mut users = parsed.value;
+    edit(&mut users)?;
+    let mut out = String::new();
+    for line in text.lines() {
+        let name = line.split_once(':').map(|(n, _)| n.trim());
+        match name {
+            Some(name) if !line.trim_start().starts_with('#') && before.contains_key(name) => {
+                if let Some(user) = users.remove(name) {
+                    out.push_str(&user_line(name, &user));
+                }
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    // What is left was not in the file: new users.
+    for (name, user) in users {
+        out.push_str(&user_line(&name, &user));
+    }
+    let temp = path.with_extension("sluice-tmp");
+    write_owner_only(&temp, &out).map_err(|e| format!("{}: {e}", temp.display()))?;
+    std::fs::rename(&temp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Write `text` to a new file at `path` that only its owner may read: it holds password
+/// hashes, which can be guessed at offline.
+fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    // A file left by an interrupted edit would keep its mode: start afresh.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+/// A warning when the users file at `path` is open to group or others (it holds password
+/// hashes, and whoever can write it can add a user); `None` when it is not, or is missing.
+pub fn users_file_exposed(path: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the users file {0} is open to group or others (mode {mode:04o}): it holds \
+                 password hashes; chmod 600 {0}",
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
