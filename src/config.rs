@@ -188,7 +188,9 @@ pub struct ServerConfig {
 /// `[upstream]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamConfig {
-    /// The upstream registry's base URL, ending in `/`.
+    /// The upstream registry's base URL, ending in `/`; may carry credentials (printed
+    /// without them, see [`redact_url`]).
+    #[serde(serialize_with = "redacted")]
     pub registry: String,
     /// Connect and read timeout of upstream requests.
     #[serde(serialize_with = "human_duration")]
@@ -200,7 +202,10 @@ pub struct UpstreamConfig {
     /// How many upstream requests background work (refresh, add-package) makes at once.
     pub concurrency: usize,
     /// The replication feed's base URL (mirror mode), ending in `/`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted_option"
+    )]
     pub changes: Option<String>,
 }
 
@@ -883,7 +888,9 @@ fn with_slash(url: &str) -> String {
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("= \"{url}\" is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url);
+    let url = redact_url(url);
+    let parsed = parsed.map_err(|e| format!("= \"{url}\" is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!("= \"{url}\" must be an http:// or https:// URL"));
     }
@@ -924,6 +931,35 @@ fn human_duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&humantime::format_duration(*value).to_string())
 }
 
+fn redacted<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+fn redacted_option<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => redacted(url, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `url` with the user name and password of its authority, if any, replaced by `***`
+/// (`https://***@host/`): the form every log, status answer, printout and error shows.
+///
+/// Works on text that does not parse as a URL too, since error messages quote such text.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let start = scheme_end + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
+}
+
 fn log_format<S: Serializer>(json: &bool, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(if *json { "json" } else { "text" })
 }
@@ -960,6 +996,35 @@ mod tests {
     }
 
     const UPSTREAM: &str = "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n";
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        for (url, shown) in [
+            ("https://user:pass@host/npm/", "https://***@host/npm/"),
+            ("https://token@host:8443/", "https://***@host:8443/"),
+            ("http://a:b@c@host/?q=1", "http://***@host/?q=1"),
+            ("https://host/a@b", "https://host/a@b"),
+            ("https://host/", "https://host/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = parse(
+            "[upstream]\nregistry = \"https://u:hunter2@host/\"\nchanges = \"https://u:hunter2@feed/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.upstream.registry, "https://u:hunter2@host/");
+        let printed = config.to_string();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("https://***@host/"), "{printed}");
+        let error = parse("[upstream]\nregistry = \"https://u:hunter2@host/?x=1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("hunter2") && error.contains("query"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn defaults_and_relative_paths() {
