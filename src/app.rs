@@ -299,7 +299,7 @@ impl App {
             },
             mirror_mode,
             read_through: policy.read_through,
-            upstream: self.config.upstream.registry.clone(),
+            upstream: crate::config::redact_url(&self.config.upstream.registry),
             upstream_failing: self.upstream.is_open(),
             upstream_requests: load(&self.upstream.stats.requests),
             upstream_failures: load(&self.upstream.stats.failures),

@@ -281,8 +281,12 @@ impl Upstream {
     /// on the upstream's origin, else the registry's standard path. Other hosts (and schemes
     /// like `file://`) are never followed.
     pub fn tarball_url(&self, name: &str, file: &str, published: Option<&str>) -> Option<Url> {
-        if let Some(url) = published.and_then(|p| Url::parse(p).ok()) {
+        if let Some(mut url) = published.and_then(|p| Url::parse(p).ok()) {
             if url.origin() == self.registry.origin() {
+                // A published URL never carries the credentials that `upstream.registry` does:
+                // without them a registry that needs them refuses the tarball.
+                url.set_username(self.registry.username()).ok()?;
+                url.set_password(self.registry.password()).ok()?;
                 return Some(url);
             }
         }
@@ -438,7 +442,9 @@ impl Upstream {
 
     /// GET a JSON document (the replication feed), at most `max_packument` bytes.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, UpstreamError> {
-        let url = Url::parse(url).map_err(|e| UpstreamError::Invalid(format!("{url}: {e}")))?;
+        // What errors quote: the URL without the credentials it may carry.
+        let shown = crate::config::redact_url(url);
+        let url = Url::parse(url).map_err(|e| UpstreamError::Invalid(format!("{shown}: {e}")))?;
         let response = self
             .send(
                 self.client
@@ -450,10 +456,10 @@ impl Upstream {
             return Err(UpstreamError::Status(response.status().as_u16()));
         }
         let bytes = self
-            .body(response, self.max_packument, url.as_str(), "max_packument")
+            .body(response, self.max_packument, &shown, "max_packument")
             .await?;
         serde_json::from_slice(&bytes)
-            .map_err(|e| UpstreamError::Invalid(format!("{url} is not JSON: {e}")))
+            .map_err(|e| UpstreamError::Invalid(format!("{shown} is not JSON: {e}")))
     }
 
     /// Read a whole body, at most `limit` bytes after decompression.

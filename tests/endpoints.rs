@@ -1,12 +1,15 @@
 //! The endpoints npm commands use every day, and operating sluice: audit, signing keys,
-//! search, conditional requests, metrics, the status page, verify.
+//! search, conditional requests, metrics, the status page, verify, credentials in the
+//! upstream URL.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::net::TcpStream;
 use std::process::Command;
 
-use support::{FakeRegistry, Project, Sluice};
+use support::process::listen_addr;
+use support::{eventually, FakeRegistry, Project, Reaped, Sluice};
 
 fn tree(upstream: &FakeRegistry) {
     upstream.publish("left", "1.0.0", &[]);
@@ -268,4 +271,100 @@ fn verify_finds_and_drops_a_corrupt_tarball_which_is_then_refetched() {
     let (status, _, bytes) = sluice.get("/left/-/left-1.0.0.tgz", &[]);
     assert_eq!(status, 200);
     assert_eq!(bytes, tarball);
+}
+
+#[test]
+fn credentials_in_the_upstream_url_never_show_in_status_logs_or_check() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let password = "s3cret-Pa55";
+    let registry = upstream
+        .url()
+        .replacen("http://", &format!("http://deploy:{password}@"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("whitelist"), "left\n").unwrap();
+    let dir = Sluice::start_with_registry(dir, &registry, "").stop();
+    let config = dir.path().join("sluice.toml");
+    assert!(std::fs::read_to_string(&config).unwrap().contains(password));
+
+    // The server, logging at info (the start-up line names the upstream) to a file.
+    let log_path = dir.path().join("serve.log");
+    let addr = listen_addr(&config);
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    let url = format!("http://{addr}/");
+    let get = |path: &str| {
+        let (status, _, body) = support::http_get(&format!("{url}{path}"), &[]);
+        (status, String::from_utf8_lossy(&body).to_string())
+    };
+    // Upstream is asked with the credentials, for the document and for its tarball.
+    let (status, _) = get("left");
+    assert_eq!(status, 200);
+    let (status, _) = get("left/-/left-1.0.0.tgz");
+    assert_eq!(status, 200);
+    assert!(upstream.total_requests() >= 2);
+    assert_eq!(
+        upstream.authorized(),
+        upstream.total_requests(),
+        "every upstream request carries the URL's credentials"
+    );
+
+    let (status, json) = get("-/sluice/status");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let shown = json["upstream"].as_str().unwrap().to_string();
+    assert!(
+        !shown.contains(password) && !shown.contains("deploy"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&upstream.url()[7..]),
+        "the host is still shown: {shown}"
+    );
+    let (status, page) = get("-/sluice/");
+    assert_eq!(status, 200);
+    assert!(!page.contains(password), "{page}");
+    assert!(page.contains(&upstream.url()[7..]), "{page}");
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(eventually(30, || child.try_wait().unwrap().is_some()));
+    let log = std::fs::read_to_string(&log_path).unwrap()
+        + &std::fs::read_to_string(dir.path().join("serve.out")).unwrap();
+    assert!(log.contains("sluice serving"), "{log}");
+    assert!(!log.contains(password), "{log}");
+
+    // `sluice check` prints the effective configuration.
+    let out = support::sluice_cli(&config, &["check"]);
+    assert!(out.status.success());
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(printed.contains("registry = "), "{printed}");
+    assert!(!printed.contains(password), "{printed}");
+
+    // A configuration error that quotes the URL does not quote the password.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace(&registry, &format!("{registry}?token=1")),
+    )
+    .unwrap();
+    let out = support::sluice_cli(&bad, &["check"]);
+    assert!(!out.status.success());
+    let printed =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(printed.contains("query"), "{printed}");
+    assert!(!printed.contains(password), "{printed}");
 }

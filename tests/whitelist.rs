@@ -1,13 +1,17 @@
 //! The whitelist, operated: hot reload, add-package with the dependency closure, refresh,
-//! offline installs and unpublish retention.
+//! offline installs and unpublish retention; and under stress: a server and add-package
+//! writing one store at once, 100,000 lines, a file that cannot be read.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
 use std::fs;
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
-use support::{eventually, FakeRegistry, Project, Sluice};
+use support::process::listen_addr;
+use support::{eventually, raw_request, tree, FakeRegistry, Project, Reaped, Sluice};
 
 fn status(sluice: &Sluice, path: &str) -> u16 {
     sluice.get(path, &[]).0
@@ -356,4 +360,154 @@ fn a_first_run_with_the_shipped_configuration_writes_only_under_data() {
     );
     let list = std::fs::read_to_string(checkout.path().join("data/whitelist")).unwrap();
     assert!(list.contains("left"), "{list}");
+}
+
+#[test]
+fn a_server_and_add_package_writing_one_store_at_once_lose_nothing() {
+    let upstream = FakeRegistry::start();
+    let names: Vec<String> = (0..8).map(|i| format!("shared-{i}")).collect();
+    for name in &names {
+        upstream.publish(name, "1.0.0", &[]);
+    }
+    let wants: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "*")).collect();
+    upstream.publish("app", "1.0.0", &wants);
+    // The server revalidates each document every second while add-package merges the same ones.
+    let sluice = Sluice::start(
+        &upstream,
+        "",
+        "[policy]\nwhitelist = \"whitelist\"\nread_through = true\nrefresh = \"1s\"\n",
+    );
+    for round in 1..=3 {
+        for name in &names {
+            upstream.publish(name, &format!("1.{round}.0"), &[]);
+        }
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                for _ in 0..6 {
+                    for name in &names {
+                        let (status, doc) = sluice.get_json(name);
+                        assert_eq!(status, 200, "{name}");
+                        // The document may be a second behind upstream; ask for what it lists.
+                        let version = format!("1.{round}.0");
+                        if doc["versions"].get(&version).is_some() {
+                            let file = format!("/{name}/-/{name}-{version}.tgz");
+                            let (status, _, _) = sluice.get(&file, &[]);
+                            assert_eq!(status, 200, "{file}");
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(150));
+                }
+            });
+            let out = support::sluice_cli(&sluice.config_path, &["add-package", "app"]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            reader.join().unwrap();
+        });
+    }
+    let config = sluice.config_path.clone();
+    let dir = sluice.stop();
+    let out = support::sluice_cli(&config, &["verify"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("0 corrupt, 0 missing"), "{report}");
+
+    // Every version either process stored is there, whole, with upstream gone.
+    upstream.set_down(true);
+    let sluice = Sluice::start_in(dir, &upstream, "");
+    for name in &names {
+        let (status, doc) = sluice.get_json(name);
+        assert_eq!(status, 200, "{name}");
+        for round in 0..=3 {
+            let version = format!("1.{round}.0");
+            assert!(
+                doc["versions"].get(&version).is_some(),
+                "{name}@{version}: {doc}"
+            );
+            if round == 0 {
+                continue; // no one asked for its tarball
+            }
+            let (status, _, bytes) = sluice.get(&format!("/{name}/-/{name}-{version}.tgz"), &[]);
+            assert_eq!(status, 200, "{name}@{version}");
+            assert_eq!(bytes, upstream.tarball(name, &version), "{name}@{version}");
+        }
+    }
+}
+#[test]
+fn a_100000_line_whitelist_loads_and_reloads() {
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let mut text = String::from("# generated\n");
+    for i in 0..100_000 {
+        text.push_str(&format!("package-{i}\n"));
+    }
+    text.push_str("left\n");
+    let sluice = Sluice::start(&upstream, &text, "");
+    assert_eq!(sluice.get_json("/left").0, 200);
+    assert_eq!(sluice.get_json("/right").0, 403);
+    text.push_str("right\n");
+    std::fs::write(sluice.whitelist_path(), &text).unwrap();
+    assert!(eventually(5, || sluice.get_json("/right").0 == 200));
+}
+#[test]
+fn an_unreadable_whitelist_keeps_the_last_good_list() {
+    // Root reads any file whatever its mode: run sluice as `nobody` when the tests run as root.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if root && Command::new("setpriv").arg("--version").output().is_err() {
+        support::cannot_run("running as root without setpriv (util-linux)");
+        return;
+    }
+    let upstream = FakeRegistry::start();
+    tree(&upstream);
+    let dir = Sluice::start(&upstream, "left\n", "").stop();
+    let config = dir.path().join("sluice.toml");
+    let addr = listen_addr(&config);
+    let mut command = if root {
+        for entry in support::paths_under(dir.path()) {
+            std::os::unix::fs::chown(&entry, Some(65534), Some(65534)).unwrap();
+        }
+        let mut command = Command::new("setpriv");
+        command.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_sluice"),
+        ]);
+        command
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = Reaped(
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(10, || TcpStream::connect(addr).is_ok()));
+    let status = |path: &str| {
+        raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(status("/left"), "200");
+    let whitelist = dir.path().join("whitelist");
+    std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o000)).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(status("/left"), "200", "chmod 000 keeps the last good list");
+    std::fs::set_permissions(&whitelist, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&whitelist, "left\nright\n").unwrap();
+    assert!(eventually(5, || status("/right") == "200"));
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

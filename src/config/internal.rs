@@ -179,7 +179,9 @@ fn client_time(
 /// `[upstream]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct UpstreamConfig {
-    /// The upstream registry's base URL, ending in `/`.
+    /// The upstream registry's base URL, ending in `/`; may carry credentials (printed
+    /// without them, see [`redact_url`]).
+    #[serde(serialize_with = "redacted")]
     pub registry: String,
     /// Connect and read timeout of upstream requests.
     #[serde(serialize_with = "human_duration")]
@@ -191,7 +193,10 @@ pub struct UpstreamConfig {
     /// How many upstream requests background work (refresh, add-package) makes at once.
     pub concurrency: usize,
     /// The replication feed's base URL (mirror mode), ending in `/`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "redacted_option"
+    )]
     pub changes: Option<String>,
 }
 
@@ -697,7 +702,9 @@ fn with_slash(url: &str) -> String {
 }
 
 fn check_http_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("= \"{url}\" is not a URL: {e}"))?;
+    let parsed = reqwest::Url::parse(url);
+    let url = redact_url(url);
+    let parsed = parsed.map_err(|e| format!("= \"{url}\" is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!("= \"{url}\" must be an http:// or https:// URL"));
     }
@@ -727,6 +734,35 @@ fn npm_registry() -> Result<String, String> {
 
 fn human_duration<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
+fn redacted<S: Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+fn redacted_option<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => redacted(url, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// `url` with the user name and password of its authority, if any, replaced by `***`
+/// (`https://***@host/`): the form every log, status answer, printout and error shows.
+///
+/// Works on text that does not parse as a URL too, since error messages quote such text.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let start = scheme_end + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
+        None => url.to_string(),
+    }
 }
 
 fn log_format<S: Serializer>(json: &bool, s: S) -> Result<S::Ok, S::Error> {

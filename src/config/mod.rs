@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use file::parse_size;
+pub use internal::redact_url;
 pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
     PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs, UpstreamConfig,
@@ -140,6 +141,35 @@ mod tests {
     }
 
     const UPSTREAM: &str = "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n";
+
+    #[test]
+    fn urls_are_shown_without_their_credentials() {
+        for (url, shown) in [
+            ("https://user:pass@host/npm/", "https://***@host/npm/"),
+            ("https://token@host:8443/", "https://***@host:8443/"),
+            ("http://a:b@c@host/?q=1", "http://***@host/?q=1"),
+            ("https://host/a@b", "https://host/a@b"),
+            ("https://host/", "https://host/"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = parse(
+            "[upstream]\nregistry = \"https://u:hunter2@host/\"\nchanges = \"https://u:hunter2@feed/\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.upstream.registry, "https://u:hunter2@host/");
+        let printed = config.to_string();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("https://***@host/"), "{printed}");
+        let error = parse("[upstream]\nregistry = \"https://u:hunter2@host/?x=1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !error.contains("hunter2") && error.contains("query"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn defaults_and_relative_paths() {

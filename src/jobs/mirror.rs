@@ -158,9 +158,12 @@ impl Follower {
 
     async fn head(&self) -> Result<String, UpstreamError> {
         let doc = self.app.upstream.get_json(&self.changes).await?;
-        doc.get("update_seq")
-            .and_then(seq_text)
-            .ok_or_else(|| UpstreamError::Invalid(format!("{} has no update_seq", self.changes)))
+        doc.get("update_seq").and_then(seq_text).ok_or_else(|| {
+            UpstreamError::Invalid(format!(
+                "{} has no update_seq",
+                crate::config::redact_url(&self.changes)
+            ))
+        })
     }
 
     /// Read the feed from the checkpoint (less the re-read window) to its end, storing every

@@ -228,7 +228,7 @@ pub fn serve(app: Arc<App>) -> anyhow::Result<()> {
     tracing::info!(
         %listen,
         public_url = %app.config.server.public_url,
-        upstream = %app.config.upstream.registry,
+        upstream = %crate::config::redact_url(&app.config.upstream.registry),
         store = %app.store.location(),
         "sluice serving"
     );

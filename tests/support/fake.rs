@@ -465,7 +465,12 @@ async fn connection(
             continue;
         }
         let if_none_match = request.headers.get("if-none-match");
-        let not_modified = etag.is_some() && etag.as_ref() == if_none_match;
+        // A fault that spoils the body spoils a revalidation too: a 304 would carry none.
+        let spoiled = faults.gzip_bomb.is_some()
+            || faults.truncate
+            || faults.stall_after.is_some()
+            || faults.drip.is_some();
+        let not_modified = !spoiled && etag.is_some() && etag.as_ref() == if_none_match;
         let mut head = format!(
             "HTTP/1.1 {} X\r\ncontent-type: {content_type}\r\n",
             if not_modified { 304 } else { status }

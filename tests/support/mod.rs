@@ -4,7 +4,9 @@
 
 pub mod fake;
 pub mod faults;
+pub mod process;
 pub mod seaweed;
+pub mod upstream_faults;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -299,6 +301,51 @@ pub fn raw_request(addr: std::net::SocketAddr, request: &str) -> String {
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// Everything a new connection sends back for raw bytes, until it closes or is quiet for 1.5 s
+/// (for requests that may get any number of answers).
+pub fn read_all(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(1500)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// How many HTTP/1.1 answers `text` holds.
+pub fn answers(text: &str) -> usize {
+    text.matches("HTTP/1.1 ").count()
+}
+
+/// Publish `left` 1.0.0 and 1.1.0, and `right` 2.0.0 depending on `left@^1.0.0`.
+pub fn tree(upstream: &FakeRegistry) {
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("left", "1.1.0", &[]);
+    upstream.publish("right", "2.0.0", &[("left", "^1.0.0")]);
+}
+
+/// `len` letters that gzip cannot shrink much (xorshift).
+pub fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
 }
 
 /// Run the `sluice` binary with `args` and `--config config`; logs at warn.
