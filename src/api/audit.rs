@@ -3,7 +3,8 @@
 //! the quick audit (`/-/npm/v1/security/audits/quick`, a lockfile-shaped tree of `requires` and
 //! `dependencies`).
 //!
-//! A body is inflated with a count (past [`MAX_BODY`] it is refused) and filtered without a
+//! A body is inflated with a count (past `server.max_audit_body`, 16 MiB by default, it is
+//! refused) and filtered without a
 //! tree of the document: names are read, values are kept as the raw text they were sent as.
 //! The work runs on a blocking thread, at most [`AT_ONCE`] at a time, so a large audit never
 //! holds an async worker nor takes memory without bound.
@@ -19,9 +20,6 @@ use tokio::sync::Semaphore;
 use super::{Answer, Call};
 use crate::core::{Error, PrivateNames};
 use crate::plugins::Host;
-
-/// The largest audit body taken, inflated: 16 MiB (an npm project's whole tree is far less).
-pub const MAX_BODY: usize = 16 << 20;
 
 /// How many audit bodies are inflated and filtered at once.
 const AT_ONCE: usize = 2;
@@ -44,6 +42,7 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
     } else {
         Kind::Quick
     };
+    let limit = call.app.config.server.max_audit_body as usize;
     let body = call.body.clone();
     let encoding = call.content_encoding.clone();
     let private = call.app.private.clone();
@@ -53,7 +52,7 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     let filtered = tokio::task::spawn_blocking(move || {
-        let plain = inflate(&body, encoding.as_deref())?;
+        let plain = inflate(&body, encoding.as_deref(), limit)?;
         filter(&plain, kind, &private, &host)
     })
     .await
@@ -78,17 +77,16 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
     Ok(Answer::relayed(status, content_type, body))
 }
 
-/// The body as sent, inflated when gzipped; counted while it inflates, refused past
-/// [`MAX_BODY`].
-fn inflate(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Error> {
+/// The body as sent, inflated when gzipped; counted while it inflates, refused past `limit`.
+fn inflate(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, Error> {
     let too_large = || {
         Error::TooLarge(format!(
-            "the audit request is larger than {MAX_BODY} bytes once inflated"
+            "the audit request is larger than {limit} bytes once inflated (server.max_audit_body)"
         ))
     };
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => {
-            if body.len() > MAX_BODY {
+            if body.len() > limit {
                 return Err(too_large());
             }
             Ok(body.to_vec())
@@ -96,10 +94,10 @@ fn inflate(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Error> {
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
             let mut plain = Vec::new();
             flate2::read::GzDecoder::new(body)
-                .take(MAX_BODY as u64 + 1)
+                .take(limit as u64 + 1)
                 .read_to_end(&mut plain)
                 .map_err(|e| Error::Client(format!("the audit body is not valid gzip: {e}")))?;
-            if plain.len() > MAX_BODY {
+            if plain.len() > limit {
                 return Err(too_large());
             }
             Ok(plain)

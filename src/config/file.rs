@@ -49,6 +49,7 @@ pub(super) struct ServerFile {
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub tls_cert: Option<Spanned<String>>,
     pub tls_key: Option<Spanned<String>>,
+    pub max_audit_body: Option<Spanned<ByteSize>>,
 }
 
 /// `[upstream]`.

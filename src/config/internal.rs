@@ -84,6 +84,8 @@ pub struct ServerConfig {
     /// The PEM private key of `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// The largest `npm audit` body taken, once inflated, in bytes.
+    pub max_audit_body: u64,
 }
 
 impl ServerConfig {
@@ -128,7 +130,24 @@ impl ServerConfig {
             send_timeout: client_time(&file.send_timeout, 60, "send_timeout", cx)?,
             tls_cert,
             tls_key,
+            max_audit_body: Self::max_audit_body(file, cx)?,
         })
+    }
+
+    /// `server.max_audit_body`: 16 MiB unless set, between 1 KiB and 256 MiB (an audit body
+    /// is held whole while it is filtered).
+    fn max_audit_body(file: &ServerFile, cx: &Cx) -> Result<u64, ConfigError> {
+        let Some(size) = &file.max_audit_body else {
+            return Ok(16 << 20);
+        };
+        let bytes = size.get_ref().0;
+        if !(1 << 10..=256 << 20).contains(&bytes) {
+            return Err(cx.fail(format!(
+                "line {}: server.max_audit_body = {bytes} bytes: give a size from \"1KiB\" to \"256MiB\"",
+                cx.line(size.span())
+            )));
+        }
+        Ok(bytes)
     }
 
     /// `server.public_url`, or the listening address's URL (with a warning when that is an
