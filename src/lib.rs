@@ -9,6 +9,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod core;
 pub mod flight;
 #[doc(hidden)]

@@ -21,10 +21,10 @@ use serde_json::json;
 use sluice_plugin_api::{CacheStatus, Ctx, NpmRequest};
 
 use crate::app::App;
+use crate::conn::Guarded;
 use crate::core::accounts;
 use crate::core::Error as CoreError;
 use crate::route::{self, RouteError, CORGI};
-use crate::server::deadline::Guarded;
 use crate::upstream::UpstreamError;
 use respond::{Answer, Body};
 
