@@ -21,6 +21,7 @@ use pingora::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use super::h2::Clocks;
 use super::span::Span;
 
 /// How long a client gets for each part of an exchange.
@@ -79,6 +80,8 @@ pub struct Guarded {
     pub(super) pushed: usize,
     /// A file whose bytes go out, by `sendfile(2)`, in place of the next body bytes written.
     pub(super) span: std::sync::Mutex<Option<Span>>,
+    /// An HTTP/2 connection's clocks, which replace `phase`'s (none on HTTP/1).
+    pub(super) h2: Option<Box<Clocks>>,
 }
 
 impl fmt::Debug for Guarded {
@@ -119,6 +122,7 @@ impl Guarded {
             pushback: None,
             pushed: 0,
             span: std::sync::Mutex::new(None),
+            h2: None,
         }
     }
 
@@ -164,7 +168,7 @@ impl Guarded {
         }
     }
 
-    fn expire(&mut self, what: &str) -> io::Error {
+    pub(super) fn expire(&mut self, what: &str) -> io::Error {
         self.phase = Phase::Expired;
         self.expired.fetch_add(1, Ordering::Relaxed);
         let peer = self.peer().map(|p| p.to_string()).unwrap_or_default();
@@ -288,6 +292,9 @@ impl AsyncRead for Guarded {
             }
             return Poll::Ready(Ok(()));
         }
+        if this.h2.is_some() {
+            return this.poll_read_h2(cx, buf);
+        }
         let deadline = match this.phase {
             Phase::Parting { .. } => return this.poll_farewell(cx),
             Phase::Expired => {
@@ -358,7 +365,11 @@ impl AsyncWrite for Guarded {
             Pin::new(&mut this.inner).poll_write(cx, buf)
         };
         if let Poll::Ready(Ok(n)) = poll {
-            this.wrote(&buf[..n]);
+            if this.h2.is_some() {
+                this.wrote_h2(&[io::IoSlice::new(&buf[..n])], n, cx);
+            } else {
+                this.wrote(&buf[..n]);
+            }
         }
         this.progressed(poll, cx)
     }
@@ -376,6 +387,10 @@ impl AsyncWrite for Guarded {
             Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
         };
         if let Poll::Ready(Ok(n)) = poll {
+            if this.h2.is_some() {
+                this.wrote_h2(bufs, n, cx);
+                return this.progressed(poll, cx);
+            }
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())

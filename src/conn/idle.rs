@@ -16,16 +16,19 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::deadline::{Guarded, Limits, Phase};
+use super::h2::H2App;
 
 /// A [`ServerApp`] that runs `app` on [`Guarded`] streams.
 pub struct Deadlines<A> {
     app: Arc<A>,
+    /// `app` as pingora's HTTP/2 server runs it.
+    h2: Arc<H2App<A>>,
     limits: Limits,
     expired: Arc<AtomicU64>,
     farewell: &'static [u8],
 }
 
-impl<A> Deadlines<A> {
+impl<A: HttpServerApp> Deadlines<A> {
     /// Guard every connection `app` serves with `limits`; `expired` counts connections closed
     /// for running out of time, and `farewell` is written to a client whose request header ran
     /// out of time (the owner's HTTP answer: this layer writes none of its own).
@@ -36,6 +39,7 @@ impl<A> Deadlines<A> {
         farewell: &'static [u8],
     ) -> Self {
         Self {
+            h2: Arc::new(H2App::new(app.clone())),
             app,
             limits,
             expired,
@@ -45,22 +49,23 @@ impl<A> Deadlines<A> {
 }
 
 /// How long an idle keep-alive connection is kept (pingora's own default).
-const KEEPALIVE: Duration = Duration::from_secs(60);
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(60);
 
 #[async_trait]
 impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Deadlines<A> {
     /// HTTP/1 connections are served here, one request at a time: between requests a
     /// connection waits for its next request's first byte in this small future, holding only
     /// its stream, and pingora's session (buffers and state, tens of KiB) exists only while a
-    /// request is being served. HTTP/2 (negotiated over TLS) goes to pingora as is: it frames
-    /// its own requests, which a byte-level header deadline cannot follow.
+    /// request is being served. HTTP/2 (negotiated over TLS) goes to pingora's HTTP/2 server,
+    /// on a stream that follows its frames for the same deadlines ([`super::h2`]).
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            return ServerApp::process_new(&self.app, stream, shutdown).await;
+            let guarded = Guarded::new_h2(stream, self.limits, self.expired.clone());
+            return ServerApp::process_new(&self.h2, Box::new(guarded), shutdown).await;
         }
         // The connection moves to a task of its own: the one pingora spawned at accept is
         // sized for its TLS handshake and would be held for the connection's whole life.

@@ -12,6 +12,7 @@
 //! clocks need: where a request header ends and whether a write is an interim (1xx) answer.
 
 pub mod deadline;
+pub mod h2;
 pub mod idle;
 pub mod span;
 mod stream;
