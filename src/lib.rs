@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod core;
 pub mod flight;
 #[doc(hidden)]
