@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use ssri::Integrity;
 
+use super::forward::Forward;
 use super::{
-    Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
-    TarballFile, TarballSink, Token, VerifyReport, Written,
+    Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
+    TarballFile, TarballSink, Token, Written,
 };
 
 /// A fault [`Faulty`] can inject.
@@ -90,9 +90,9 @@ impl Faulty {
 }
 
 #[async_trait]
-impl Store for Faulty {
-    fn location(&self) -> String {
-        self.inner.location()
+impl Forward for Faulty {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
     }
 
     async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
@@ -178,32 +178,5 @@ impl Store for Faulty {
             return Ok(Written::Conflict);
         }
         self.inner.put_state(key, bytes, expect).await
-    }
-
-    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
-        self.inner.claim(what).await
-    }
-
-    fn forget(&self, name: &str) {
-        self.inner.forget(name);
-    }
-
-    fn forget_all(&self) {
-        self.inner.forget_all();
-    }
-
-    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
-        self.inner.packument_names()
-    }
-
-    async fn usage(&self) -> Result<u64, StoreError> {
-        self.inner.usage().await
-    }
-
-    async fn verify(
-        &self,
-        progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<VerifyReport, StoreError> {
-        self.inner.verify(progress).await
     }
 }

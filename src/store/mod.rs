@@ -1,6 +1,7 @@
 //! The store: the only door to persistent data. [`Store`] is the contract; [`DiskStore`]
 //! (cacache in a folder) is the embedded default backend; [`Faulty`] wraps any store to inject
-//! faults in tests. The hot cache of rendered bodies ([`HotCache`]) lives here too, in memory.
+//! faults in tests. A wrapper store implements [`forward::Forward`] and writes only the
+//! operations it changes. The hot cache of rendered bodies ([`HotCache`]) lives here too, in memory.
 //!
 //! What the contract guarantees, whatever the backend:
 //! - a packument put names what it expects to replace (nothing, or a version token it read);
@@ -14,6 +15,7 @@
 
 mod disk;
 mod faulty;
+pub mod forward;
 mod hot;
 mod instrumented;
 pub mod lease;
