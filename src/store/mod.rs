@@ -412,6 +412,3 @@ pub async fn all_names(store: &dyn Store) -> Result<Vec<String>, StoreError> {
     names.dedup();
     Ok(names)
 }
-
-#[cfg(test)]
-mod conformance;

@@ -65,20 +65,31 @@ pub struct S3Store {
     usage: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
-/// A token from an object's ETag and version.
-fn token(e_tag: Option<String>, version: Option<String>) -> Token {
+/// A token from an object's ETag and version and, for a packument, its metadata. The ETag is
+/// the digest of the bytes and a bucket without versioning gives no version, so without the
+/// metadata a touch (same bytes, new metadata) would keep the token it replaced. A conditional
+/// put can still check only the ETag and version: one over a version read before a touch goes
+/// through, losing that touch's metadata but no bytes.
+fn token(e_tag: Option<String>, version: Option<String>, meta: Option<&PackumentMeta>) -> Token {
+    let meta = meta
+        .map(|meta| {
+            format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(encode_meta(meta).as_bytes())
+            )
+        })
+        .unwrap_or_default();
     Token::new(format!(
-        "{}|{}",
+        "{}|{}|{meta}",
         e_tag.unwrap_or_default(),
         version.unwrap_or_default()
     ))
 }
 
 fn update_version(token: &Token) -> UpdateVersion {
-    let (e_tag, version) = token
-        .as_str()
-        .split_once('|')
-        .unwrap_or((token.as_str(), ""));
+    let mut parts = token.as_str().splitn(3, '|');
+    let e_tag = parts.next().unwrap_or_default();
+    let version = parts.next().unwrap_or_default();
     UpdateVersion {
         e_tag: Some(e_tag.to_string()).filter(|t| !t.is_empty()),
         version: Some(version.to_string()).filter(|v| !v.is_empty()),
@@ -344,6 +355,7 @@ impl S3Store {
         bytes: Bytes,
         attributes: Attributes,
         expect: Expect,
+        meta: Option<&PackumentMeta>,
     ) -> Result<Written, StoreError> {
         let mode = match expect {
             Expect::Absent => PutMode::Create,
@@ -362,7 +374,7 @@ impl S3Store {
             )
             .await
         {
-            Ok(result) => Ok(Written::Stored(token(result.e_tag, result.version))),
+            Ok(result) => Ok(Written::Stored(token(result.e_tag, result.version, meta))),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
@@ -383,7 +395,11 @@ impl Store for S3Store {
             return Ok(None);
         };
         let meta = decode_meta(&found.attributes);
-        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let token = token(
+            found.meta.e_tag.clone(),
+            found.meta.version.clone(),
+            Some(&meta),
+        );
         let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
         Ok(Some(StoredPackument {
             bytes,
@@ -401,10 +417,9 @@ impl Store for S3Store {
             .get(&self.packument_key(name), true)
             .await?
             .map(|found| {
-                (
-                    decode_meta(&found.attributes),
-                    token(found.meta.e_tag, found.meta.version),
-                )
+                let meta = decode_meta(&found.attributes);
+                let token = token(found.meta.e_tag, found.meta.version, Some(&meta));
+                (meta, token)
             }))
     }
 
@@ -421,8 +436,14 @@ impl Store for S3Store {
             AttributeValue::from("application/json"),
         );
         attributes.insert(Attribute::Metadata(META.into()), encode_meta(meta).into());
-        self.put_checked(&self.packument_key(name), bytes, attributes, expect)
-            .await
+        self.put_checked(
+            &self.packument_key(name),
+            bytes,
+            attributes,
+            expect,
+            Some(meta),
+        )
+        .await
     }
 
     async fn touch_packument(
@@ -537,7 +558,7 @@ impl Store for S3Store {
         let Some(found) = self.get(&self.state_key(key), false).await? else {
             return Ok(None);
         };
-        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let token = token(found.meta.e_tag.clone(), found.meta.version.clone(), None);
         let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
         Ok(Some((bytes, token)))
     }
@@ -548,7 +569,7 @@ impl Store for S3Store {
         bytes: Bytes,
         expect: Expect,
     ) -> Result<Written, StoreError> {
-        self.put_checked(&self.state_key(key), bytes, Attributes::new(), expect)
+        self.put_checked(&self.state_key(key), bytes, Attributes::new(), expect, None)
             .await
     }
 
