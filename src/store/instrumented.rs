@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use ssri::Integrity;
 
 use super::forward::Forward;
@@ -191,6 +192,21 @@ impl Forward for Instrumented {
         let started = Instant::now();
         let result = self.inner.put_state(key, bytes, expect).await;
         self.record("state_put", started, &result, written);
+        result
+    }
+
+    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
+        // Counted when the listing starts: it walks the whole store.
+        let started = Instant::now();
+        let names = self.inner.packument_names();
+        self.record("list", started, &Ok::<_, StoreError>(()), |_| "opened");
+        names
+    }
+
+    async fn usage(&self) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.usage().await;
+        self.record("usage", started, &result, |_| "measured");
         result
     }
 }

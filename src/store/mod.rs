@@ -19,6 +19,7 @@ pub mod forward;
 mod hot;
 mod instrumented;
 pub mod lease;
+mod measured;
 mod s3;
 mod tiered;
 
@@ -36,6 +37,7 @@ pub use disk::DiskStore;
 pub use faulty::{Fault, Faulty};
 pub use hot::{tarball_etag, HotCache, HotKey, HotKeyRef, NameCache, Rendered};
 pub use instrumented::{Instrumented, OpStats};
+pub use measured::Measured;
 pub use s3::S3Store;
 pub use tiered::Tiered;
 
@@ -263,7 +265,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The name of every stored packument.
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>>;
 
-    /// The bytes the store takes.
+    /// The bytes the store takes. A backend measures them (walks its folder, lists its
+    /// bucket) on every call: [`Measured`] keeps them for requests.
     async fn usage(&self) -> Result<u64, StoreError>;
 
     /// Forget any local copy of the packument of `name` (another node changed it).

@@ -18,7 +18,7 @@
 //!   lose versions, and is refused.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -62,7 +62,6 @@ pub struct S3Store {
     /// The claims asked for and not had, with what was seen of them: taking one over needs
     /// its lease seen unchanged for a whole duration, across attempts.
     claims: Arc<Mutex<std::collections::HashMap<String, Lease>>>,
-    usage: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
 /// A token from an object's ETag and version and, for a packument, its metadata. The ETag is
@@ -174,7 +173,6 @@ impl S3Store {
             node: node.to_string(),
             lease,
             claims: Arc::default(),
-            usage: Arc::default(),
         };
         Ok(store)
     }
@@ -617,28 +615,19 @@ impl Store for S3Store {
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
-        let cached = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, bytes)) = cached {
-            if at.elapsed() < Duration::from_secs(60) {
-                return Ok(bytes);
-            }
-        }
         let prefix = self.key(std::iter::empty());
         let root = if self.prefix.is_empty() {
             None
         } else {
             Some(&prefix)
         };
-        let bytes = self
-            .bucket
+        self.bucket
             .list(root)
             .try_fold(0u64, |sum, entry| {
                 futures::future::ready(Ok(sum + entry.size))
             })
             .await
-            .map_err(|e| self.fail(e))?;
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), bytes));
-        Ok(bytes)
+            .map_err(|e| self.fail(e))
     }
 
     async fn verify(

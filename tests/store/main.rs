@@ -300,3 +300,56 @@ async fn the_fault_wrapper_fails_writes_and_loses_races_on_demand() {
     faulty.set(Fault::ReadsFail, true);
     assert!(faulty.packument("a").await.is_err());
 }
+
+/// How many times the store was walked (usage measured, names listed), as its counts of
+/// operations say.
+fn walks(sluice: &support::Sluice) -> (u64, u64) {
+    let app = &sluice.server.as_ref().unwrap().app;
+    let count = |op: &str| {
+        app.store_ops
+            .stats()
+            .iter()
+            .filter(|((name, _), _)| *name == op)
+            .map(|(_, stats)| stats.count)
+            .sum::<u64>()
+    };
+    (count("usage"), count("list"))
+}
+
+#[test]
+fn status_and_metrics_do_not_walk_the_store() {
+    let upstream = support::FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let sluice = support::Sluice::start(&upstream, "left\n", "[publish]\nscopes = [\"@acme\"]\n");
+    let (status, _, _) = sluice.get("/left", &[]);
+    assert_eq!(status, 200);
+    // While a walk of the store does not end, status and metrics still answer: they do not
+    // wait for one. The first request starts one measure and one listing, in the background.
+    sluice.store.set(Fault::WalksStall, true);
+    assert_eq!(sluice.get_json("/-/sluice/status").0, 200);
+    assert_eq!(sluice.get("/-/metrics", &[]).0, 200);
+    sluice.store.set(Fault::WalksStall, false);
+    assert!(
+        support::eventually(30, || walks(&sluice) == (1, 1)),
+        "the store was not measured and listed once: {:?}",
+        walks(&sluice)
+    );
+    assert!(
+        support::eventually(30, || metrics_store_bytes(&sluice) > 0),
+        "the measure never showed"
+    );
+    for _ in 0..20 {
+        assert_eq!(sluice.get_json("/-/sluice/status").0, 200);
+        assert_eq!(sluice.get("/-/metrics", &[]).0, 200);
+    }
+    assert_eq!(walks(&sluice), (1, 1), "a request walked the store");
+}
+
+fn metrics_store_bytes(sluice: &support::Sluice) -> u64 {
+    let (_, _, body) = sluice.get("/-/metrics", &[]);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix("sluice_store_bytes "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0)
+}
