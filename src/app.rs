@@ -25,7 +25,7 @@ use crate::upstream::Upstream;
 pub struct App {
     /// The configuration it was built from.
     pub config: Arc<Config>,
-    /// The persistent store (counted: see `store_ops`).
+    /// The persistent store (counted: see `store_ops`; its usage measured in the background).
     pub store: SharedStore,
     /// Counts of the store's operations.
     pub store_ops: Arc<Instrumented>,
