@@ -1,7 +1,7 @@
 //! [`Forward`]: how a wrapper store ([`super::Faulty`], [`super::Instrumented`],
 //! [`super::Measured`], [`super::Tiered`]) says which operations it changes. Every [`Store`]
 //! operation it does not write goes to the store it wraps, unchanged, so a new operation on
-//! the contract needs no //! edit in the wrappers that leave it alone.
+//! the contract needs no edit in the wrappers that leave it alone.
 //!
 //! Not re-exported from [`super`]: where `Forward` is in scope, a wrapper's operations have
 //! two names (its own and [`Store`]'s), so only the wrappers' own modules import it.
