@@ -134,8 +134,8 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
 
     let author = logged_in(&sluice, &token);
     assert_eq!(npm_ok(&author, &sluice, &["whoami"]).trim(), "alice");
-    // Status lists no private package yet; that listing is kept for scrapes, but not past a
-    // publish on this node (checked below).
+    // Status lists no private package yet. The listing runs in the background (a scrape
+    // never waits for it), and again after a publish on this node (checked below).
     let (_, status) = sluice.get_json("/-/sluice/status");
     assert_eq!(status["private"]["packages"], 0, "{status}");
     package(&author, "1.0.0");
@@ -176,7 +176,13 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
         "the private scope was looked up upstream"
     );
 
-    // Listed in status, metrics and search.
+    // Listed in status, metrics and search (status once the background listing ended).
+    assert!(
+        support::eventually(30, || {
+            sluice.get_json("/-/sluice/status").1["private"]["packages"] == 1
+        }),
+        "the publish was never listed"
+    );
     let (_, status) = sluice.get_json("/-/sluice/status");
     assert_eq!(status["private"]["packages"], 1, "{status}");
     assert_eq!(status["private"]["names"][0], "@acme/widget", "{status}");
