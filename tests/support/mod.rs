@@ -4,6 +4,7 @@
 
 pub mod fake;
 pub mod faults;
+pub mod publishing;
 pub mod seaweed;
 
 use std::path::{Path, PathBuf};

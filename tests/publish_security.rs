@@ -1,0 +1,85 @@
+//! The write path against hostile publishes (issue 23): each test sends what an attacker
+//! would, and checks what is refused and that nothing of a refused write is stored or shown.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::publishing::{
+    add_user, doc_path, login, publish_body, send, sha512, sigstore_bundle, tarball_of,
+    tarball_with,
+};
+use support::{FakeRegistry, Project, Sluice};
+
+const PRIVATE: &str = "[policy]\nwhitelist = \"whitelist\"\n\n[auth]\nusers = \"users\"\n\n\
+                       [publish]\nscopes = [\"@acme\"]\n";
+
+/// A sluice publishing `@acme` with users alice and bob; their tokens.
+fn started(upstream: &FakeRegistry, extra: &str) -> (Sluice, String, String) {
+    let sluice = Sluice::start(upstream, "", &format!("{PRIVATE}{extra}"));
+    add_user(&sluice, "alice", "correct horse");
+    add_user(&sluice, "bob", "battery staple");
+    let alice = login(&sluice, "alice", "correct horse");
+    let bob = login(&sluice, "bob", "battery staple");
+    (sluice, alice, bob)
+}
+
+/// Publish `manifest` with a tarball whose package.json is that manifest.
+fn publish(sluice: &Sluice, token: &str, manifest: &Value) -> (u16, Value) {
+    let tgz = tarball_with(manifest);
+    let name = manifest["name"].as_str().unwrap();
+    send(
+        sluice,
+        "PUT",
+        &doc_path(name),
+        Some(token),
+        Some(&publish_body(manifest, &tgz)),
+    )
+}
+
+fn error(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or("")
+}
+
+/// Whether the store holds a document for `name`.
+fn stored(sluice: &Sluice, name: &str) -> bool {
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(app.store.packument(name))
+        .unwrap()
+        .is_some()
+}
+
+/// Case 3: an upstream document whose integrity has no usable hash is upstream's fault (502),
+/// answered every time, and leaves nothing in flight.
+#[test]
+fn an_upstream_integrity_with_no_hash_is_502_and_the_next_request_answers() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    upstream.set_dist("left", "1.0.0", "integrity", json!(""));
+    upstream.set_dist("left", "1.0.0", "shasum", Value::Null);
+    upstream.set_dist("right", "1.0.0", "integrity", json!("sha512-%%% sha1-"));
+    upstream.set_dist("right", "1.0.0", "shasum", json!(""));
+    let sluice = Sluice::start(&upstream, "left\nright\n", "");
+    for name in ["left", "right"] {
+        for _ in 0..2 {
+            let (status, _, body) =
+                support::http_get(&format!("{}{name}/-/{name}-1.0.0.tgz", sluice.url()), &[]);
+            let body = String::from_utf8_lossy(&body).to_string();
+            assert_eq!(status, 502, "{name}: {body}");
+            assert!(body.contains("integrity"), "{name}: {body}");
+        }
+        assert_eq!(sluice.get_json(&format!("/{name}")).0, 200);
+    }
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    assert!(
+        support::eventually(10, || app
+            .metrics
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0),
+        "a request stayed in flight"
+    );
+}
