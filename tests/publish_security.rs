@@ -51,6 +51,53 @@ fn stored(sluice: &Sluice, name: &str) -> bool {
         .is_some()
 }
 
+/// Case 10: scopes and `[publish] owners` compare without case; a scope in capitals is no
+/// npm name; unscoped legacy names stay publishable.
+#[test]
+fn scopes_and_owners_ignore_case_and_a_scope_in_capitals_is_refused() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, bob) = started(
+        &upstream,
+        "packages = [\"JSONStream\"]\n\n[publish.owners]\n\"@Acme\" = [\"alice\"]\n",
+    );
+    // bob is no owner of @acme however the scope is written.
+    let (status, body) = publish(
+        &sluice,
+        &bob,
+        &json!({"name": "@acme/thing", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(error(&body).contains("owners"), "{body}");
+    let (status, body) = publish(
+        &sluice,
+        &bob,
+        &json!({"name": "@ACME/widget", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("@ACME"), "{body}");
+    assert!(!stored(&sluice, "@ACME/widget") && !stored(&sluice, "@acme/thing"));
+    // Not even an owner publishes a scope in capitals.
+    let (status, body) = publish(
+        &sluice,
+        &alice,
+        &json!({"name": "@ACME/widget", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = publish(
+        &sluice,
+        &alice,
+        &json!({"name": "@acme/widget", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = publish(
+        &sluice,
+        &bob,
+        &json!({"name": "JSONStream", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sluice.get_json("/JSONStream").0, 200);
+}
+
 /// Case 3: an upstream document whose integrity has no usable hash is upstream's fault (502),
 /// answered every time, and leaves nothing in flight.
 #[test]
@@ -83,3 +130,4 @@ fn an_upstream_integrity_with_no_hash_is_502_and_the_next_request_answers() {
         "a request stayed in flight"
     );
 }
+

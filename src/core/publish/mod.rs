@@ -177,6 +177,15 @@ impl Publisher {
                 }
             )));
         }
+        if let Some((scope, _)) = name.split_once('/') {
+            if scope.chars().any(|c| c.is_ascii_uppercase()) {
+                return Err(bad(format!(
+                    "{name}: a scope has no capital letters (npm's naming rules): publish it \
+                     as {}",
+                    name.replacen(scope, &scope.to_ascii_lowercase(), 1)
+                )));
+            }
+        }
         if who.readonly {
             return Err(Error::Forbidden(
                 "this token is read-only: publish with a token made by npm login".into(),
