@@ -98,6 +98,41 @@ fn scopes_and_owners_ignore_case_and_a_scope_in_capitals_is_refused() {
     assert_eq!(sluice.get_json("/JSONStream").0, 200);
 }
 
+/// Case 13: a version is strict semver.
+#[test]
+fn versions_are_strict_semver() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    for version in [
+        "latest",
+        "__proto__",
+        "not a version",
+        "1.0.0\nX",
+        "v1.0.0",
+        "01.0.0",
+    ] {
+        let (status, body) = publish(
+            &sluice,
+            &alice,
+            &json!({"name": "@acme/v", "version": version}),
+        );
+        assert_eq!(status, 400, "{version:?}: {body}");
+        assert!(
+            error(&body).contains(&format!("{version:?}")),
+            "{version:?}: {body}"
+        );
+    }
+    assert!(!stored(&sluice, "@acme/v"));
+    for version in ["1.0.0", "1.0.1-beta.1", "1.0.2+build.5"] {
+        let (status, body) = publish(
+            &sluice,
+            &alice,
+            &json!({"name": "@acme/v", "version": version}),
+        );
+        assert_eq!(status, 200, "{version}: {body}");
+    }
+}
+
 /// Case 3: an upstream document whose integrity has no usable hash is upstream's fault (502),
 /// answered every time, and leaves nothing in flight.
 #[test]

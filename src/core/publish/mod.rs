@@ -82,7 +82,16 @@ fn one_new_version(
     versions: &Map<String, Value>,
 ) -> Result<String, Error> {
     match new {
-        [version] => Ok(version.clone()),
+        [version] => {
+            // Strict: what the parse gives back is what was given (no `v`, `=`, spaces or
+            // leading zeros).
+            match nodejs_semver::Version::parse(version) {
+                Ok(parsed) if parsed.to_string() == *version => Ok(version.clone()),
+                _ => Err(bad(format!(
+                    "{version:?} is not a version: a version is semver, such as 1.0.0"
+                ))),
+            }
+        }
         [] => Err(Error::Forbidden(format!(
             "cannot publish over the previously published version {name}@{} (published \
              or unpublished, a version is never published twice): bump the version",
