@@ -133,6 +133,46 @@ fn versions_are_strict_semver() {
     }
 }
 
+/// Case 14: a publish carries a sha512 integrity, which its tarball matches.
+#[test]
+fn a_publish_carries_sha512_and_its_tarball_matches_it() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let manifest = json!({"name": "@acme/i", "version": "1.0.0"});
+    let tgz = tarball_with(&manifest);
+    let with = |integrity: &str| {
+        let mut body = publish_body(&manifest, &tgz);
+        body["versions"]["1.0.0"]["dist"]["integrity"] = json!(integrity);
+        send(&sluice, "PUT", "/@acme%2fi", Some(&alice), Some(&body))
+    };
+    let of = |algorithm| {
+        ssri::IntegrityOpts::new()
+            .algorithm(algorithm)
+            .chain(&tgz)
+            .result()
+            .to_string()
+    };
+    let other = sha512(b"another tarball");
+    for (what, integrity) in [
+        ("sha1 only", of(ssri::Algorithm::Sha1)),
+        ("sha256 only", of(ssri::Algorithm::Sha256)),
+        ("empty", String::new()),
+        ("no digest", "sha512-".to_string()),
+        ("not base64", "sha512-%%%".to_string()),
+        (
+            "sha512 of something else",
+            format!("{} {other}", of(ssri::Algorithm::Sha1)),
+        ),
+    ] {
+        let (status, body) = with(&integrity);
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(error(&body).contains("integrity"), "{what}: {body}");
+    }
+    assert!(!stored(&sluice, "@acme/i"));
+    let (status, body) = with(&of(ssri::Algorithm::Sha512));
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Case 3: an upstream document whose integrity has no usable hash is upstream's fault (502),
 /// answered every time, and leaves nothing in flight.
 #[test]

@@ -4,12 +4,12 @@
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use ssri::Integrity;
+use ssri::{Algorithm, Integrity};
 
 use super::bad;
 use super::provenance::provenance;
 use super::tarball::package_json;
-use crate::core::Error;
+use crate::core::{usable_integrity, Error};
 
 /// A new version whose upload passed every check.
 pub(super) struct Upload {
@@ -127,24 +127,40 @@ fn decode(attachments: &Map<String, Value>, tarball_name: &str) -> Result<Vec<u8
     Ok(tarball)
 }
 
-/// The manifest's `dist.integrity`, which the tarball matches, as it does `dist.shasum`.
+/// The manifest's `dist.integrity`, which has a sha512 and which the tarball matches, hash by
+/// hash, as it does `dist.shasum`.
 fn check_integrity(manifest: &Value, tarball: &[u8]) -> Result<Integrity, Error> {
     let dist = manifest
         .get("dist")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let integrity: Integrity = dist
-        .get("integrity")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("dist.integrity (sha512) is missing or malformed"))?;
-    if integrity.check(tarball).is_err() {
-        return Err(bad("the tarball does not match dist.integrity"));
+    let given = dist.get("integrity").and_then(Value::as_str).unwrap_or("");
+    let integrity = usable_integrity(given)
+        .filter(|i| i.hashes.iter().any(|h| h.algorithm == Algorithm::Sha512))
+        .ok_or_else(|| {
+            bad(format!(
+                "dist.integrity `{}` has no sha512: a publish carries its tarball's sha512",
+                given.escape_default()
+            ))
+        })?;
+    // ssri checks only the strongest algorithm given; every hash given must hold.
+    for hash in &integrity.hashes {
+        let one = Integrity {
+            hashes: vec![hash.clone()],
+        };
+        if one.check(tarball).is_err() {
+            return Err(bad(format!(
+                "the tarball does not match dist.integrity ({})",
+                hash.algorithm
+            )));
+        }
     }
     if let Some(shasum) = dist.get("shasum").and_then(Value::as_str) {
-        let sha1 = Integrity::from_hex(shasum, ssri::Algorithm::Sha1)
-            .map_err(|_| bad("dist.shasum is not a sha1"))?;
+        let sha1 = Integrity::from_hex(shasum, Algorithm::Sha1)
+            .ok()
+            .and_then(|sha1| usable_integrity(&sha1.to_string()))
+            .ok_or_else(|| bad("dist.shasum is not a sha1"))?;
         if sha1.check(tarball).is_err() {
             return Err(bad("the tarball does not match dist.shasum"));
         }
