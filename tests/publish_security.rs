@@ -98,6 +98,181 @@ fn scopes_and_owners_ignore_case_and_a_scope_in_capitals_is_refused() {
     assert_eq!(sluice.get_json("/JSONStream").0, 200);
 }
 
+/// Case 11: the tarball has one package.json, and the install-relevant fields of the
+/// manifest are those of that package.json.
+#[test]
+fn a_manifest_must_say_what_its_tarball_says() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let honest = json!({"name": "@acme/w", "version": "1.0.0"});
+    let evil = json!({"name": "@acme/w", "version": "1.0.0",
+                      "scripts": {"postinstall": "node steal.js"}});
+    let put = |manifest: &Value, tgz: &[u8]| {
+        send(
+            &sluice,
+            "PUT",
+            "/@acme%2fw",
+            Some(&alice),
+            Some(&publish_body(manifest, tgz)),
+        )
+    };
+    // Two package.json: sluice read the first, npm unpacks the last.
+    let twice = tarball_of(&[
+        ("package/package.json", honest.to_string().as_bytes()),
+        ("package/package.json", evil.to_string().as_bytes()),
+    ]);
+    let (status, body) = put(&honest, &twice);
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("package.json"), "{body}");
+    // The same in another top folder lands in the same place.
+    let elsewhere = tarball_of(&[
+        ("package/package.json", honest.to_string().as_bytes()),
+        ("other/package.json", evil.to_string().as_bytes()),
+    ]);
+    assert_eq!(put(&honest, &elsewhere).0, 400);
+    // A manifest that hides what the tarball does.
+    let hidden: Vec<(&str, Value, &str)> = vec![
+        ("install scripts", evil.clone(), "install"),
+        (
+            "dependencies",
+            json!({"name": "@acme/w", "version": "1.0.0", "dependencies": {"evil": "1.0.0"}}),
+            "dependencies",
+        ),
+        (
+            "optionalDependencies",
+            json!({"name": "@acme/w", "version": "1.0.0", "optionalDependencies": {"evil": "*"}}),
+            "optionalDependencies",
+        ),
+        (
+            "peerDependencies",
+            json!({"name": "@acme/w", "version": "1.0.0", "peerDependencies": {"evil": "*"}}),
+            "peerDependencies",
+        ),
+        (
+            "bin",
+            json!({"name": "@acme/w", "version": "1.0.0", "bin": {"node": "evil.js"}}),
+            "bin",
+        ),
+        (
+            "os",
+            json!({"name": "@acme/w", "version": "1.0.0", "os": ["linux"]}),
+            "os",
+        ),
+        (
+            "cpu",
+            json!({"name": "@acme/w", "version": "1.0.0", "cpu": ["x64"]}),
+            "cpu",
+        ),
+        (
+            "libc",
+            json!({"name": "@acme/w", "version": "1.0.0", "libc": ["glibc"]}),
+            "libc",
+        ),
+    ];
+    for (what, inside, named) in hidden {
+        let (status, body) = put(&honest, &tarball_with(&inside));
+        assert_eq!(status, 400, "{what}: {body}");
+        assert!(error(&body).contains(named), "{what}: {body}");
+    }
+    // A binding.gyp makes npm run node-gyp at install: an install script too.
+    let gyp = tarball_of(&[
+        ("package/package.json", honest.to_string().as_bytes()),
+        ("package/binding.gyp", b"{}"),
+    ]);
+    let (status, body) = put(&honest, &gyp);
+    assert_eq!(status, 400, "{body}");
+    assert!(error(&body).contains("install"), "{body}");
+    // A dependency with another range is a difference too.
+    let (status, body) = put(
+        &json!({"name": "@acme/w", "version": "1.0.0", "dependencies": {"left": "^1.0.0"}}),
+        &tarball_with(
+            &json!({"name": "@acme/w", "version": "1.0.0", "dependencies": {"left": "git+https://evil.example/left.git"}}),
+        ),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        !stored(&sluice, "@acme/w"),
+        "a refused publish stored a document"
+    );
+    // What npm itself normalizes is no difference: a bin as a string, scripts as npm adds
+    // them for a binding.gyp.
+    let (status, body) = put(
+        &json!({"name": "@acme/w", "version": "1.0.0", "bin": {"w": "cli.js"},
+                "gypfile": true, "scripts": {"install": "node-gyp rebuild"}}),
+        &tarball_of(&[
+            (
+                "package/package.json",
+                json!({"name": "@acme/w", "version": "1.0.0", "bin": "./cli.js"})
+                    .to_string()
+                    .as_bytes(),
+            ),
+            ("package/cli.js", b"#!/usr/bin/env node\n"),
+            ("package/binding.gyp", b"{}"),
+        ]),
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Case 11 with the real client: npm's own publish of a package with a bin as a string, a
+/// `directories.bin`, dependencies, install scripts and a binding.gyp is taken as it is.
+#[test]
+fn npm_publishes_what_its_tarball_says() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let author = Project::new();
+    let host = sluice.url().trim_start_matches("http:").to_string();
+    std::fs::write(
+        author.path().join(".npmrc-empty"),
+        format!("{host}:_authToken={alice}\n"),
+    )
+    .unwrap();
+    let files: Vec<(&str, Value)> = vec![
+        (
+            "@acme/cli",
+            json!({"name": "@acme/cli", "version": "1.0.0", "bin": "./cli.js",
+                   "dependencies": {"left": "^1.0.0", "right": "github:acme/right"},
+                   "optionalDependencies": {"fsevents": "^2"},
+                   "peerDependencies": {"react": ">=18"},
+                   "os": ["linux", "darwin"], "cpu": ["x64"],
+                   "scripts": {"postinstall": "node cli.js"}}),
+        ),
+        (
+            "@acme/tools",
+            json!({"name": "@acme/tools", "version": "1.0.0",
+                   "directories": {"bin": "bin"}}),
+        ),
+        (
+            "@acme/native",
+            json!({"name": "@acme/native", "version": "1.0.0"}),
+        ),
+    ];
+    for (name, package) in files {
+        let dir = author.path().join(name.replace('/', "_"));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("package.json"), package.to_string()).unwrap();
+        std::fs::write(dir.join("cli.js"), "#!/usr/bin/env node\n").unwrap();
+        std::fs::write(dir.join("bin/tool-a"), "#!/usr/bin/env node\n").unwrap();
+        std::fs::write(dir.join("bin/tool-b.js"), "#!/usr/bin/env node\n").unwrap();
+        if name == "@acme/native" {
+            std::fs::write(dir.join("binding.gyp"), "{\"targets\": []}\n").unwrap();
+        }
+        let out = author.npm(&sluice.url(), &["publish", dir.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "npm publish {name}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (status, doc) = sluice.get_json(&doc_path(name));
+        assert_eq!(status, 200, "{doc}");
+    }
+    let (_, doc) = sluice.get_json("/@acme%2fnative");
+    assert_eq!(
+        doc["versions"]["1.0.0"]["scripts"]["install"],
+        "node-gyp rebuild"
+    );
+}
+
 /// Case 13: a version is strict semver.
 #[test]
 fn versions_are_strict_semver() {

@@ -7,6 +7,7 @@
 //! first (verified, invisible until listed), then the packument lists the version, by a
 //! conditional put (a concurrent publish of another version is merged, never lost).
 
+mod agree;
 mod provenance;
 mod replace;
 mod tarball;

@@ -6,9 +6,10 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use ssri::{Algorithm, Integrity};
 
+use super::agree;
 use super::bad;
 use super::provenance::provenance;
-use super::tarball::package_json;
+use super::tarball;
 use crate::core::{usable_integrity, Error};
 
 /// A new version whose upload passed every check.
@@ -42,7 +43,9 @@ pub(super) fn check(
     let (tarball_name, bundle_name) = attachment_names(name, &version, attachments)?;
     let tarball = decode(attachments, &tarball_name)?;
     let integrity = check_integrity(&manifest, &tarball)?;
-    check_inside(name, &version, &tarball)?;
+    let inside = tarball::read(&tarball)?;
+    check_inside(name, &version, &inside.json)?;
+    agree::check(&manifest, &inside)?;
     let provenance = match attachments.get(&bundle_name) {
         Some(attachment) => Some(provenance(name, &version, &tarball, attachment)?),
         None => None,
@@ -169,8 +172,7 @@ fn check_integrity(manifest: &Value, tarball: &[u8]) -> Result<Integrity, Error>
 }
 
 /// The tarball's own `package.json` names `name@version`.
-fn check_inside(name: &str, version: &str, tarball: &[u8]) -> Result<(), Error> {
-    let inside = package_json(tarball)?;
+fn check_inside(name: &str, version: &str, inside: &Value) -> Result<(), Error> {
     if inside.get("name").and_then(Value::as_str) != Some(name)
         || inside.get("version").and_then(Value::as_str) != Some(version)
     {
