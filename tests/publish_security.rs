@@ -273,6 +273,70 @@ fn npm_publishes_what_its_tarball_says() {
     );
 }
 
+/// Case 12: a refused publish stores nothing (no tarball, no provenance), and a version's
+/// provenance is shown only with the version it was published with.
+#[test]
+fn a_refused_publish_writes_nothing_and_provenance_shows_only_with_its_version() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, bob) = started(&upstream, "");
+    let (status, body) = publish(
+        &sluice,
+        &alice,
+        &json!({"name": "@acme/p", "version": "1.0.0"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // bob is a user but no maintainer of @acme/p: his 2.0.0, with a bundle, is refused.
+    let manifest = json!({"name": "@acme/p", "version": "2.0.0", "description": "bob's"});
+    let tgz = tarball_with(&manifest);
+    let mut body = publish_body(&manifest, &tgz);
+    let bundle = sigstore_bundle("@acme/p", "2.0.0", &tgz, "https://bob.example/ci");
+    body["_attachments"]["@acme/p-2.0.0.sigstore"] = json!({
+        "content_type": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "length": bundle.len(),
+        "data": bundle,
+    });
+    let (status, answer) = send(&sluice, "PUT", "/@acme%2fp", Some(&bob), Some(&body));
+    assert_eq!(status, 403, "{answer}");
+    assert!(error(&answer).contains("maintainer"), "{answer}");
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    assert!(
+        !runtime
+            .block_on(app.store.has_tarball("@acme/p", "p-2.0.0.tgz"))
+            .unwrap(),
+        "a refused publish stored its tarball"
+    );
+    let attestations = "/-/npm/v1/attestations/@acme/p@2.0.0";
+    assert_eq!(sluice.get_json(attestations).0, 404);
+    // alice's own 2.0.0, without provenance: bob's bundle is not shown for it.
+    let (status, body) = publish(
+        &sluice,
+        &alice,
+        &json!({"name": "@acme/p", "version": "2.0.0"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, shown) = sluice.get_json(attestations);
+    assert_eq!(
+        status, 404,
+        "bob's bundle is shown for alice's 2.0.0: {shown}"
+    );
+    // A bundle published with its version is shown.
+    let manifest = json!({"name": "@acme/p", "version": "3.0.0"});
+    let tgz = tarball_with(&manifest);
+    let mut body = publish_body(&manifest, &tgz);
+    let bundle = sigstore_bundle("@acme/p", "3.0.0", &tgz, "https://acme.example/ci");
+    body["_attachments"]["@acme/p-3.0.0.sigstore"] =
+        json!({"length": bundle.len(), "data": bundle});
+    let (status, answer) = send(&sluice, "PUT", "/@acme%2fp", Some(&alice), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+    let (status, shown) = sluice.get_json("/-/npm/v1/attestations/@acme/p@3.0.0");
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["attestations"][0]["bundle"],
+        serde_json::from_str::<Value>(&bundle).unwrap()
+    );
+}
+
 /// Case 13: a version is strict semver.
 #[test]
 fn versions_are_strict_semver() {
@@ -348,6 +412,44 @@ fn a_publish_carries_sha512_and_its_tarball_matches_it() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Case 15: only a publish creates a document; every other write to a name never published
+/// is 404 and creates nothing.
+#[test]
+fn writes_to_a_name_never_published_are_404() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let writes: Vec<(&str, &str, Option<Value>)> = vec![
+        (
+            "PUT",
+            "/@acme%2fnever/-rev/1-0",
+            Some(json!({"_id": "@acme/never", "name": "@acme/never",
+                        "maintainers": [{"name": "alice", "email": ""}, {"name": "bob", "email": ""}]})),
+        ),
+        ("DELETE", "/-/package/@acme%2fnever/dist-tags/beta", None),
+        (
+            "PUT",
+            "/-/package/@acme%2fnever/dist-tags/beta",
+            Some(json!("1.0.0")),
+        ),
+        (
+            "PUT",
+            "/@acme%2fnever",
+            Some(json!({"_id": "@acme/never", "name": "@acme/never",
+                        "versions": {"1.0.0": {"deprecated": "no"}}, "dist-tags": {"beta": "1.0.0"}})),
+        ),
+        ("DELETE", "/@acme%2fnever/-rev/1-0", None),
+    ];
+    for (method, path, body) in writes {
+        let (status, answer) = send(&sluice, method, path, Some(&alice), body.as_ref());
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        assert!(
+            !stored(&sluice, "@acme/never"),
+            "{method} {path} made a document"
+        );
+    }
+    assert_eq!(sluice.get_json("/@acme%2fnever").0, 404);
+}
+
 /// Case 3: an upstream document whose integrity has no usable hash is upstream's fault (502),
 /// answered every time, and leaves nothing in flight.
 #[test]
@@ -380,4 +482,3 @@ fn an_upstream_integrity_with_no_hash_is_502_and_the_next_request_answers() {
         "a request stayed in flight"
     );
 }
-

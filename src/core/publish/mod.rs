@@ -19,7 +19,6 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use sluice_plugin_api::Packument;
 
-use self::provenance::attestations_key;
 use self::upload::Upload;
 use super::packuments::Packuments;
 use super::{parse_document, Error};
@@ -133,6 +132,28 @@ fn next_rev(doc: &Packument) -> String {
     format!("{}-{:016x}", n + 1, fastrand::u64(..))
 }
 
+/// What a write does to a name with no document.
+#[derive(Debug, Clone, Copy)]
+enum Missing {
+    /// Creates it (a publish).
+    Create,
+    /// Answers that it is not found.
+    NotFound,
+}
+
+/// `who` is one of the maintainers of `doc`, when it has any.
+fn check_maintainer(name: &str, doc: &Packument, who: &Identity) -> Result<(), Error> {
+    let owners = maintainers(doc);
+    if !owners.is_empty() && !owners.contains(&who.user) {
+        return Err(Error::Forbidden(format!(
+            "{} is not a maintainer of {name} (npm owner ls {name}; an owner adds others \
+             with npm owner add)",
+            who.user
+        )));
+    }
+    Ok(())
+}
+
 /// The names in a document's `maintainers`.
 fn maintainers(doc: &Packument) -> Vec<String> {
     doc.doc
@@ -228,12 +249,23 @@ impl Publisher {
             .cloned()
             .unwrap_or_default();
         let held = self.held(name).await?;
+        // Every check before anything is written: a refused publish leaves nothing behind.
+        if let Some(held) = &held {
+            check_maintainer(name, held, who)?;
+        }
         let new = new_versions(held.as_ref(), &versions);
         let attachments = body
             .get("_attachments")
             .and_then(Value::as_object)
             .filter(|a| !a.is_empty());
         let Some(attachments) = attachments else {
+            // Without a tarball this is a change of what is published: none is yet.
+            if held.is_none() {
+                return Err(Error::NotFound(format!(
+                    "{name} was never published here: a first publish carries its tarball \
+                     (_attachments)"
+                )));
+            }
             if let Some(version) = new.first() {
                 return Err(bad(format!(
                     "{name}@{version} comes without its tarball (_attachments)"
@@ -283,19 +315,9 @@ impl Publisher {
             .map_err(Error::from)?;
         sink.write(&upload.tarball).await.map_err(Error::from)?;
         sink.commit().await.map_err(Error::from)?;
-        if let Some((predicate, bundle)) = &upload.provenance {
-            let kept =
-                json!({ "attestations": [{ "predicateType": predicate, "bundle": bundle }] });
-            let bytes = Bytes::from(serde_json::to_vec(&kept).unwrap_or_default());
-            let key = attestations_key(name, &upload.version);
-            let expect = match self.store.state(&key).await {
-                Ok(held) => Expect::from_read(held.as_ref().map(|(_, token)| token)),
-                Err(e) => return Err(e.into()),
-            };
-            self.store
-                .put_state(&key, bytes, expect)
-                .await
-                .map_err(Error::from)?;
+        if let Some(provenance) = &upload.provenance {
+            self.store_provenance(name, &upload.version, &upload.tarball, provenance)
+                .await?;
         }
         Ok(())
     }
@@ -350,7 +372,7 @@ impl Publisher {
         body: &Map<String, Value>,
     ) -> Result<(), Error> {
         let tags = body.get("dist-tags").and_then(Value::as_object);
-        self.write(name, who, None, |doc| {
+        self.write(name, who, None, Missing::Create, |doc| {
             if maintainers(doc).is_empty() {
                 doc.doc.insert(
                     "maintainers".into(),
@@ -402,7 +424,7 @@ impl Publisher {
         versions: &Map<String, Value>,
         tags: Option<&Value>,
     ) -> Result<Value, Error> {
-        self.write(name, who, rev, |doc| {
+        self.write(name, who, rev, Missing::NotFound, |doc| {
             let held = doc.versions_mut();
             for (version, manifest) in versions {
                 let Some(target) = held.get_mut(version).and_then(Value::as_object_mut) else {
@@ -468,21 +490,6 @@ impl Publisher {
         Ok(json!({ "ok": true }))
     }
 
-    /// The attestations kept for `name@version` (`GET /-/npm/v1/attestations/{name}@{version}`).
-    pub async fn attestations(&self, name: &str, version: &str) -> Result<Value, Error> {
-        let held = self
-            .store
-            .state(&attestations_key(name, version))
-            .await
-            .map_err(Error::from)?;
-        let Some((bytes, _)) = held else {
-            return Err(Error::NotFound(format!(
-                "{name}@{version} was published without provenance"
-            )));
-        };
-        serde_json::from_slice(&bytes).map_err(|e| Error::store(e.to_string()))
-    }
-
     /// `PUT /-/package/{name}/dist-tags/{tag}` (`version` given) or `DELETE` (none).
     pub async fn dist_tag(
         &self,
@@ -492,7 +499,7 @@ impl Publisher {
         who: &Identity,
     ) -> Result<Value, Error> {
         self.check_writer(name, who)?;
-        self.write(name, who, None, |doc| {
+        self.write(name, who, None, Missing::NotFound, |doc| {
             match version {
                 Some(version) => {
                     if !doc.versions().is_some_and(|v| v.contains_key(version)) {
@@ -515,7 +522,8 @@ impl Publisher {
     }
 
     /// Change the stored packument of `name` with `edit` (read → edit → conditional put → on
-    /// conflict again), creating it when there is none.
+    /// conflict again); `missing` says whether a name with none gets one (a publish) or is
+    /// not found (every other write).
     ///
     /// `who` must be one of the package's maintainers when it has any; `rev`, when given, must
     /// be the document's current `_rev` (a client that read an older one gets 409 and reads
@@ -525,29 +533,28 @@ impl Publisher {
         name: &str,
         who: &Identity,
         rev: Option<&str>,
+        missing: Missing,
         mut edit: impl FnMut(&mut Packument) -> Result<(), Error>,
     ) -> Result<(), Error> {
         let store_error = Error::from;
         for _ in 0..32 {
             let held = self.store.packument(name).await.map_err(store_error)?;
-            let mut doc = match &held {
-                Some(held) => parse_document(&held.bytes, name)
+            let mut doc = match (&held, missing) {
+                (Some(held), _) => parse_document(&held.bytes, name)
                     .map_err(|e| Error::store(e.to_string()))?,
-                None => Packument::new(
+                (None, Missing::Create) => Packument::new(
                     json!({ "_id": name, "name": name, "dist-tags": {}, "versions": {}, "time": {} })
                         .as_object()
                         .cloned()
                         .unwrap_or_default(),
                 ),
+                (None, Missing::NotFound) => {
+                    return Err(Error::NotFound(format!(
+                        "{name} was never published here: publish it first"
+                    )))
+                }
             };
-            let owners = maintainers(&doc);
-            if !owners.is_empty() && !owners.contains(&who.user) {
-                return Err(Error::Forbidden(format!(
-                    "{} is not a maintainer of {name} (npm owner ls {name}; an owner adds others \
-                     with npm owner add)",
-                    who.user
-                )));
-            }
+            check_maintainer(name, &doc, who)?;
             check_rev(name, &doc, rev)?;
             edit(&mut doc)?;
             crate::packument::repair(&mut doc);

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use sluice_plugin_api::Packument;
 
-use super::{bad, Publisher};
+use super::{bad, Missing, Publisher};
 use crate::auth::Identity;
 use crate::core::Error;
 
@@ -52,7 +52,7 @@ impl Publisher {
         let window = self.config.unpublish;
         let now = SystemTime::now();
         let mut removed = Vec::new();
-        self.write(name, who, Some(rev), |doc| {
+        self.write(name, who, Some(rev), Missing::NotFound, |doc| {
             if let Some(owners) = &owners {
                 let list: Vec<Value> = owners
                     .iter()
