@@ -623,24 +623,23 @@ impl PublishConfig {
         })
     }
 
-    /// Whether `name` is published here (and so never looked up upstream).
-    pub fn is_private(&self, name: &str) -> bool {
-        if self.packages.iter().any(|p| p == name) {
-            return true;
-        }
-        match name.split_once('/') {
-            Some((scope, _)) => self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)),
-            None => false,
-        }
-    }
-
     /// Whether `user` may publish `name`.
     pub fn may_publish(&self, user: &str, name: &str) -> bool {
-        let scope = name.split_once('/').map(|(scope, _)| scope).unwrap_or(name);
-        match self.owners.get(scope) {
-            Some(owners) => owners.iter().any(|o| o == user),
-            None => true,
+        // A scope is one whatever its case (`@Acme` in the file is `@acme`); an unscoped
+        // legacy name (`JSONStream`) is its own, case and all.
+        let (key, any_case) = match name.split_once('/') {
+            Some((scope, _)) => (scope, true),
+            None => (name, false),
+        };
+        let mut listed = self
+            .owners
+            .iter()
+            .filter(|(k, _)| *k == key || (any_case && k.eq_ignore_ascii_case(key)))
+            .peekable();
+        if listed.peek().is_none() {
+            return true;
         }
+        listed.any(|(_, owners)| owners.iter().any(|o| o == user))
     }
 }
 

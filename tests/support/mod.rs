@@ -5,6 +5,7 @@
 pub mod fake;
 pub mod faults;
 pub mod process;
+pub mod publishing;
 pub mod seaweed;
 pub mod upstream_faults;
 
