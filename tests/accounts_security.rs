@@ -5,10 +5,8 @@
 
 mod support;
 
-use std::io::Write as _;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -19,22 +17,7 @@ const PRIVATE: &str = "[policy]\nwhitelist = \"whitelist\"\n\n[auth]\nusers = \"
 
 /// `sluice user <action> NAME --password-stdin` against `config`.
 fn user_cli(config: &std::path::Path, action: &str, name: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", action, name, "--password-stdin", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::publishing::user_cli(config, action, name, password, &[]);
 }
 
 /// A client of `sluice` whose connections come from `from` (any 127.0.0.0/8 address).
