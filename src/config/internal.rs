@@ -8,6 +8,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::core::private::Glob;
+use crate::core::PrivateNames;
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
@@ -575,6 +577,9 @@ pub struct PublishConfig {
     pub max_size: u64,
     /// Who may publish to a scope (default: any user).
     pub owners: BTreeMap<String, Vec<String>>,
+    /// `scopes` and `packages` as the one rule every path asks (exact names and `*` globs).
+    #[serde(skip)]
+    pub names: PrivateNames,
 }
 
 impl PublishConfig {
@@ -593,9 +598,11 @@ impl PublishConfig {
                 scopes.push(bare.to_ascii_lowercase());
             }
         }
+        let packages = file.packages.clone().unwrap_or_default();
         Ok(PublishConfig {
+            names: PrivateNames::new(&scopes, &packages),
             scopes,
-            packages: file.packages.clone().unwrap_or_default(),
+            packages,
             unpublish: file
                 .unpublish
                 .map_or(Duration::from_secs(72 * 3600), |d| d.0),
@@ -606,22 +613,50 @@ impl PublishConfig {
 
     /// Whether `name` is published here (and so never looked up upstream).
     pub fn is_private(&self, name: &str) -> bool {
-        if self.packages.iter().any(|p| p == name) {
-            return true;
-        }
-        match name.split_once('/') {
-            Some((scope, _)) => self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)),
-            None => false,
-        }
+        self.names.contains(name)
     }
 
-    /// Whether `user` may publish `name`.
+    /// Whether `user` may publish `name`. `owners` is keyed like `scopes` and `packages`: a
+    /// scoped name by its scope, an unscoped name by itself, each key exact or a `*` glob. A key
+    /// naming exactly the scope (or name) decides alone, so one package or scope can be narrowed
+    /// below a broad glob; otherwise every glob that matches grants its users; with no key
+    /// matching, any user may publish.
     pub fn may_publish(&self, user: &str, name: &str) -> bool {
-        let scope = name.split_once('/').map(|(scope, _)| scope).unwrap_or(name);
-        match self.owners.get(scope) {
-            Some(owners) => owners.iter().any(|o| o == user),
-            None => true,
+        let key = match name.split_once('/') {
+            Some((scope, _)) if scope.starts_with('@') => scope,
+            _ => name,
+        };
+        if let Some((_, owners)) = self
+            .owners
+            .iter()
+            .find(|(k, _)| !k.contains('*') && k.eq_ignore_ascii_case(key))
+        {
+            return owners.iter().any(|o| o == user);
         }
+        let mut matching = self
+            .owners
+            .iter()
+            .filter(|(k, _)| k.contains('*') && k.starts_with('@') == key.starts_with('@'))
+            .filter(|(k, _)| Glob::new(k).matches(key))
+            .peekable();
+        if matching.peek().is_none() {
+            return true;
+        }
+        matching.any(|(_, owners)| owners.iter().any(|o| o == user))
+    }
+
+    /// What `sluice check` adds about which names are mirrored, when the patterns make that
+    /// less than obvious.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.names.every_unscoped() {
+            notes.push(
+                "[publish] packages has \"*\": every unscoped name is published here and never \
+                 looked up upstream; only scoped names outside [publish] scopes are mirrored"
+                    .to_string(),
+            );
+        }
+        notes
     }
 }
 

@@ -300,4 +300,37 @@ mod tests {
             assert_eq!(err.to_string(), *expected, "for:\n{text}");
         }
     }
+
+    #[test]
+    fn publish_patterns_and_their_owners() {
+        let config = parse(&format!(
+            "[publish]\nscopes = [\"@team-*\", \"@acme\"]\npackages = [\"acme-*\", \"tool\"]\n\
+             [publish.owners]\n\"@team-*\" = [\"lead\"]\n\"@team-core\" = [\"core\"]\n\
+             \"acme-*\" = [\"ops\", \"lead\"]\n\"*\" = [\"lead\"]\n{UPSTREAM}"
+        ))
+        .unwrap();
+        let publish = &config.publish;
+        assert!(publish.is_private("@team-a/x") && publish.is_private("@ACME/x"));
+        assert!(publish.is_private("acme-cli") && publish.is_private("tool"));
+        assert!(!publish.is_private("@teams/x") && !publish.is_private("toolkit"));
+        // A scope glob grants its owners; an exact key decides alone.
+        assert!(publish.may_publish("lead", "@team-a/x"));
+        assert!(!publish.may_publish("core", "@team-a/x"));
+        assert!(publish.may_publish("core", "@team-core/x"));
+        assert!(!publish.may_publish("lead", "@team-core/x"));
+        // Package globs never govern scoped names, and every matching glob grants.
+        assert!(publish.may_publish("anyone", "@acme/x"));
+        assert!(publish.may_publish("ops", "acme-cli"));
+        assert!(publish.may_publish("lead", "acme-cli") && publish.may_publish("lead", "tool"));
+        assert!(!publish.may_publish("ops", "tool"));
+        assert!(publish.notes().is_empty());
+        let every = parse(&format!("[publish]\npackages = [\"*\"]\n{UPSTREAM}")).unwrap();
+        assert!(every.publish.is_private("express") && !every.publish.is_private("@types/node"));
+        let notes = every.publish.notes().join("\n");
+        assert!(
+            notes.contains("every unscoped name is published here"),
+            "{notes}"
+        );
+        assert!(notes.contains("only scoped names"), "{notes}");
+    }
 }
