@@ -6,6 +6,7 @@ pub mod fake;
 pub mod faults;
 pub mod process;
 pub mod seaweed;
+pub mod tls;
 pub mod upstream_faults;
 
 use std::path::{Path, PathBuf};
