@@ -633,3 +633,185 @@ fn pnpm_12_self_contained_logs_in_publishes_and_installs_over_http_and_https() {
     let pnpm = Client::new("pnpm 12", program, Vec::new(), false).unwrap();
     pnpm_runs(&pnpm);
 }
+
+/// `sluice_packuments_served_total{form="…"}` from /-/metrics.
+fn packuments_served(registry: &Registry, form: &str) -> u64 {
+    let (_, _, body) = registry.sluice.get("/-/metrics", &[]);
+    let text = String::from_utf8(body).unwrap();
+    let key = format!("sluice_packuments_served_total{{form=\"{form}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+}
+
+#[test]
+fn pnpm_11_with_its_defaults_asks_for_abbreviated_documents_only() {
+    let Some(pnpm) = node24_client("pnpm 11", "node24/node_modules/.bin/pnpm") else {
+        return;
+    };
+    let registry = Registry::start(false);
+    let project = project(&registry.url);
+    let store = pnpm.home.path().join(".pnpm-store");
+    // Its defaults: minimumReleaseAge on (a day), read from each version's `time` in the
+    // abbreviated document; the mirrored versions are years old.
+    pnpm.ok(
+        project.path(),
+        &["install", "--store-dir", store.to_str().unwrap()],
+        &[],
+    );
+    check(&project, dummy_output(), "pnpm 11");
+    assert!(packuments_served(&registry, "abbreviated") >= 4);
+    assert_eq!(
+        packuments_served(&registry, "full"),
+        0,
+        "pnpm 11 asked for a whole document"
+    );
+}
+
+/// A successful output, for [`check`] after a run [`Client::ok`] already checked.
+fn dummy_output() -> std::process::Output {
+    Command::new("true").output().unwrap()
+}
+
+#[test]
+fn yarn_4_logs_in_publishes_and_installs_over_http_and_https() {
+    let Some(yarn) = support::tool("@yarnpkg/cli-dist/bin/yarn.js") else {
+        return;
+    };
+    let Some(node) = support::tool_in("node24/node_modules/node/bin/node") else {
+        return;
+    };
+    let yarn = Client::new("yarn 4", node, vec![yarn], true).unwrap();
+    for tls in [false, true] {
+        let registry = Registry::start(tls);
+        let server = registry.url.trim_end_matches('/');
+        let trust = match &registry.ca {
+            Some(ca) => format!("httpsCaFilePath: \"{}\"\n", ca.display()),
+            None => "unsafeHttpWhitelist:\n  - \"127.0.0.1\"\n".to_string(),
+        };
+        let rc = format!(
+            "npmRegistryServer: \"{server}\"\n{trust}nodeLinker: node-modules\n\
+             enableGlobalCache: false\nenableTelemetry: false\nnpmMinimalAgeGate: 0\n"
+        );
+        // The login (credentials from the environment, as yarn takes them off a terminal)
+        // saves the token in the home's .yarnrc.yml.
+        std::fs::write(yarn.home.path().join(".yarnrc.yml"), &rc).unwrap();
+        let user = "yarn-4-user";
+        yarn.ok(
+            yarn.home.path(),
+            &["npm", "login"],
+            &[
+                ("YARN_IS_TEST_ENV", "1"),
+                ("YARN_INJECT_NPM_USER", user),
+                ("YARN_INJECT_NPM_PASSWORD", "correct horse"),
+            ],
+        );
+        let saved = std::fs::read_to_string(yarn.home.path().join(".yarnrc.yml")).unwrap();
+        assert!(saved.contains("npmAuthToken: sluice_"), "{saved}");
+        let (package, own) = acme_package("yarn-4-lib");
+        std::fs::write(package.path().join(".yarnrc.yml"), &rc).unwrap();
+        std::fs::write(package.path().join("yarn.lock"), "").unwrap();
+        yarn.ok(package.path(), &["install"], &[]);
+        yarn.ok(package.path(), &["npm", "publish"], &[]);
+        let (status, doc) = registry.get_json(&own.replace('/', "%2f"));
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["versions"]["1.0.0"]["_npmUser"]["name"], user);
+        let project = project_with(&registry, &own);
+        std::fs::write(project.path().join(".yarnrc.yml"), &rc).unwrap();
+        std::fs::write(project.path().join("yarn.lock"), "").unwrap();
+        install_twice(
+            &yarn,
+            &project,
+            &own,
+            &["install"],
+            &["install", "--immutable"],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn bun_publishes_and_installs_over_http_and_https() {
+    let Some(program) = support::tool("bun/bin/bun.exe") else {
+        return;
+    };
+    let bun = Client::new("bun", program, Vec::new(), false).unwrap();
+    for tls in [false, true] {
+        let registry = Registry::start(tls);
+        // bun has no login: a token made as `npm adduser` makes it, in bunfig.toml.
+        let token = registry.sign_up("bun-user");
+        let mut bunfig = format!(
+            "[install]\nregistry = {{ url = \"{}\", token = \"{token}\" }}\n",
+            registry.url
+        );
+        if let Some(ca) = &registry.ca {
+            bunfig.push_str(&format!("cafile = \"{}\"\n", ca.display()));
+        }
+        let (package, own) = acme_package("bun-lib");
+        std::fs::write(package.path().join("bunfig.toml"), &bunfig).unwrap();
+        bun.ok(package.path(), &["publish"], &[]);
+        let (status, doc) = registry.get_json(&own.replace('/', "%2f"));
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["versions"]["1.0.0"]["_npmUser"]["name"], "bun-user");
+        let project = project_with(&registry, &own);
+        std::fs::write(project.path().join("bunfig.toml"), &bunfig).unwrap();
+        install_twice(
+            &bun,
+            &project,
+            &own,
+            &["install"],
+            &["install", "--frozen-lockfile"],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn deno_installs_and_installs_frozen_over_http_and_https() {
+    let Some(program) = support::tool_in("e2e/node_modules/.bin/deno") else {
+        return;
+    };
+    let deno = Client::new("deno", program, Vec::new(), false).unwrap();
+    for tls in [false, true] {
+        let registry = Registry::start(tls);
+        // deno publishes to JSR only; the private package comes from another user's publish.
+        let token = registry.sign_up("deno-user");
+        let (package, own) = acme_package("deno-lib");
+        let publisher = Project::new();
+        std::fs::write(
+            publisher.path().join(".npmrc-empty"),
+            npmrc(&registry, Some(&token)),
+        )
+        .unwrap();
+        let out = publisher.npm(
+            &registry.url,
+            &["publish", package.path().to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let project = project_with(&registry, &own);
+        std::fs::write(
+            project.path().join(".npmrc"),
+            npmrc(&registry, Some(&token)),
+        )
+        .unwrap();
+        let ca = registry
+            .ca
+            .as_ref()
+            .map(|c| c.to_str().unwrap().to_string());
+        let env: Vec<(&str, &str)> = ca.iter().map(|c| ("DENO_CERT", c.as_str())).collect();
+        install_twice(
+            &deno,
+            &project,
+            &own,
+            // The private package is minutes old; deno's default minimum age is a day.
+            &["install", "--minimum-dependency-age=0"],
+            &["install", "--frozen", "--minimum-dependency-age=0"],
+            &env,
+        );
+    }
+}
