@@ -140,10 +140,7 @@ impl App {
                 }
             })]
         };
-        let private = Arc::new(PrivateNames::new(
-            &config.publish.scopes,
-            &config.publish.packages,
-        ));
+        let private = Arc::new(config.publish.names.clone());
         let packuments = Arc::new(Packuments::new(
             store.clone(),
             upstream.clone(),

@@ -305,6 +305,9 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Check => {
             sluice::plugins::Host::build(&config)?;
             print!("{config}");
+            for note in config.publish.notes() {
+                eprintln!("sluice: note: {note}");
+            }
             if let Some(warning) = sluice::auth::users_file_exposed(&config.auth.users) {
                 eprintln!("sluice: warning: {warning}");
             }

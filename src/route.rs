@@ -149,7 +149,8 @@ fn check_tarball_file(file: &str) -> Result<(), RouteError> {
     let ok = file.len() > 4
         && file.len() <= 300
         && file.ends_with(".tgz")
-        && !file.starts_with(['.', '_'])
+        // `@scope/_x` is a valid name, so its file `_x-1.0.0.tgz` is a tarball file too.
+        && !file.starts_with('.')
         && file.chars().all(|c| is_name_char(c) || c == '+');
     if ok {
         Ok(())
@@ -348,6 +349,13 @@ mod tests {
             NpmRequest::Tarball {
                 name: "@types/node".into(),
                 file: "node-20.1.0.tgz".into()
+            }
+        );
+        assert_eq!(
+            get("/@scope/_x/-/_x-1.0.0.tgz").unwrap(),
+            NpmRequest::Tarball {
+                name: "@scope/_x".into(),
+                file: "_x-1.0.0.tgz".into()
             }
         );
         assert_eq!(

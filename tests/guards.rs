@@ -80,6 +80,10 @@ fn with_min_age_npm_installs_the_newest_version_old_enough_and_the_young_one_is_
         let doc: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(doc["dist-tags"]["latest"], "1.1.0", "{accept}");
         assert_eq!(versions(&doc), vec!["1.0.0", "1.1.0"], "{accept}");
+        // Both documents carry the publish times (pnpm's minimumReleaseAge reads them from
+        // the abbreviated one), and neither tells of the hidden version.
+        assert!(doc["time"]["1.1.0"].is_string(), "{accept}: {doc}");
+        assert!(doc["time"].get("1.2.0").is_none(), "{accept}: {doc}");
     }
     let (status, tags) = sluice.get_json("/-/package/fresh/dist-tags");
     assert_eq!((status, &tags["latest"]), (200, &json!("1.1.0")));

@@ -15,11 +15,12 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
     match call.request {
         NpmRequest::Packument { name, abbreviated } => {
             let (rendered, cache) = app.renders.packument(name, *abbreviated, call.gzip).await?;
-            let content_type = if *abbreviated {
-                CORGI
+            let (content_type, served) = if *abbreviated {
+                (CORGI, &app.metrics.abbreviated_packuments)
             } else {
-                "application/json"
+                ("application/json", &app.metrics.full_packuments)
             };
+            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Answer::rendered(rendered, content_type, call.gzip)
                 .with_vary()
                 .from_cache(cache))

@@ -16,6 +16,7 @@ use super::file::{
     PublishFile, S3File, ServerFile, StorageFile, UpstreamFile,
 };
 pub use super::kinds::{Backend, Mode, Read, Tarballs};
+use super::private::{Glob, PrivateNames};
 use super::ConfigError;
 
 /// What every section's parser needs: the text (for line numbers), the file's name (for the
@@ -551,8 +552,11 @@ pub struct PublishConfig {
     pub unpublish: Duration,
     /// The largest publish body, in bytes.
     pub max_size: u64,
-    /// Who may publish to a scope (default: any user).
+    /// Who may publish to a scope or name (default: any user); keys exact or `*` globs.
     pub owners: BTreeMap<String, Vec<String>>,
+    /// `scopes` and `packages` as the one rule every path asks (exact names and `*` globs).
+    #[serde(skip)]
+    pub names: PrivateNames,
 }
 
 impl PublishConfig {
@@ -571,9 +575,11 @@ impl PublishConfig {
                 scopes.push(bare.to_ascii_lowercase());
             }
         }
+        let packages = file.packages.clone().unwrap_or_default();
         Ok(PublishConfig {
+            names: PrivateNames::new(&scopes, &packages),
             scopes,
-            packages: file.packages.clone().unwrap_or_default(),
+            packages,
             unpublish: file
                 .unpublish
                 .map_or(Duration::from_secs(72 * 3600), |d| d.0),
@@ -582,23 +588,51 @@ impl PublishConfig {
         })
     }
 
-    /// Whether `user` may publish `name`.
+    /// Whether `user` may publish `name`. `owners` is keyed like `scopes` and `packages`: a
+    /// scoped name by its scope (in any case), an unscoped name by itself (case and all: npm's
+    /// legacy `JSONStream`), each key exact or a `*` glob. A key naming exactly the scope (or
+    /// name) decides alone, so one scope can be narrowed below a broad glob; otherwise every
+    /// glob that matches grants its users; with no key matching, any user may publish.
     pub fn may_publish(&self, user: &str, name: &str) -> bool {
-        // A scope is one whatever its case (`@Acme` in the file is `@acme`); an unscoped
-        // legacy name (`JSONStream`) is its own, case and all.
-        let (key, any_case) = match name.split_once('/') {
-            Some((scope, _)) => (scope, true),
-            None => (name, false),
+        let (key, scoped) = match name.split_once('/') {
+            Some((scope, _)) if scope.starts_with('@') => (scope, true),
+            _ => (name, false),
         };
-        let mut listed = self
+        let exact = |k: &str| {
+            !k.contains('*')
+                && if scoped {
+                    k.eq_ignore_ascii_case(key)
+                } else {
+                    k == key
+                }
+        };
+        if let Some((_, owners)) = self.owners.iter().find(|(k, _)| exact(k)) {
+            return owners.iter().any(|o| o == user);
+        }
+        let mut matching = self
             .owners
             .iter()
-            .filter(|(k, _)| *k == key || (any_case && k.eq_ignore_ascii_case(key)))
+            .filter(|(k, _)| k.contains('*') && k.starts_with('@') == scoped)
+            .filter(|(k, _)| Glob::new(k).matches(key))
             .peekable();
-        if listed.peek().is_none() {
+        if matching.peek().is_none() {
             return true;
         }
-        listed.any(|(_, owners)| owners.iter().any(|o| o == user))
+        matching.any(|(_, owners)| owners.iter().any(|o| o == user))
+    }
+
+    /// What `sluice check` adds about which names are mirrored, when the patterns make that
+    /// less than obvious.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.names.every_unscoped() {
+            notes.push(
+                "[publish] packages has \"*\": every unscoped name is published here and never \
+                 looked up upstream; only scoped names outside [publish] scopes are mirrored"
+                    .to_string(),
+            );
+        }
+        notes
     }
 }
 

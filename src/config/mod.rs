@@ -5,6 +5,7 @@
 mod file;
 mod internal;
 mod kinds;
+mod private;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
     PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs, UpstreamConfig,
 };
+pub use private::PrivateNames;
 
 use file::FileConfig;
 use internal::Cx;
@@ -301,5 +303,40 @@ mod tests {
             let err = parse(&text).unwrap_err();
             assert_eq!(err.to_string(), *expected, "for:\n{text}");
         }
+    }
+
+    #[test]
+    fn publish_patterns_and_their_owners() {
+        let config = parse(&format!(
+            "[publish]\nscopes = [\"@team-*\", \"@acme\"]\npackages = [\"acme-*\", \"tool\"]\n\
+             [publish.owners]\n\"@team-*\" = [\"lead\"]\n\"@team-core\" = [\"core\"]\n\
+             \"acme-*\" = [\"ops\", \"lead\"]\n\"*\" = [\"lead\"]\n{UPSTREAM}"
+        ))
+        .unwrap();
+        let publish = &config.publish;
+        assert!(publish.names.contains("@team-a/x") && publish.names.contains("@ACME/x"));
+        assert!(publish.names.contains("acme-cli") && publish.names.contains("tool"));
+        assert!(!publish.names.contains("@teams/x") && !publish.names.contains("toolkit"));
+        // A scope glob grants its owners; an exact key decides alone.
+        assert!(publish.may_publish("lead", "@team-a/x"));
+        assert!(!publish.may_publish("core", "@team-a/x"));
+        assert!(publish.may_publish("core", "@team-core/x"));
+        assert!(!publish.may_publish("lead", "@team-core/x"));
+        // Package globs never govern scoped names, and every matching glob grants.
+        assert!(publish.may_publish("anyone", "@acme/x"));
+        assert!(publish.may_publish("ops", "acme-cli"));
+        assert!(publish.may_publish("lead", "acme-cli") && publish.may_publish("lead", "tool"));
+        assert!(!publish.may_publish("ops", "tool"));
+        assert!(publish.notes().is_empty());
+        let every = parse(&format!("[publish]\npackages = [\"*\"]\n{UPSTREAM}")).unwrap();
+        assert!(
+            every.publish.names.contains("express") && !every.publish.names.contains("@types/node")
+        );
+        let notes = every.publish.notes().join("\n");
+        assert!(
+            notes.contains("every unscoped name is published here"),
+            "{notes}"
+        );
+        assert!(notes.contains("only scoped names"), "{notes}");
     }
 }

@@ -5,7 +5,6 @@
 
 pub mod fleet;
 pub mod packuments;
-pub mod private;
 pub mod publish;
 pub mod renders;
 pub mod search;
@@ -19,7 +18,7 @@ use serde_json::Value;
 use sluice_plugin_api::{Packument, PluginError, Response};
 use ssri::Integrity;
 
-pub use private::PrivateNames;
+pub use crate::config::PrivateNames;
 
 use crate::packument::{self, PackumentError};
 use crate::store::StoreError;

@@ -75,8 +75,13 @@ impl Renders {
         let hidden = self.host.hidden(&parsed, SystemTime::now())?;
         for version in hidden.reasons.keys() {
             parsed.remove_version(version);
+            // A hidden version's publish time would tell clients it exists.
+            if let Some(time) = parsed.doc.get_mut("time").and_then(Value::as_object_mut) {
+                time.shift_remove(version);
+            }
         }
         packument::repair(&mut parsed);
+        packument::lift_readme(&mut parsed);
         Ok(Filtered {
             doc: parsed,
             until: hidden.until,

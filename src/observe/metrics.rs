@@ -21,6 +21,10 @@ pub struct Metrics {
     pub client_timeouts: std::sync::Arc<AtomicU64>,
     /// Requests being answered now (shutdown waits for them, not for idle connections).
     pub in_flight: std::sync::Arc<AtomicU64>,
+    /// Package documents served whole (`application/json`).
+    pub full_packuments: AtomicU64,
+    /// Package documents served abbreviated (npm's install-v1 "corgi").
+    pub abbreviated_packuments: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -104,6 +108,17 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
         );
     }
+    // Which form clients ask for: a client that only installs needs the abbreviated one.
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP sluice_packuments_served_total Package documents answered, by form.\n\
+         # TYPE sluice_packuments_served_total counter\n\
+         sluice_packuments_served_total{{form=\"full\"}} {}\n\
+         sluice_packuments_served_total{{form=\"abbreviated\"}} {}",
+        load(&metrics.full_packuments),
+        load(&metrics.abbreviated_packuments)
+    );
     store_and_background(&mut out, snapshot);
     out
 }

@@ -189,6 +189,24 @@ pub fn rewrite_manifest(manifest: &mut Value, name: &str, public_url: &str) {
     }
 }
 
+/// Give a document without a top-level `readme` the `latest` version's, as the npm registry
+/// shows it: npm ≥ 7 publishes the readme inside the version only.
+pub fn lift_readme(packument: &mut Packument) {
+    if packument.doc.contains_key("readme") {
+        return;
+    }
+    let readme = packument
+        .dist_tags()
+        .and_then(|tags| tags.get("latest"))
+        .and_then(Value::as_str)
+        .and_then(|latest| packument.versions()?.get(latest))
+        .and_then(|manifest| manifest.get("readme"))
+        .cloned();
+    if let Some(readme) = readme {
+        packument.doc.insert("readme".into(), readme);
+    }
+}
+
 /// The version fields the abbreviated ("corgi") document keeps, as npm's registry does.
 const CORGI_VERSION_FIELDS: &[&str] = &[
     "name",
@@ -230,6 +248,11 @@ pub fn abbreviate(packument: &Packument) -> Map<String, Value> {
     }
     if let Some(tags) = packument.doc.get("dist-tags") {
         out.insert("dist-tags".into(), tags.clone());
+    }
+    // As upstream's abbreviated documents do: pnpm's minimumReleaseAge (on by default since
+    // pnpm 11) reads each version's publish time, and would fetch the full document without it.
+    if let Some(time) = packument.time() {
+        out.insert("time".into(), Value::Object(time.clone()));
     }
     let mut versions = Map::new();
     if let Some(full) = packument.versions() {
@@ -368,6 +391,17 @@ mod tests {
     }
 
     #[test]
+    fn the_latest_readme_is_lifted_to_the_top() {
+        let mut p = sample();
+        p.versions_mut()["1.1.0"]["readme"] = json!("# b");
+        lift_readme(&mut p);
+        assert_eq!(p.doc["readme"], json!("# b"));
+        p.doc.insert("readme".into(), json!("own"));
+        lift_readme(&mut p);
+        assert_eq!(p.doc["readme"], json!("own"));
+    }
+
+    #[test]
     fn abbreviate_keeps_install_fields_only() {
         let small = abbreviate(&sample());
         assert_eq!(small["modified"], json!("2021-01-01T00:00:00.000Z"));
@@ -379,7 +413,9 @@ mod tests {
             small["versions"]["1.1.0"]["dependencies"],
             json!({"c": "^1"})
         );
-        assert!(small.get("time").is_none());
+        assert_eq!(small["time"]["1.0.0"], sample().time().unwrap()["1.0.0"]);
+        assert_eq!(small["time"]["modified"], small["modified"]);
+        assert!(small.get("_id").is_none() && small.get("readme").is_none());
     }
 
     #[test]

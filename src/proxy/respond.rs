@@ -130,7 +130,7 @@ fn not_modified(answer: &Answer, conditions: &Conditions) -> bool {
         (Some(etag), Some(header), _, _) => header
             .split(',')
             .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == "*" || t == &**etag),
+            .any(|t| t == "*" || same_document(t, etag)),
         (_, None, Some(modified), Some(since)) => match (
             httpdate::parse_http_date(modified),
             httpdate::parse_http_date(since),
@@ -140,6 +140,18 @@ fn not_modified(answer: &Answer, conditions: &Conditions) -> bool {
         },
         _ => false,
     }
+}
+
+/// Whether two entity tags name one document: its identity and gzip renderings carry `"X"` and
+/// `"X-gz"`, and a client that fetched one (Node's fetch decodes gzip and keeps the tag) may
+/// revalidate without asking for gzip.
+fn same_document(held: &str, served: &str) -> bool {
+    let bare = |tag: &str| {
+        tag.trim_end_matches('"')
+            .trim_end_matches("-gz")
+            .to_string()
+    };
+    held == served || bare(held) == bare(served)
 }
 
 /// The response header and body; an unchanged answer ([`not_modified`]) is 304 without a
@@ -276,5 +288,13 @@ mod tests {
         assert_eq!(byte_range("bytes=0-1,5-6", 100), Ok(None));
         assert_eq!(byte_range("items=0-1", 100), Ok(None));
         assert_eq!(byte_range("bytes=9-1", 100), Ok(None));
+    }
+
+    #[test]
+    fn a_gzip_tag_revalidates_the_identity_rendering() {
+        assert!(same_document("\"abc-gz\"", "\"abc\""));
+        assert!(same_document("\"abc\"", "\"abc-gz\""));
+        assert!(same_document("\"abc\"", "\"abc\""));
+        assert!(!same_document("\"abd-gz\"", "\"abc\""));
     }
 }

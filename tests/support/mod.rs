@@ -7,6 +7,7 @@ pub mod faults;
 pub mod process;
 pub mod publishing;
 pub mod seaweed;
+pub mod tls;
 pub mod upstream_faults;
 
 use std::path::{Path, PathBuf};
@@ -410,8 +411,15 @@ pub fn cannot_run(why: &str) {
 /// A client the tests drive, under target/tools/node_modules (`scripts/setup --tests`), or
 /// `None` after saying it cannot run (a failure under CI).
 pub fn tool(relative: &str) -> Option<PathBuf> {
+    tool_in(&format!("node_modules/{relative}"))
+}
+
+/// A file under target/tools (`scripts/setup --tests` installs the clients there: Node 20's in
+/// `node_modules`, Node 24 with npm 12 and pnpm 11 in `node24`, pnpm 12 in `pnpm12`, deno and
+/// the conformance battery in `e2e`), or `None` after saying it cannot run (a failure under CI).
+pub fn tool_in(relative: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/tools/node_modules")
+        .join("target/tools")
         .join(relative);
     if path.exists() {
         Some(path)
@@ -422,4 +430,16 @@ pub fn tool(relative: &str) -> Option<PathBuf> {
         ));
         None
     }
+}
+
+/// `$PATH` with Node 24 (the registry's `node` package) and its npm 12 and pnpm 11 first, for
+/// the clients that need Node ≥ 22; `None` after saying it cannot run when they are missing.
+pub fn node24_path() -> Option<std::ffi::OsString> {
+    let node = tool_in("node24/node_modules/node/bin/node")?;
+    let bins = tool_in("node24/node_modules/.bin")?;
+    let mut dirs = vec![node.parent()?.to_path_buf(), bins];
+    dirs.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    std::env::join_paths(dirs).ok()
 }

@@ -21,9 +21,11 @@ pub fn check_name(name: &str) -> Result<(), String> {
         None => (None, name),
     };
     if let Some(scope) = scope {
-        check_part(scope).map_err(|why| format!("`{name}`: the scope {why}"))?;
+        check_part(scope, false).map_err(|why| format!("`{name}`: the scope {why}"))?;
     }
-    check_part(base).map_err(|why| format!("`{name}`: the name {why}"))?;
+    // As npm's own rule (validate-npm-package-name): a leading `_` is refused only for an
+    // unscoped name, where the whole name starts with it; `@scope/_x` is a valid name.
+    check_part(base, scope.is_some()).map_err(|why| format!("`{name}`: the name {why}"))?;
     if scope.is_none() && matches!(base, "node_modules" | "favicon.ico") {
         return Err(format!("`{name}` is a reserved name"));
     }
@@ -92,11 +94,11 @@ impl std::fmt::Display for NamePattern {
     }
 }
 
-fn check_part(part: &str) -> Result<(), &'static str> {
+fn check_part(part: &str, underscore_first: bool) -> Result<(), &'static str> {
     if part.is_empty() {
         return Err("is empty");
     }
-    if part.starts_with('.') || part.starts_with('_') {
+    if part.starts_with('.') || (part.starts_with('_') && !underscore_first) {
         return Err("starts with `.` or `_`");
     }
     if !part.chars().all(is_name_char) {
@@ -118,6 +120,7 @@ mod tests {
             "@types/node",
             "lodash.merge",
             "a-b_c~d",
+            "@scope/_private",
         ] {
             assert!(is_valid_name(name), "{name}");
         }
@@ -147,6 +150,7 @@ mod tests {
             "node_modules",
             "@../x",
             "@./x",
+            "@s/.x",
             "@scope",
             "@s/",
             "a/b",

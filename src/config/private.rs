@@ -1,4 +1,5 @@
 //! The one rule for "is this name published here?": a value built once from `[publish]`
+//! (kept in the validated `PublishConfig` as `names`, shared by the app as `App::private`)
 //! (`scopes` and `packages`, each an exact name or a glob with `*`) that every path which could
 //! reach upstream asks — requests, refresh, the mirror, tarball fetches, `add-package`, both
 //! audit endpoints and search. A name it answers `true` for is served from the store only and
@@ -7,20 +8,21 @@
 /// A `*` glob, compared without regard to ASCII case (npm names are lowercase; a scope typed
 /// `@ACME` in a request is the same scope).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Glob {
+pub(crate) struct Glob {
     /// The pattern, lowercased.
     pattern: String,
 }
 
 impl Glob {
-    fn new(pattern: &str) -> Self {
+    /// The glob `pattern` (`*` for any run of characters).
+    pub(crate) fn new(pattern: &str) -> Self {
         Self {
             pattern: pattern.to_ascii_lowercase(),
         }
     }
 
     /// Whether `text` matches: `*` stands for any run of characters (none included).
-    fn matches(&self, text: &str) -> bool {
+    pub(crate) fn matches(&self, text: &str) -> bool {
         let text = text.to_ascii_lowercase();
         let mut parts = self.pattern.split('*');
         let first = parts.next().unwrap_or("");
