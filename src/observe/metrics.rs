@@ -172,6 +172,12 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "Private packages (published here) the store holds.",
             snapshot.private.len() as u64,
         ),
+        (
+            "sluice_unlisted_tarballs",
+            "gauge",
+            "Tarballs the store keeps for versions upstream serves but no longer lists.",
+            snapshot.unlisted_tarballs,
+        ),
     ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(
