@@ -254,7 +254,7 @@ impl Tarballs {
         if let Some(reason) = index.hidden.get(&index.listed(file)?.version) {
             return Err(Error::Forbidden(reason.clone()));
         }
-        if let Some(served) = self.from_store(name, file, files).await? {
+        if let Some(served) = self.kept(name, file, files).await? {
             return Ok((served, CacheStatus::Hit));
         }
         let listed = index.listed(file)?.clone();
@@ -272,12 +272,12 @@ impl Tarballs {
     ) -> Result<(Served, CacheStatus), Error> {
         self.judge_unlisted(name, found)?;
         if found.record.is_some() {
-            if let Some(served) = self.from_store(name, file, files).await? {
+            if let Some(served) = self.kept(name, file, files).await? {
                 return Ok((served, CacheStatus::Hit));
             }
         }
         self.ensure_unlisted(name, file, found, None).await?;
-        match self.from_store(name, file, files).await? {
+        match self.kept(name, file, files).await? {
             Some(served) => Ok((served, CacheStatus::Miss)),
             None => Err(Error::Store(Arc::new(crate::store::StoreError {
                 location: self.store.location(),
@@ -290,7 +290,7 @@ impl Tarballs {
 
     /// Tarball `file` of `name` from memory, as a local file (with `files`, when large) or from
     /// the store; `None` when it is not stored.
-    async fn from_store(
+    async fn kept(
         &self,
         name: &str,
         file: &str,
