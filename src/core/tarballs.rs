@@ -290,12 +290,7 @@ impl Tarballs {
 
     /// Tarball `file` of `name` from memory, as a local file (with `files`, when large) or from
     /// the store; `None` when it is not stored.
-    async fn kept(
-        &self,
-        name: &str,
-        file: &str,
-        files: bool,
-    ) -> Result<Option<Served>, Error> {
+    async fn kept(&self, name: &str, file: &str, files: bool) -> Result<Option<Served>, Error> {
         if let Some(hit) = self.hot.get(&HotKeyRef::Tarball { name, file }) {
             return Ok(Some(Served::Whole(hit)));
         }

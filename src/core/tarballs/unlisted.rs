@@ -3,7 +3,7 @@
 //! the registry's standard path, kept in the store and served like any other.
 //!
 //! Such a tarball has no published integrity to verify it against. sluice computes its sha512
-//! as it arrives, stores the content under that (content-addressed, as every tarball) and
+//! as it arrives (spooled to an anonymous temporary file, not held in memory), stores the content under that (content-addressed, as every tarball) and
 //! records the entry in one state object, [`RECORDS`]: name, file, version, sha512, upstream's
 //! `time` entry for the version when it kept one. The record marks it unlisted; a later fetch
 //! (after the store dropped a corrupt copy) must match the recorded sha512, and
@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sluice_plugin_api::Packument;
 use ssri::{Algorithm, Integrity, IntegrityChecker, IntegrityOpts};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::{Error, Shared, Tarballs};
 use crate::store::{now_ms, Expect, SharedStore, StoreError, Written};
@@ -35,6 +35,9 @@ pub const RECORDS: &str = "unlisted-tarballs";
 
 /// How many times a record's conditional put is retried after losing a race.
 const ATTEMPTS: usize = 32;
+
+/// The chunk a spooled tarball is read back into the store in.
+const SPOOL_CHUNK: usize = 64 * 1024;
 
 /// How old the count status and metrics show may get before it is read again (in the
 /// background: a scrape never waits for the store).
@@ -277,16 +280,27 @@ impl Tarballs {
             // Stored while the version was listed (or before a record could be written).
             Some(body) => self.record_of(name, file, found, &body.integrity),
             None => {
-                let bytes = self.fetch_unlisted(name, file, found, expected).await?;
-                let integrity = IntegrityOpts::new()
-                    .algorithm(Algorithm::Sha512)
-                    .chain(&bytes)
-                    .result();
+                let (mut spool, integrity, len) =
+                    self.fetch_unlisted(name, file, found, expected).await?;
                 let mut sink = self
                     .store
-                    .tarball_sink(name, file, &integrity, Some(bytes.len() as u64))
+                    .tarball_sink(name, file, &integrity, Some(len))
                     .await?;
-                sink.write(&bytes).await?;
+                spool
+                    .rewind()
+                    .await
+                    .map_err(|e| spool_failed(name, file, &e))?;
+                let mut chunk = vec![0u8; SPOOL_CHUNK];
+                loop {
+                    let n = spool
+                        .read(&mut chunk)
+                        .await
+                        .map_err(|e| spool_failed(name, file, &e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    sink.write(&chunk[..n]).await?;
+                }
                 sink.commit().await?;
                 self.record_of(name, file, found, &integrity)
             }
@@ -315,16 +329,19 @@ impl Tarballs {
         }
     }
 
-    /// The bytes of the unlisted tarball `file` of `name`, from upstream's own origin at the
-    /// registry's standard path (never a URL from elsewhere), checked against the record's
-    /// sha512 (if it had one) and `expected`.
+    /// The unlisted tarball `file` of `name` from upstream's own origin at the registry's
+    /// standard path (never a URL from elsewhere), spooled to an anonymous temporary file (so
+    /// memory stays bounded whatever its size) and checked against the record's sha512 (if it
+    /// had one) and `expected`.
+    ///
+    /// Returns the spool, the sha512 of its content and its length.
     async fn fetch_unlisted(
         &self,
         name: &str,
         file: &str,
         found: &Unlisted,
         expected: Option<&Integrity>,
-    ) -> Shared<Bytes> {
+    ) -> Shared<(tokio::fs::File, Integrity, u64)> {
         let what = format!("{name}/-/{file}");
         if self.missing.contains_key(name) {
             return Err(Error::NotFound(format!(
@@ -340,30 +357,46 @@ impl Tarballs {
                 )));
             }
         };
-        let mut bytes = BytesMut::with_capacity(upstream.len.unwrap_or(0) as usize);
-        let mut stream = upstream.stream;
-        while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk?);
-        }
-        let bytes = bytes.freeze();
+        let spool = tempfile::tempfile().map_err(|e| spool_failed(name, file, &e))?;
+        let mut spool = tokio::fs::File::from_std(spool);
+        let mut sha512 = IntegrityOpts::new().algorithm(Algorithm::Sha512);
         let recorded = found
             .record
             .as_ref()
             .and_then(|r| crate::core::usable_integrity(&r.integrity));
+        let mut checks: Vec<IntegrityChecker> = recorded
+            .iter()
+            .chain(expected)
+            .map(|sri| IntegrityChecker::new(sri.clone()))
+            .collect();
+        let mut len = 0u64;
+        let mut stream = upstream.stream;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            sha512.input(&chunk);
+            for check in &mut checks {
+                check.input(&chunk);
+            }
+            len += chunk.len() as u64;
+            spool
+                .write_all(&chunk)
+                .await
+                .map_err(|e| spool_failed(name, file, &e))?;
+        }
+        let mut checks = checks.into_iter();
         if let Some(recorded) = recorded {
-            if recorded.check(&bytes).is_err() {
+            if checks.next().is_some_and(|c| c.result().is_err()) {
                 return Err(Error::Upstream(UpstreamError::Integrity(format!(
-                    "{what} is not the content recorded when it was first stored ({})",
-                    recorded
+                    "{what} is not the content recorded when it was first stored ({recorded})"
                 ))));
             }
         }
         if let Some(expected) = expected {
-            if expected.check(&bytes).is_err() {
+            if checks.next().is_some_and(|c| c.result().is_err()) {
                 return Err(mismatch(&what, expected));
             }
         }
-        Ok(bytes)
+        Ok((spool, sha512.result(), len))
     }
 
     /// Check the stored tarball `file` of `name` against `expected`.
@@ -384,6 +417,13 @@ impl Tarballs {
             .map(|_| ())
             .map_err(|_| mismatch(&what, expected))
     }
+}
+
+/// A temporary file that failed while a tarball passed through it.
+fn spool_failed(name: &str, file: &str, error: &std::io::Error) -> Error {
+    Error::Internal(format!(
+        "{name}/-/{file}: the temporary file it passes through failed: {error}"
+    ))
 }
 
 /// The refusal of a tarball whose content is not what a lockfile says.
