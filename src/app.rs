@@ -333,6 +333,7 @@ impl App {
             last_refresh_ms: load(&self.last_refresh_ms),
             store_ops: self.store_ops.stats(),
             private: self.private_names(),
+            unlisted_tarballs: self.tarballs.unlisted_count(),
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

@@ -3,6 +3,9 @@
 //! (up to `storage.hot_tarball_max`), from the store, or from upstream into the client and the
 //! store at once, verified against the published integrity as the bytes flow.
 //!
+//! A tarball of the registry's shape whose version even the re-read packument does not list is
+//! one upstream serves but no longer lists: see [`unlisted`].
+//!
 //! A body is never completed unless it is whole and verified: the last chunk is held back
 //! until the check passed, and a failed check ends the stream with an error (the proxy then
 //! aborts the response). Concurrent requests for one uncached tarball make one upstream fetch:
@@ -26,9 +29,14 @@ use crate::flight::SingleFlight;
 use crate::plugins::Host;
 use crate::store::{
     now_ms, tarball_etag, HotCache, HotKey, HotKeyRef, NameCache, Rendered, SharedStore,
-    TarballFile, Token,
+    TarballFile, TarballSink, Token,
 };
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
+
+mod unlisted;
+
+use unlisted::Unlisted;
+pub use unlisted::{file_version, Ledger, Record, Records, RECORDS};
 
 /// How often, at most, a request for a tarball the stored packument does not list makes sluice
 /// ask upstream for that packument again (per package, whatever the outcome).
@@ -83,6 +91,8 @@ pub struct Index {
     files: HashMap<String, Listed>,
     /// Hidden version → the reason a plugin gave.
     hidden: HashMap<String, String>,
+    /// Version → upstream's `time` entry, for the versions the document does not list.
+    unlisted_times: HashMap<String, String>,
     generation: u64,
     expires_at: Option<u64>,
 }
@@ -94,6 +104,14 @@ impl Index {
             .get(file)
             .ok_or_else(|| Error::Internal(format!("the index lost its listing of {file}")))
     }
+}
+
+/// Where a requested tarball file stands.
+enum Found {
+    /// The packument lists it (the index has its listing).
+    Listed(Arc<Index>),
+    /// Upstream's packument does not list it, though the file is of the registry's shape.
+    Unlisted(Unlisted),
 }
 
 /// What a download flight ended with.
@@ -154,6 +172,12 @@ pub struct Tarballs {
     /// Packages re-read for an unlisted tarball recently, with the re-read (requests that come
     /// while it runs wait for it).
     rechecked: moka::sync::Cache<Arc<str>, Recheck>,
+    /// The records of the unlisted tarballs the store keeps.
+    ledger: Arc<Ledger>,
+    /// Packages upstream recently answered 404 for an unlisted tarball of.
+    missing: moka::sync::Cache<Arc<str>, ()>,
+    /// Unlisted tarballs being fetched and recorded.
+    unlisted_flights: SingleFlight<DownloadKey, Shared<Record>>,
 }
 
 impl std::fmt::Debug for Tarballs {
@@ -176,6 +200,7 @@ impl Tarballs {
         indexes: TarballIndexes,
     ) -> Self {
         let (hot, hot_max) = hot;
+        let ledger = Arc::new(Ledger::new(store.clone()));
         Self {
             packuments,
             host,
@@ -190,11 +215,28 @@ impl Tarballs {
                 .max_capacity(100_000)
                 .time_to_live(RECHECK_EVERY)
                 .build(),
+            ledger,
+            missing: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(RECHECK_EVERY)
+                .build(),
+            unlisted_flights: SingleFlight::default(),
         }
     }
 
+    /// How many unlisted tarballs the store keeps, as last counted (status and metrics).
+    pub fn unlisted_count(&self) -> u64 {
+        self.ledger.count()
+    }
+
+    /// The records of the unlisted tarballs the store keeps.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
     /// Tarball `file` of `name` for a client: refused (403 with the plugin's reason) when its
-    /// version is hidden; from memory, the store, or upstream.
+    /// version is hidden; from memory, the store, or upstream. A file of the registry's shape
+    /// that upstream no longer lists is fetched, stored and recorded as unlisted.
     ///
     /// With `files`, a tarball larger than `storage.hot_tarball_max` that the store keeps in a
     /// verified local file is served as that file (the connection sends it with `sendfile(2)`).
@@ -205,9 +247,52 @@ impl Tarballs {
         files: bool,
     ) -> Result<(Served, CacheStatus), Error> {
         // The index is looked up once; the listing is copied out only for a download.
-        let index = self.listing(name, file).await?;
+        let index = match self.locate(name, file).await? {
+            Found::Listed(index) => index,
+            Found::Unlisted(found) => return self.serve_unlisted(name, file, &found, files).await,
+        };
+        if let Some(reason) = index.hidden.get(&index.listed(file)?.version) {
+            return Err(Error::Forbidden(reason.clone()));
+        }
+        if let Some(served) = self.kept(name, file, files).await? {
+            return Ok((served, CacheStatus::Hit));
+        }
+        let listed = index.listed(file)?.clone();
+        Ok((self.download(name, file, &listed).await?, CacheStatus::Miss))
+    }
+
+    /// An unlisted tarball for a client: judged by the plugins on its name, version and
+    /// publish time, then served from the store, where it is put first when it is not there.
+    async fn serve_unlisted(
+        self: &Arc<Self>,
+        name: &str,
+        file: &str,
+        found: &Unlisted,
+        files: bool,
+    ) -> Result<(Served, CacheStatus), Error> {
+        self.judge_unlisted(name, found)?;
+        if found.record.is_some() {
+            if let Some(served) = self.kept(name, file, files).await? {
+                return Ok((served, CacheStatus::Hit));
+            }
+        }
+        self.ensure_unlisted(name, file, found, None).await?;
+        match self.kept(name, file, files).await? {
+            Some(served) => Ok((served, CacheStatus::Miss)),
+            None => Err(Error::Store(Arc::new(crate::store::StoreError {
+                location: self.store.location(),
+                message: format!(
+                    "{name}/-/{file} was fetched but the store could not keep it; try again"
+                ),
+            }))),
+        }
+    }
+
+    /// Tarball `file` of `name` from memory, as a local file (with `files`, when large) or from
+    /// the store; `None` when it is not stored.
+    async fn kept(&self, name: &str, file: &str, files: bool) -> Result<Option<Served>, Error> {
         if let Some(hit) = self.hot.get(&HotKeyRef::Tarball { name, file }) {
-            return Ok((Served::Whole(hit), CacheStatus::Hit));
+            return Ok(Some(Served::Whole(hit)));
         }
         if files {
             // Small ones are read into memory once (below) and served from there: a copy of a
@@ -216,7 +301,7 @@ impl Tarballs {
             if let Ok(Some(found)) = self.store.tarball_file(name, file).await {
                 if found.size > self.hot_max {
                     let etag = tarball_etag(&found.integrity);
-                    return Ok((Served::File { file: found, etag }, CacheStatus::Hit));
+                    return Ok(Some(Served::File { file: found, etag }));
                 }
             }
         }
@@ -224,11 +309,7 @@ impl Tarballs {
             name: name.into(),
             file: file.into(),
         };
-        if let Some(served) = self.read_stored(name, file, key).await? {
-            return Ok((served, CacheStatus::Hit));
-        }
-        let listed = index.listed(file)?.clone();
-        Ok((self.download(name, file, &listed).await?, CacheStatus::Miss))
+        self.read_stored(name, file, key).await
     }
 
     /// Make sure tarball `file` of `name` is stored (background work, add-package): fetched
@@ -239,46 +320,77 @@ impl Tarballs {
         if let Some(found) = self.store.tarball(name, file).await? {
             return Ok(found.size);
         }
-        let listed = self.find(name, file).await?;
+        let listed = match self.locate(name, file).await? {
+            Found::Listed(index) => index.listed(file)?.clone(),
+            Found::Unlisted(found) => {
+                self.ensure_unlisted(name, file, &found, None).await?;
+                return self.stored_size(name, file).await;
+            }
+        };
         // Nobody reads the body as it flows: the download goes straight into the store.
         let (head, _) = oneshot::channel();
         let (body, _) = mpsc::channel(1);
         let (flight, _) = self.start_download(name, file, &listed, head, body)?;
         match flight.await? {
-            Downloaded::Stored => match self.store.tarball(name, file).await? {
-                Some(found) => Ok(found.size),
-                None => Err(Error::Internal(format!(
-                    "{name}/-/{file} was stored but cannot be read back"
-                ))),
-            },
+            Downloaded::Stored => self.stored_size(name, file).await,
             Downloaded::NotStored => Err(Error::Internal(format!(
                 "{name}/-/{file} was fetched and verified, but the store could not keep it"
             ))),
         }
     }
 
-    /// An index of `name` that lists `file`, refused when a plugin hides its version.
-    async fn listing(self: &Arc<Self>, name: &str, file: &str) -> Result<Arc<Index>, Error> {
-        let index = self.indexed(name, file).await?;
-        if let Some(reason) = index.hidden.get(&index.listed(file)?.version) {
-            return Err(Error::Forbidden(reason.clone()));
+    /// Make sure the tarball of `version` of `name`, a version upstream's packument does not
+    /// list (`add-package --lockfile`), is stored and recorded as unlisted; with `expected`
+    /// (the lockfile's integrity) its content must match it, or nothing is stored. Plugins are
+    /// not asked.
+    ///
+    /// Returns its size in bytes.
+    pub async fn ensure_unlisted_version(
+        self: &Arc<Self>,
+        name: &str,
+        version: &str,
+        expected: Option<&Integrity>,
+    ) -> Shared<u64> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let file = format!("{base}-{version}.tgz");
+        if file_version(name, &file).is_none() || self.packuments.private().contains(name) {
+            return Err(Error::NotFound(format!(
+                "{name}@{version}: the registry has no such version"
+            )));
         }
-        Ok(index)
+        let found = match self.ledger.get(name, &file).await? {
+            Some(record) => Unlisted {
+                version: record.version.clone(),
+                time: record.time.clone(),
+                record: Some(record),
+            },
+            None => Unlisted {
+                version: version.to_string(),
+                time: self.index(name).await?.unlisted_times.get(version).cloned(),
+                record: None,
+            },
+        };
+        self.ensure_unlisted(name, &file, &found, expected).await?;
+        self.stored_size(name, &file).await
     }
 
-    /// The listing of `file` in the packument of `name`.
-    async fn find(self: &Arc<Self>, name: &str, file: &str) -> Result<Listed, Error> {
-        let index = self.indexed(name, file).await?;
-        index.listed(file).cloned()
+    async fn stored_size(&self, name: &str, file: &str) -> Shared<u64> {
+        match self.store.tarball(name, file).await? {
+            Some(found) => Ok(found.size),
+            None => Err(Error::Internal(format!(
+                "{name}/-/{file} was stored but cannot be read back"
+            ))),
+        }
     }
 
-    /// An index of `name` that lists `file`; a file of the package's own form that it does
-    /// not list makes sluice re-read the packument once (a lockfile written elsewhere can name
-    /// a version published since the last refresh).
-    async fn indexed(self: &Arc<Self>, name: &str, file: &str) -> Result<Arc<Index>, Error> {
+    /// Where tarball `file` of `name` stands: listed by an index of `name`, or unlisted. A
+    /// file of the package's own form that the index does not list makes sluice re-read the
+    /// packument once (a lockfile written elsewhere can name a version published since the
+    /// last refresh); one it still does not list is unlisted, unless the name is private.
+    async fn locate(self: &Arc<Self>, name: &str, file: &str) -> Result<Found, Error> {
         let index = self.index(name).await?;
         if index.files.contains_key(file) {
-            return Ok(index);
+            return Ok(Found::Listed(index));
         }
         // Another process (add-package, a second server) may have stored a newer document.
         let stored = self.packuments.stored_version(name).await?;
@@ -286,36 +398,41 @@ impl Tarballs {
             self.indexes.invalidate(name);
             let index = self.index(name).await?;
             if index.files.contains_key(file) {
-                return Ok(index);
+                return Ok(Found::Listed(index));
             }
         }
-        if self.recheck(name, file).await? {
-            let index = self.index(name).await?;
-            if index.files.contains_key(file) {
-                return Ok(index);
-            }
+        let not_listed = || Error::NotFound(format!("no version of {name} has the tarball {file}"));
+        let Some(version) = file_version(name, file) else {
+            return Err(not_listed());
+        };
+        if self.packuments.private().contains(name) {
+            // Published here: what the document does not list does not exist.
+            return Err(not_listed());
         }
-        Err(Error::NotFound(format!(
-            "no version of {name} has the tarball {file}"
-        )))
+        if let Some(record) = self.ledger.get(name, file).await? {
+            return Ok(Found::Unlisted(Unlisted {
+                version: record.version.clone(),
+                time: record.time.clone(),
+                record: Some(record),
+            }));
+        }
+        self.recheck(name).await?;
+        let index = self.index(name).await?;
+        if index.files.contains_key(file) {
+            return Ok(Found::Listed(index));
+        }
+        Ok(Found::Unlisted(Unlisted {
+            time: index.unlisted_times.get(&version).cloned(),
+            version,
+            record: None,
+        }))
     }
 
-    /// Re-read the packument of `name` from upstream for the tarball `file` it does not list.
-    /// Returns whether it did.
+    /// Re-read the packument of `name` from upstream, for a tarball file it does not list.
     ///
-    /// Only a file name of the package's own form (`<name>-<semver>.tgz`) is rechecked, at most
-    /// once per [`RECHECK_EVERY`] per package, failures included: requests for made-up names
-    /// cannot turn into a stream of upstream requests.
-    async fn recheck(self: &Arc<Self>, name: &str, file: &str) -> Result<bool, Error> {
-        let base = name.rsplit('/').next().unwrap_or(name);
-        let names_a_version = file
-            .strip_prefix(base)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|rest| rest.strip_suffix(".tgz"))
-            .is_some_and(|version| nodejs_semver::Version::parse(version).is_ok());
-        if !names_a_version {
-            return Ok(false);
-        }
+    /// At most once per [`RECHECK_EVERY`] per package, failures included: requests for
+    /// made-up names cannot turn into a stream of upstream requests.
+    async fn recheck(self: &Arc<Self>, name: &str) -> Result<(), Error> {
         let key: Arc<str> = name.into();
         let recheck = self.rechecked.get_with(key, || {
             use futures::FutureExt;
@@ -329,7 +446,7 @@ impl Tarballs {
             .boxed()
             .shared()
         });
-        recheck.await.map(|()| true)
+        recheck.await
     }
 
     /// The tarball index of `name`, built from its packument once per change (one build
@@ -365,6 +482,7 @@ impl Tarballs {
                 token: doc.token.clone(),
                 files: listing(&parsed),
                 hidden: hidden.reasons,
+                unlisted_times: unlisted_times(&parsed),
                 generation,
                 expires_at: hidden.until.map(|t| {
                     t.duration_since(UNIX_EPOCH)
@@ -533,28 +651,15 @@ impl Tarballs {
         if self.store.has_tarball(name, file).await.unwrap_or(false) {
             return Ok(Downloaded::Stored);
         }
-        if self.packuments.private().contains(name) {
-            // Published here: upstream is never asked, whatever the store lacks.
-            let error = Error::NotFound(format!("{name}/-/{file} is not in this registry's store"));
-            let _ = head.send(Err(error.clone()));
-            return Err(error);
-        }
-        let what = format!("{name}/-/{file}");
-        let upstream = match self.upstream.tarball(name, file, published).await {
-            Ok(Some(upstream)) => upstream,
-            Ok(None) => {
-                let error = Error::NotFound(format!("the upstream registry has no tarball {what}"));
-                let _ = head.send(Err(error.clone()));
-                return Err(error);
-            }
+        let upstream = match self.open_upstream(name, file, published).await {
+            Ok(upstream) => upstream,
             Err(error) => {
-                let error = Error::Upstream(error);
                 let _ = head.send(Err(error.clone()));
                 return Err(error);
             }
         };
         let _ = head.send(Ok(upstream.len));
-        let mut sink = match self
+        let sink = match self
             .store
             .tarball_sink(name, file, &integrity, upstream.len)
             .await
@@ -565,48 +670,92 @@ impl Tarballs {
                 None
             }
         };
-        let mut checker = IntegrityChecker::new(integrity.clone());
-        let mut client = Some(body);
-        let mut held: Option<Bytes> = None;
-        let mut whole = upstream
-            .len
-            .filter(|len| *len <= self.hot_max)
-            .map(|len| BytesMut::with_capacity(len as usize));
+        let flow = Flow {
+            checker: IntegrityChecker::new(integrity),
+            sink,
+            client: Some(body),
+            held: None,
+            whole: upstream
+                .len
+                .filter(|len| *len <= self.hot_max)
+                .map(|len| BytesMut::with_capacity(len as usize)),
+        };
+        let flow = self.flow(name, file, upstream, flow).await?;
+        self.finish(name, file, flow).await
+    }
+
+    /// The upstream body of tarball `file` of `name` (never for a private name).
+    async fn open_upstream(
+        &self,
+        name: &str,
+        file: &str,
+        published: Option<&str>,
+    ) -> Result<UpstreamBody, Error> {
+        if self.packuments.private().contains(name) {
+            // Published here: upstream is never asked, whatever the store lacks.
+            return Err(Error::NotFound(format!(
+                "{name}/-/{file} is not in this registry's store"
+            )));
+        }
+        match self.upstream.tarball(name, file, published).await {
+            Ok(Some(upstream)) => Ok(upstream),
+            Ok(None) => Err(Error::NotFound(format!(
+                "the upstream registry has no tarball {name}/-/{file}"
+            ))),
+            Err(error) => Err(Error::Upstream(error)),
+        }
+    }
+
+    /// Take every chunk of `upstream` into the check, the store and the first client (each
+    /// chunk goes to the client once the next one arrived).
+    async fn flow(
+        &self,
+        name: &str,
+        file: &str,
+        upstream: UpstreamBody,
+        mut flow: Flow,
+    ) -> Shared<Flow> {
         let mut stream = upstream.stream;
         while let Some(chunk) = stream.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     let error = Error::Upstream(error);
-                    send(&mut client, Err(error.clone())).await;
+                    send(&mut flow.client, Err(error.clone())).await;
                     return Err(error);
                 }
             };
-            checker.input(&chunk);
-            if let Some(writing) = sink.as_mut() {
+            flow.checker.input(&chunk);
+            if let Some(writing) = flow.sink.as_mut() {
                 if let Err(error) = writing.write(&chunk).await {
                     tracing::error!(package = name, file, %error, "tarball not stored");
-                    sink = None;
+                    flow.sink = None;
                 }
             }
-            if let Some(buffer) = whole.as_mut() {
+            if let Some(buffer) = flow.whole.as_mut() {
                 if (buffer.len() + chunk.len()) as u64 <= self.hot_max {
                     buffer.extend_from_slice(&chunk);
                 } else {
-                    whole = None;
+                    flow.whole = None;
                 }
             }
-            if let Some(previous) = held.replace(chunk) {
-                send(&mut client, Ok(previous)).await;
+            if let Some(previous) = flow.held.replace(chunk) {
+                send(&mut flow.client, Ok(previous)).await;
             }
         }
-        if checker.result().is_err() {
+        Ok(flow)
+    }
+
+    /// End a download whose every chunk arrived: check the whole, commit it, keep a small one
+    /// in memory, then hand the client its last chunk and the end of the body.
+    async fn finish(&self, name: &str, file: &str, mut flow: Flow) -> Shared<Downloaded> {
+        if flow.checker.result().is_err() {
             // The sink goes unstored with it.
-            let error = Error::Upstream(UpstreamError::Integrity(what));
-            send(&mut client, Err(error.clone())).await;
+            let error = Error::Upstream(UpstreamError::Integrity(format!("{name}/-/{file}")));
+            send(&mut flow.client, Err(error.clone())).await;
             return Err(error);
         }
-        let stored = match sink {
+        let stored = match flow.sink {
             Some(sink) => match sink.commit().await {
                 Ok(sri) => Some(sri),
                 Err(error) => {
@@ -616,7 +765,7 @@ impl Tarballs {
             },
             None => None,
         };
-        if let (Some(sri), Some(buffer)) = (&stored, whole) {
+        if let (Some(sri), Some(buffer)) = (&stored, flow.whole) {
             if let Some(etag) = tarball_etag(sri) {
                 let key = HotKey::Tarball {
                     name: name.into(),
@@ -626,17 +775,30 @@ impl Tarballs {
                     .insert(key, Arc::new(Rendered::tarball(buffer.freeze(), etag)));
             }
         }
-        if let Some(last) = held {
-            send(&mut client, Ok(last)).await;
+        if let Some(last) = flow.held {
+            send(&mut flow.client, Ok(last)).await;
         }
         // The end of the body.
-        send(&mut client, Ok(Bytes::new())).await;
+        send(&mut flow.client, Ok(Bytes::new())).await;
         Ok(if stored.is_some() {
             Downloaded::Stored
         } else {
             Downloaded::NotStored
         })
     }
+}
+
+/// A download as it flows: its check, its way into the store, its first client.
+struct Flow {
+    checker: IntegrityChecker,
+    /// `None` once the store failed (the download goes on for the client).
+    sink: Option<Box<dyn TarballSink>>,
+    /// `None` once the client went away or fell behind.
+    client: Option<mpsc::Sender<Result<Bytes, Error>>>,
+    /// The last chunk, held back until the whole is verified.
+    held: Option<Bytes>,
+    /// The whole body, while it fits the hot cache.
+    whole: Option<BytesMut>,
 }
 
 /// Hand `chunk` to the first client, if it is still there; a client that went away, or takes
@@ -650,6 +812,19 @@ async fn send(
             *client = None;
         }
     }
+}
+
+/// Upstream's `time` entries for the versions `doc` does not list (upstream keeps them when a
+/// version is taken out).
+fn unlisted_times(doc: &Packument) -> HashMap<String, String> {
+    let versions = doc.versions();
+    doc.time()
+        .into_iter()
+        .flatten()
+        .filter(|(key, _)| !matches!(key.as_str(), "created" | "modified"))
+        .filter(|(key, _)| !versions.is_some_and(|v| v.contains_key(key.as_str())))
+        .filter_map(|(key, time)| Some((key.clone(), time.as_str()?.to_string())))
+        .collect()
 }
 
 /// Every version's tarball file in `doc`.

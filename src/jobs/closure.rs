@@ -346,7 +346,15 @@ pub async fn add_locked(
                     bar.inc(1);
                     let what = format!("{}@{}", entry.name, entry.version);
                     let Some(manifest) = packument::manifest(&doc, &entry.version) else {
-                        failures.push(format!("{what}: the registry has no such version"));
+                        // Upstream may serve its tarball still, unlisted.
+                        match mirror_unlisted(&app, entry).await {
+                            Ok(size) => {
+                                bytes.fetch_add(size, Ordering::Relaxed);
+                                tarballs.fetch_add(1, Ordering::Relaxed);
+                                done += 1;
+                            }
+                            Err(error) => failures.push(format!("{what}: {error}")),
+                        }
                         continue;
                     };
                     let published = crate::core::published_integrity(manifest);
@@ -395,6 +403,24 @@ pub async fn add_locked(
     app.sync_fleet().await;
     summary.elapsed = started.elapsed();
     summary
+}
+
+/// Store the tarball of `entry`, a version upstream's packument does not list, as unlisted:
+/// verified against the lockfile's integrity when it records one (a lockfile entry without
+/// one is stored as upstream serves it, as a client's request would be).
+async fn mirror_unlisted(
+    app: &Arc<App>,
+    entry: &crate::jobs::lockfile::read::Locked,
+) -> Result<u64, Error> {
+    let expected = match entry.integrity.as_deref() {
+        Some(text) => Some(crate::core::usable_integrity(text).ok_or_else(|| {
+            Error::Client(format!("the lockfile's integrity {text} cannot be checked"))
+        })?),
+        None => None,
+    };
+    app.tarballs
+        .ensure_unlisted_version(&entry.name, &entry.version, expected.as_ref())
+        .await
 }
 
 /// Fetch `want`'s packument from upstream (stored) and return the selected versions.

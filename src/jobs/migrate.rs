@@ -1,6 +1,9 @@
 //! `sluice migrate --to NEW.toml`: copy a store (packuments, tarballs, the mirror checkpoint,
 //! a fleet's shared state) into the store another configuration names — disk to s3 and back.
 //!
+//! Tarballs kept for versions upstream no longer lists are copied with their records (merged
+//! into the destination's, verified against the recorded sha512).
+//!
 //! Every tarball goes through the destination's verifying sink, so nothing unverified lands
 //! there. A packument the destination already has is merged, never overwritten (no version is
 //! lost), and what is already there is skipped: an interrupted run is resumed by running it
@@ -15,6 +18,7 @@ use serde_json::Value;
 use sluice_plugin_api::Packument;
 
 use crate::core::published_integrity;
+use crate::core::tarballs::Ledger;
 use crate::packument;
 use crate::store::{Expect, SharedStore, Store, StoreError, Written};
 
@@ -89,6 +93,7 @@ pub async fn migrate(
         })
         .await;
     bar.finish_and_clear();
+    copy_unlisted(from, to, &counts, &failures).await?;
     let mut state = 0;
     for key in STATE {
         if let Some((bytes, _)) = from.state(key).await? {
@@ -173,6 +178,44 @@ async fn copy_tarball(
     manifest: &Value,
     counts: &[AtomicU64; 5],
 ) -> Result<(), String> {
+    copy_verified(from, to, name, file, published_integrity(manifest), counts).await
+}
+
+/// Copy every unlisted tarball `from` records, and merge its records into `to`'s.
+async fn copy_unlisted(
+    from: &SharedStore,
+    to: &SharedStore,
+    counts: &[AtomicU64; 5],
+    failures: &std::sync::Mutex<Vec<String>>,
+) -> Result<(), StoreError> {
+    let records = Ledger::new(from.clone()).all().await?;
+    let ledger = Ledger::new(to.clone());
+    for record in records.tarballs.values() {
+        let (name, file) = (&record.name, &record.file);
+        let integrity = crate::core::usable_integrity(&record.integrity);
+        let copied = match copy_verified(from, to, name, file, integrity, counts).await {
+            Ok(()) => ledger.put(record).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = copied {
+            failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!("{name}/-/{file} (unlisted): {error}"));
+        }
+    }
+    Ok(())
+}
+
+/// Copy tarball `file` of `name`, verified against `integrity` (else what `from` recorded).
+async fn copy_verified(
+    from: &SharedStore,
+    to: &SharedStore,
+    name: &str,
+    file: &str,
+    integrity: Option<ssri::Integrity>,
+    counts: &[AtomicU64; 5],
+) -> Result<(), String> {
     if to
         .has_tarball(name, file)
         .await
@@ -185,7 +228,7 @@ async fn copy_tarball(
         return Ok(());
     };
     // Verified against what the version publishes (else what the source recorded).
-    let integrity = published_integrity(manifest).unwrap_or_else(|| body.integrity.clone());
+    let integrity = integrity.unwrap_or_else(|| body.integrity.clone());
     let mut sink = to
         .tarball_sink(name, file, &integrity, Some(body.size))
         .await

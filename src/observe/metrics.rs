@@ -199,6 +199,12 @@ fn gauges<'a>(metrics: &Metrics, snapshot: &'a Snapshot) -> Vec<(&'a str, &'a st
             "Private packages (published here) the store holds.",
             snapshot.private.len() as u64,
         ),
+        (
+            "sluice_unlisted_tarballs",
+            "gauge",
+            "Tarballs the store keeps for versions upstream serves but no longer lists.",
+            snapshot.unlisted_tarballs,
+        ),
     ]
 }
 

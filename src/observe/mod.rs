@@ -70,6 +70,9 @@ pub struct Snapshot {
     pub mirror: Option<MirrorStatus>,
     /// Private packages the store holds (names under `[publish]`), sorted.
     pub private: Vec<String>,
+    /// Tarballs the store keeps for versions upstream serves but does not list, as last
+    /// counted.
+    pub unlisted_tarballs: u64,
     /// Store operations: ((operation, outcome), counts).
     pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
 }

@@ -32,6 +32,8 @@ pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
             "packages": snapshot.private.len(),
             "names": snapshot.private.iter().take(PRIVATE_NAMES_SHOWN).collect::<Vec<_>>(),
         },
+        // Tarballs kept for versions upstream serves but no longer lists.
+        "unlisted_tarballs": snapshot.unlisted_tarballs,
         "mirror": snapshot.mirror.as_ref().map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
     })
 }

@@ -56,6 +56,8 @@ struct State {
     gone: std::collections::HashSet<String>,
     /// Versions served without a `time` entry, as (name, version).
     untimed: std::collections::HashSet<(String, String)>,
+    /// Versions left out of the packument whose tarballs are still served, as (name, version).
+    unlisted: std::collections::HashSet<(String, String)>,
     counts: HashMap<String, usize>,
     faults: Faults,
     /// Requests that carried an `Authorization` header.
@@ -220,6 +222,15 @@ impl FakeRegistry {
         }
     }
 
+    /// Take `name@version` out of the packument (its `time` entry stays, as upstream keeps
+    /// it) while its tarball is still served at the registry's path.
+    pub fn unlist(&self, name: &str, version: &str) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .unlisted
+            .insert((name.to_string(), version.to_string()));
+    }
+
     /// Remove a whole package: its packument answers 404.
     pub fn unpublish(&self, name: &str) {
         let mut state = self.state.lock().unwrap();
@@ -353,11 +364,15 @@ fn packument(state: &State, name: &str, _base: &str) -> Option<Value> {
     if state.gone.contains(name) {
         return None;
     }
-    let versions = state.packages.get(name)?;
+    let all = state.packages.get(name)?;
+    let versions: BTreeMap<&String, &Version> = all
+        .iter()
+        .filter(|(v, _)| !state.unlisted.contains(&(name.to_string(), (*v).clone())))
+        .collect();
     let mut time = Map::new();
     time.insert("created".into(), json!("2019-01-01T00:00:00.000Z"));
     let timed = |v: &String| !state.untimed.contains(&(name.to_string(), v.clone()));
-    let modified = versions
+    let modified = all
         .iter()
         .filter(|(v, _)| timed(v))
         .map(|(_, info)| info.time.clone())
@@ -366,7 +381,7 @@ fn packument(state: &State, name: &str, _base: &str) -> Option<Value> {
         "modified".into(),
         json!(modified.unwrap_or_else(|| "2019-01-01T00:00:00.000Z".into())),
     );
-    for (v, info) in versions {
+    for (v, info) in all {
         if timed(v) {
             time.insert(v.clone(), json!(info.time));
         }
@@ -374,13 +389,13 @@ fn packument(state: &State, name: &str, _base: &str) -> Option<Value> {
     let tags = state.tags.get(name).cloned().unwrap_or_default();
     let tags: BTreeMap<String, String> = tags
         .into_iter()
-        .filter(|(_, v)| versions.contains_key(v))
+        .filter(|(_, v)| versions.contains_key(&v))
         .collect();
     Some(json!({
         "_id": name,
         "name": name,
         "dist-tags": tags,
-        "versions": versions.iter().map(|(v, info)| (v.clone(), info.manifest.clone())).collect::<Map<_, _>>(),
+        "versions": versions.iter().map(|(v, info)| ((*v).clone(), info.manifest.clone())).collect::<Map<_, _>>(),
         "time": time,
     }))
 }
