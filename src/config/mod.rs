@@ -13,7 +13,8 @@ pub use file::parse_size;
 pub use internal::redact_url;
 pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
-    PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs, UpstreamConfig,
+    PublishConfig, Read, S3Config, ServerConfig, Since, Staged, StorageConfig, Tarballs,
+    UpstreamConfig,
 };
 
 use file::FileConfig;
