@@ -522,4 +522,85 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn stage_routes_take_npm_stage_requests_and_refuse_bad_ids_and_pages() {
+        let id = "1de6f3db-2ed9-4d72-b3dd-8f0e2b474a2f";
+        assert_eq!(
+            route("POST", "/-/stage/package/@acme%2fw", None, None).unwrap(),
+            NpmRequest::StagePublish {
+                name: "@acme/w".into()
+            }
+        );
+        assert_eq!(
+            route("POST", &format!("/-/stage/{id}/approve"), None, None).unwrap(),
+            NpmRequest::StageApprove { id: id.into() }
+        );
+        assert_eq!(
+            route(
+                "DELETE",
+                &format!("/-/stage/{}", id.to_uppercase()),
+                None,
+                None
+            )
+            .unwrap(),
+            NpmRequest::StageReject { id: id.into() }
+        );
+        assert_eq!(
+            get(&format!("/-/stage/{id}/tarball")).unwrap(),
+            NpmRequest::StageTarball { id: id.into() }
+        );
+        assert_eq!(
+            route(
+                "GET",
+                "/-/stage",
+                Some("page=2&perPage=100&package=%40acme%2Fw"),
+                None
+            )
+            .unwrap(),
+            NpmRequest::StageList {
+                package: Some("@acme/w".into()),
+                page: 2,
+                per_page: 100
+            }
+        );
+        assert_eq!(
+            get("/-/stage").unwrap(),
+            NpmRequest::StageList {
+                package: None,
+                page: 0,
+                per_page: 10
+            }
+        );
+        for query in [
+            "perPage=0",
+            "perPage=101",
+            "perPage=-5",
+            "perPage=x",
+            "page=-1",
+        ] {
+            assert_eq!(
+                route("GET", "/-/stage", Some(query), None)
+                    .unwrap_err()
+                    .status,
+                400,
+                "{query}"
+            );
+        }
+        for path in ["/-/stage/abc", "/-/stage/1de6f3db2ed94d72b3dd8f0e2b474a2f"] {
+            assert_eq!(get(path).unwrap_err().status, 400, "{path}");
+        }
+        assert_eq!(
+            route("POST", "/-/stage/package/..", None, None)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            route("POST", "/-/stage/package/a/b", None, None)
+                .unwrap_err()
+                .status,
+            404
+        );
+    }
 }
