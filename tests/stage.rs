@@ -245,6 +245,29 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     assert_eq!(status, 200);
     assert_eq!(tarball, version_of("@acme/w", "1.1.0").1);
 
+    // A read-only token of alice's may look, not approve or reject.
+    let (status, created) = send(
+        &sluice,
+        "POST",
+        "/-/npm/v1/tokens",
+        Some(&alice),
+        Some(&json!({"password": "correct horse", "readonly": true, "cidr_whitelist": []})),
+    );
+    assert_eq!(status, 200, "{created}");
+    let reader = created["token"].as_str().unwrap();
+    assert_eq!(
+        json_call(&sluice, "GET", &format!("/-/stage/{id}"), Some(reader)).0,
+        200
+    );
+    for (method, path) in [
+        ("POST", format!("/-/stage/{id}/approve")),
+        ("DELETE", format!("/-/stage/{id}")),
+    ] {
+        let (status, body) = json_call(&sluice, method, &path, Some(reader));
+        assert_eq!(status, 403, "{method} {path}: {body}");
+    }
+    assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0"]);
+
     // Approved by a maintainer: listed, installable, its tarball the staged one.
     let (status, body) = json_call(
         &sluice,
@@ -553,4 +576,46 @@ fn npm_stages_lists_views_downloads_approves_and_rejects() {
     let out = npm_ok(&author, &sluice, &["stage", "list"]);
     assert!(out.contains("No staged packages"), "{out}");
     assert_eq!(listed(&sluice, "@acme/widget"), ["1.0.0"]);
+}
+
+#[test]
+fn a_fleet_shares_what_is_staged_one_node_stages_another_approves() {
+    let Some(seaweed) = support::seaweed::Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    let node = |name: &str| {
+        format!(
+            "{}\n{PRIVATE}\n[cluster]\nnode = \"{name}\"\n",
+            seaweed.storage("data", "stage/")
+        )
+    };
+    let a = Sluice::start(&upstream, "", &node("a"));
+    let b = Sluice::start(&upstream, "", &node("b"));
+    for node in [&a, &b] {
+        add_user(node, "alice", "correct horse");
+    }
+    let alice = login(&a, "alice", "correct horse");
+    let (status, body) = publish(&a, &alice, "@acme/w", "1.0.0");
+    assert_eq!(status, 200, "{body}");
+    let id = staged(&a, &alice, "@acme/w", "1.1.0");
+    // b sees it, serves its tarball, and does not list it.
+    let (status, list) = json_call(&b, "GET", "/-/stage", Some(&alice));
+    assert_eq!((status, list["total"].clone()), (200, json!(1)), "{list}");
+    let path = format!("/-/stage/{id}/tarball");
+    let (status, tarball) = call(&b, "GET", &path, Some(&alice), None);
+    assert_eq!(status, 200);
+    assert_eq!(tarball, version_of("@acme/w", "1.1.0").1);
+    assert_eq!(b.get("/@acme%2fw/-/w-1.1.0.tgz", &[]).0, 404);
+    // b approves; a serves the version (its copy of the document is told of the change).
+    let (status, body) = json_call(&b, "POST", &format!("/-/stage/{id}/approve"), Some(&alice));
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        support::eventually(30, || listed(&a, "@acme/w").len() == 2),
+        "node a never listed the approved version"
+    );
+    let (status, _, served) = a.get("/@acme%2fw/-/w-1.1.0.tgz", &[]);
+    assert_eq!((status, served), (200, tarball));
+    let (_, list) = json_call(&a, "GET", "/-/stage", Some(&alice));
+    assert_eq!(list["total"], 0, "{list}");
 }
