@@ -214,6 +214,15 @@ mod tests {
     }
 
     #[test]
+    fn publish_staged_is_allowed_by_default_and_takes_only_its_two_words() {
+        assert_eq!(parse(UPSTREAM).unwrap().publish.staged, Staged::Allowed);
+        let text = format!("{UPSTREAM}[publish]\nstaged = \"required\"\n");
+        assert_eq!(parse(&text).unwrap().publish.staged, Staged::Required);
+        let err = parse(&format!("{UPSTREAM}[publish]\nstaged = \"sometimes\"\n")).unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
     fn check_prints_every_key_and_the_printout_reads_back_the_same() {
         let config = parse(&format!(
             "{UPSTREAM}[storage]\nhot_tarball_max = \"4MiB\"\n[[plugins]]\nkind = \"min-age\"\ndays = 3\n"
@@ -236,6 +245,7 @@ mod tests {
             "tarballs = \"on-demand\"",
             "format = \"text\"",
             "since = \"now\"",
+            "staged = \"allowed\"",
             "kind = \"min-age\"",
             "days = 3",
         ] {
