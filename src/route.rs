@@ -58,6 +58,11 @@ pub fn route(
             }
             "/-/v1/login" => Ok(NpmRequest::WebLogin),
             "/-/npm/v1/tokens" => Ok(NpmRequest::CreateToken),
+            _ if path.starts_with("/-/stage/") => {
+                let decoded = decode(path)?;
+                let segments: Vec<&str> = decoded[1..].split('/').collect();
+                stage_post(&segments[2..])
+            }
             _ => Err(read_only()),
         };
     }
@@ -65,18 +70,8 @@ pub fn route(
     if !writing && !matches!(method, "GET" | "HEAD") {
         return Err(read_only());
     }
-    let decoded = percent_decode_str(path)
-        .decode_utf8()
-        .map_err(|_| bad("the path is not valid UTF-8 once decoded"))?;
-    if decoded.contains(['\0', '\\', '%', ';', '\r', '\n']) {
-        return Err(bad(format!(
-            "`{}` is not a valid package path",
-            decoded.escape_default()
-        )));
-    }
-    let Some(rest) = decoded.strip_prefix('/') else {
-        return Err(bad("the path must start with `/`"));
-    };
+    let decoded = decode(path)?;
+    let rest = &decoded[1..];
     let segments: Vec<&str> = rest.split('/').collect();
     if writing {
         return write(method == "DELETE", &segments);
@@ -111,6 +106,23 @@ pub fn route(
         }
         _ => Err(not_found(format!("no such route for package {name}"))),
     }
+}
+
+/// `path` percent-decoded once, checked for what no package path has; it starts with `/`.
+fn decode(path: &str) -> Result<String, RouteError> {
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| bad("the path is not valid UTF-8 once decoded"))?;
+    if decoded.contains(['\0', '\\', '%', ';', '\r', '\n']) {
+        return Err(bad(format!(
+            "`{}` is not a valid package path",
+            decoded.escape_default()
+        )));
+    }
+    if !decoded.starts_with('/') {
+        return Err(bad("the path must start with `/`"));
+    }
+    Ok(decoded.into_owned())
 }
 
 /// Split `@scope`, `name` (or `name`) off the segments, validating the name.
@@ -215,6 +227,7 @@ fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
                 _ => Err(not_found("no such route")),
             }
         }
+        (true, ["-", "stage", id]) => Ok(NpmRequest::StageReject { id: stage_id(id)? }),
         (_, ["-", ..]) => Err(read_only()),
         (delete, _) => {
             let (name, rest) = split_name(segments)?;
@@ -273,6 +286,9 @@ fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteEr
             })
         }
         ["v1", "search"] => Ok(NpmRequest::Search(search_query(query.unwrap_or("")))),
+        ["stage"] => stage_list(query.unwrap_or("")),
+        ["stage", id] => Ok(NpmRequest::StageView { id: stage_id(id)? }),
+        ["stage", id, "tarball"] => Ok(NpmRequest::StageTarball { id: stage_id(id)? }),
         ["package", rest @ ..] => {
             let (name, rest) = split_name(rest)?;
             match rest {
@@ -283,6 +299,72 @@ fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteEr
         }
         _ => Err(not_found("no such route")),
     }
+}
+
+/// The `POST` routes under `/-/stage/`: staging a version, approving one.
+fn stage_post(segments: &[&str]) -> Result<NpmRequest, RouteError> {
+    match segments {
+        ["package", rest @ ..] => match split_name(rest)? {
+            (name, []) => Ok(NpmRequest::StagePublish { name }),
+            _ => Err(not_found("no such route")),
+        },
+        [id, "approve"] => Ok(NpmRequest::StageApprove { id: stage_id(id)? }),
+        _ => Err(not_found("no such route")),
+    }
+}
+
+/// A stage id as a path segment: a UUID (what npm checks before it sends one), lower-cased.
+fn stage_id(segment: &str) -> Result<String, RouteError> {
+    let groups: Vec<&str> = segment.split('-').collect();
+    let shape = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
+    if shape
+        && groups
+            .iter()
+            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        Ok(segment.to_ascii_lowercase())
+    } else {
+        Err(bad(format!(
+            "`{}` is not a stage id (a UUID)",
+            segment.escape_default()
+        )))
+    }
+}
+
+/// `GET /-/stage`'s query: `package` (a name), `page` (from 0) and `perPage` (1 to 100,
+/// 10 when not given); a value out of bounds or not a number is refused.
+fn stage_list(query: &str) -> Result<NpmRequest, RouteError> {
+    let (mut package, mut page, mut per_page) = (None, 0, 10);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode_str(value).decode_utf8_lossy();
+        let number = |what: &str, low: u32, high: u32| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (low..=high).contains(n))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{what} is a number from {low} to {high}, not `{}`",
+                        value.escape_default()
+                    ))
+                })
+        };
+        match key {
+            "page" => page = number("page", 0, u32::MAX)?,
+            "perPage" => per_page = number("perPage", 1, 100)?,
+            "package" => {
+                check_name(&value).map_err(|why| bad(format!("invalid package name: {why}")))?;
+                package = Some(value.into_owned());
+            }
+            _ => {}
+        }
+    }
+    Ok(NpmRequest::StageList {
+        package,
+        page,
+        per_page,
+    })
 }
 
 fn search_query(query: &str) -> SearchQuery {
@@ -447,5 +529,86 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stage_routes_take_npm_stage_requests_and_refuse_bad_ids_and_pages() {
+        let id = "1de6f3db-2ed9-4d72-b3dd-8f0e2b474a2f";
+        assert_eq!(
+            route("POST", "/-/stage/package/@acme%2fw", None, None).unwrap(),
+            NpmRequest::StagePublish {
+                name: "@acme/w".into()
+            }
+        );
+        assert_eq!(
+            route("POST", &format!("/-/stage/{id}/approve"), None, None).unwrap(),
+            NpmRequest::StageApprove { id: id.into() }
+        );
+        assert_eq!(
+            route(
+                "DELETE",
+                &format!("/-/stage/{}", id.to_uppercase()),
+                None,
+                None
+            )
+            .unwrap(),
+            NpmRequest::StageReject { id: id.into() }
+        );
+        assert_eq!(
+            get(&format!("/-/stage/{id}/tarball")).unwrap(),
+            NpmRequest::StageTarball { id: id.into() }
+        );
+        assert_eq!(
+            route(
+                "GET",
+                "/-/stage",
+                Some("page=2&perPage=100&package=%40acme%2Fw"),
+                None
+            )
+            .unwrap(),
+            NpmRequest::StageList {
+                package: Some("@acme/w".into()),
+                page: 2,
+                per_page: 100
+            }
+        );
+        assert_eq!(
+            get("/-/stage").unwrap(),
+            NpmRequest::StageList {
+                package: None,
+                page: 0,
+                per_page: 10
+            }
+        );
+        for query in [
+            "perPage=0",
+            "perPage=101",
+            "perPage=-5",
+            "perPage=x",
+            "page=-1",
+        ] {
+            assert_eq!(
+                route("GET", "/-/stage", Some(query), None)
+                    .unwrap_err()
+                    .status,
+                400,
+                "{query}"
+            );
+        }
+        for path in ["/-/stage/abc", "/-/stage/1de6f3db2ed94d72b3dd8f0e2b474a2f"] {
+            assert_eq!(get(path).unwrap_err().status, 400, "{path}");
+        }
+        assert_eq!(
+            route("POST", "/-/stage/package/..", None, None)
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert_eq!(
+            route("POST", "/-/stage/package/a/b", None, None)
+                .unwrap_err()
+                .status,
+            404
+        );
     }
 }

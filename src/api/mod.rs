@@ -1,7 +1,7 @@
 //! npm's protocol, one file per surface: [`reads`] (packuments, versions, dist-tags, tarballs,
 //! search, the relayed GETs, status and metrics), [`audit`] (both audit endpoints),
-//! [`accounts`] (login, whoami, logout, tokens, user documents) and [`publish`] (publish,
-//! unpublish, dist-tags, attestations). Each handler takes a [`Call`] — a request the front
+//! [`accounts`] (login, whoami, logout, tokens, user documents), [`publish`] (publish,
+//! unpublish, dist-tags, attestations) and [`stage`] (staged publishes). Each handler takes a [`Call`] — a request the front
 //! already read, routed, identified and admitted — asks the core, and gives an [`Answer`] or
 //! the core's [`Error`]; the front (`crate::proxy`) turns either into HTTP.
 
@@ -10,6 +10,7 @@ pub mod answer;
 pub mod audit;
 pub mod publish;
 pub mod reads;
+pub mod stage;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -73,6 +74,7 @@ pub fn access(request: &NpmRequest) -> Access {
         | NpmRequest::Tokens
         | NpmRequest::CreateToken
         | NpmRequest::RevokeToken { .. } => Access::User,
+        request if is_stage(request) => Access::User,
         _ => Access::Read,
     }
 }
@@ -87,6 +89,7 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
         NpmRequest::CreateToken => Some((SMALL, "token")),
         NpmRequest::DistTag { remove: false, .. } => Some((SMALL, "dist-tag")),
         NpmRequest::Publish { .. } => Some((publish, "publish")),
+        NpmRequest::StagePublish { .. } => Some((publish, "stage")),
         NpmRequest::Unpublish { all: false, .. } => Some((publish, "unpublish")),
         NpmRequest::Audit { .. } => Some((app.config.server.max_audit_body as usize, "audit")),
         _ => None,
@@ -109,6 +112,7 @@ pub async fn dispatch(call: &Call<'_>) -> Result<Answer, Error> {
         | NpmRequest::Unpublish { .. }
         | NpmRequest::UnpublishTarball { .. }
         | NpmRequest::DistTag { .. } => publish::handle(call).await,
+        request if is_stage(request) => stage::handle(call).await,
         NpmRequest::Visibility { name } if call.app.private.contains(name) => {
             publish::visibility(call)
         }
@@ -118,6 +122,19 @@ pub async fn dispatch(call: &Call<'_>) -> Result<Answer, Error> {
         } if call.app.private.contains(name) => publish::attestations(call, path).await,
         _ => reads::handle(call).await,
     }
+}
+
+/// Whether `request` is one of the stage API's (`npm stage …`).
+pub fn is_stage(request: &NpmRequest) -> bool {
+    matches!(
+        request,
+        NpmRequest::StagePublish { .. }
+            | NpmRequest::StageList { .. }
+            | NpmRequest::StageView { .. }
+            | NpmRequest::StageTarball { .. }
+            | NpmRequest::StageApprove { .. }
+            | NpmRequest::StageReject { .. }
+    )
 }
 
 /// The identity a write needs: the caller, or an error telling them to log in.
@@ -132,12 +149,16 @@ pub fn login_first() -> Error {
     )
 }
 
-/// The checks a request must pass before its body is read: a write to a package names one
-/// published here, by a user. A refused write never makes the front read its body.
+/// The checks a request must pass before its body is read: a write to a package (a staged
+/// one too) names one published here, by a user; every stage request is a user's. A refused write never makes the front read its body.
 pub fn precheck(call: &Call<'_>) -> Result<(), Error> {
+    if is_stage(call.request) && !matches!(call.request, NpmRequest::StagePublish { .. }) {
+        return user(call).map(|_| ());
+    }
     if !matches!(
         call.request,
         NpmRequest::Publish { .. }
+            | NpmRequest::StagePublish { .. }
             | NpmRequest::DistTag { .. }
             | NpmRequest::Unpublish { .. }
             | NpmRequest::UnpublishTarball { .. }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::kinds::{Backend, Mode, Read, Tarballs};
+use super::kinds::{Backend, Mode, Read, Staged, Tarballs};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +153,7 @@ pub(super) struct PublishFile {
     pub unpublish: Option<HumanDuration>,
     pub max_size: Option<ByteSize>,
     pub owners: Option<BTreeMap<String, Vec<String>>>,
+    pub staged: Option<Staged>,
 }
 
 /// A duration written like `5s`, `10m`, `1h 30m`.

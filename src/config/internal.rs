@@ -15,7 +15,7 @@ use super::file::{
     AuthFile, ClusterFile, HumanDuration, LogFile, LogFormatFile, MirrorFile, PolicyFile,
     PublishFile, S3File, ServerFile, StorageFile, UpstreamFile,
 };
-pub use super::kinds::{Backend, Mode, Read, Tarballs};
+pub use super::kinds::{Backend, Mode, Read, Staged, Tarballs};
 use super::private::{Glob, PrivateNames};
 use super::ConfigError;
 
@@ -554,6 +554,8 @@ pub struct PublishConfig {
     pub max_size: u64,
     /// Who may publish to a scope or name (default: any user); keys exact or `*` globs.
     pub owners: BTreeMap<String, Vec<String>>,
+    /// Whether a new version must be staged and approved (`npm stage`).
+    pub staged: Staged,
     /// `scopes` and `packages` as the one rule every path asks (exact names and `*` globs).
     #[serde(skip)]
     pub names: PrivateNames,
@@ -585,6 +587,7 @@ impl PublishConfig {
                 .map_or(Duration::from_secs(72 * 3600), |d| d.0),
             max_size: file.max_size.map_or(100 << 20, |s| s.0),
             owners: file.owners.clone().unwrap_or_default(),
+            staged: file.staged.unwrap_or_default(),
         })
     }
 

@@ -45,3 +45,14 @@ pub enum Read {
     /// Every request but `/-/ping` and login needs a valid token.
     Authenticated,
 }
+
+/// `publish.staged`: whether a version may be published directly or only staged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Staged {
+    /// `npm publish` and `npm stage publish` both (the default).
+    #[default]
+    Allowed,
+    /// Only `npm stage publish`, then a maintainer's `npm stage approve`.
+    Required,
+}

@@ -14,7 +14,8 @@ pub use file::parse_size;
 pub use internal::redact_url;
 pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
-    PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs, UpstreamConfig,
+    PublishConfig, Read, S3Config, ServerConfig, Since, Staged, StorageConfig, Tarballs,
+    UpstreamConfig,
 };
 pub use private::PrivateNames;
 
@@ -215,6 +216,15 @@ mod tests {
     }
 
     #[test]
+    fn publish_staged_is_allowed_by_default_and_takes_only_its_two_words() {
+        assert_eq!(parse(UPSTREAM).unwrap().publish.staged, Staged::Allowed);
+        let text = format!("{UPSTREAM}[publish]\nstaged = \"required\"\n");
+        assert_eq!(parse(&text).unwrap().publish.staged, Staged::Required);
+        let err = parse(&format!("{UPSTREAM}[publish]\nstaged = \"sometimes\"\n")).unwrap_err();
+        assert!(err.to_string().contains("line 4"), "{err}");
+    }
+
+    #[test]
     fn check_prints_every_key_and_the_printout_reads_back_the_same() {
         let config = parse(&format!(
             "{UPSTREAM}[storage]\nhot_tarball_max = \"4MiB\"\n[[plugins]]\nkind = \"min-age\"\ndays = 3\n"
@@ -237,6 +247,7 @@ mod tests {
             "tarballs = \"on-demand\"",
             "format = \"text\"",
             "since = \"now\"",
+            "staged = \"allowed\"",
             "kind = \"min-age\"",
             "days = 3",
         ] {

@@ -113,6 +113,41 @@ pub enum NpmRequest {
         /// Whether the tag is removed.
         remove: bool,
     },
+    /// `POST /-/stage/package/{name}`: stage a version (a publish body) for a maintainer's
+    /// approval (`npm stage publish`).
+    StagePublish {
+        /// The package name.
+        name: String,
+    },
+    /// `GET /-/stage?package=&page=&perPage=`: the staged versions the caller may see.
+    StageList {
+        /// Only this package's, when given.
+        package: Option<String>,
+        /// The page, from 0.
+        page: u32,
+        /// Items a page, 1 to 100.
+        per_page: u32,
+    },
+    /// `GET /-/stage/{id}`: one staged version.
+    StageView {
+        /// The stage id (a UUID).
+        id: String,
+    },
+    /// `GET /-/stage/{id}/tarball`: a staged version's tarball, for inspection.
+    StageTarball {
+        /// The stage id.
+        id: String,
+    },
+    /// `POST /-/stage/{id}/approve`: publish a staged version.
+    StageApprove {
+        /// The stage id.
+        id: String,
+    },
+    /// `DELETE /-/stage/{id}`: reject a staged version.
+    StageReject {
+        /// The stage id.
+        id: String,
+    },
     /// `GET /-/npm/v1/keys`, `GET /-/npm/v1/attestations/{name}@{version}`: relayed to upstream
     /// and cached for a while.
     Passthrough {
@@ -144,6 +179,7 @@ impl NpmRequest {
             | NpmRequest::DistTags { name }
             | NpmRequest::Visibility { name }
             | NpmRequest::Publish { name }
+            | NpmRequest::StagePublish { name }
             | NpmRequest::Unpublish { name, .. }
             | NpmRequest::UnpublishTarball { name, .. }
             | NpmRequest::DistTag { name, .. } => Some(name),
@@ -161,7 +197,12 @@ impl NpmRequest {
             | NpmRequest::Logout { .. }
             | NpmRequest::Tokens
             | NpmRequest::CreateToken
-            | NpmRequest::RevokeToken { .. } => None,
+            | NpmRequest::RevokeToken { .. }
+            | NpmRequest::StageList { .. }
+            | NpmRequest::StageView { .. }
+            | NpmRequest::StageTarball { .. }
+            | NpmRequest::StageApprove { .. }
+            | NpmRequest::StageReject { .. } => None,
         }
     }
 
@@ -190,6 +231,12 @@ impl NpmRequest {
             NpmRequest::Publish { .. } => "publish",
             NpmRequest::Unpublish { .. } | NpmRequest::UnpublishTarball { .. } => "unpublish",
             NpmRequest::DistTag { .. } => "dist-tag",
+            NpmRequest::StagePublish { .. }
+            | NpmRequest::StageList { .. }
+            | NpmRequest::StageView { .. }
+            | NpmRequest::StageTarball { .. }
+            | NpmRequest::StageApprove { .. }
+            | NpmRequest::StageReject { .. } => "stage",
         }
     }
 }

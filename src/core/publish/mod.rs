@@ -6,10 +6,15 @@
 //! matches the `dist.integrity` (sha512) and `dist.shasum` the body gives. The tarball goes in
 //! first (verified, invisible until listed), then the packument lists the version, by a
 //! conditional put (a concurrent publish of another version is merged, never lost).
+//!
+//! A staged publish ([`stage`], `npm stage publish`) runs the same checks and stops before
+//! the list step, which a maintainer's approval runs; `[publish] staged = "required"` refuses
+//! a direct publish of a new version.
 
 mod agree;
 mod provenance;
 mod replace;
+mod stage;
 mod tarball;
 mod upload;
 
@@ -23,7 +28,7 @@ use self::upload::Upload;
 use super::packuments::Packuments;
 use super::{parse_document, Error};
 use crate::auth::Identity;
-use crate::config::PublishConfig;
+use crate::config::{PublishConfig, Staged};
 use crate::store::{Expect, SharedStore, Written};
 
 /// The publish part of the core.
@@ -271,6 +276,13 @@ impl Publisher {
                 .update(name, who, rev, &versions, body.get("dist-tags"))
                 .await;
         };
+        if self.config.staged == Staged::Required {
+            return Err(Error::Forbidden(format!(
+                "{name}: this registry publishes staged versions only ([publish] staged = \
+                 \"required\"): stage it with `npm stage publish` (or `pnpm stage publish`), \
+                 then a maintainer publishes it with `npm stage approve <stage-id>`"
+            )));
+        }
         let version = one_new_version(name, &new, &versions)?;
         let manifest = versions.get(&version).cloned().unwrap_or_default();
         let upload = upload::check(name, version, manifest, attachments)?;

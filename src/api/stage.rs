@@ -1,0 +1,58 @@
+//! npm's stage API (`npm stage …`, `pnpm stage …`) for the names published here: stage a
+//! version, list, view and download staged ones, approve or reject one.
+
+use serde_json::json;
+use sluice_plugin_api::NpmRequest;
+
+use super::{user, Answer, Body, Call};
+use crate::core::Error;
+
+/// Answer a stage request (its caller a user, checked by [`super::precheck`] too).
+pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
+    let app = call.app;
+    let publisher = &app.publisher;
+    super::precheck(call)?;
+    let who = user(call)?;
+    let email = || app.auth.email(&who.user).unwrap_or_default();
+    match call.request {
+        NpmRequest::StagePublish { name } => {
+            let staged = publisher.stage(name, &call.body, who, &email()).await?;
+            Ok(Answer::json(201, &staged))
+        }
+        NpmRequest::StageList {
+            package,
+            page,
+            per_page,
+        } => {
+            let list = publisher
+                .staged(who, package.as_deref(), *page, *per_page)
+                .await?;
+            Ok(personal(Answer::json(200, &list)))
+        }
+        NpmRequest::StageView { id } => {
+            let item = publisher.staged_item(id, who).await?;
+            Ok(personal(Answer::json(200, &item)))
+        }
+        NpmRequest::StageTarball { id } => {
+            let served = publisher.staged_tarball(id, who).await?;
+            Ok(personal(Answer::tarball(served)))
+        }
+        NpmRequest::StageApprove { id } => {
+            let approved = publisher.approve(id, who, &email()).await?;
+            Ok(Answer::json(201, &approved))
+        }
+        NpmRequest::StageReject { id } => {
+            publisher.reject(id, who).await?;
+            let mut answer = Answer::json(204, &json!(null));
+            answer.body = Body::Full(bytes::Bytes::new());
+            Ok(answer)
+        }
+        _ => Err(Error::Internal("not a stage request".into())),
+    }
+}
+
+/// An answer about what only its caller may see: never kept by a cache.
+fn personal(mut answer: Answer) -> Answer {
+    answer.cache_control = Some("private, no-store");
+    answer
+}
