@@ -12,7 +12,8 @@ pub use file::parse_size;
 pub use internal::redact_url;
 pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
-    PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs, UpstreamConfig,
+    PolicySet, PublishConfig, Read, S3Config, ServerConfig, Since, StorageConfig, Tarballs,
+    UpstreamConfig,
 };
 
 use file::FileConfig;
