@@ -140,9 +140,11 @@ impl App {
         )?);
         let config = Arc::new(config);
         let upstream = Upstream::new(&config.upstream)?;
-        let hot = HotCache::new(
+        // Entries live at most the refresh interval, as the live setting says now.
+        let hot = HotCache::with_live_ttl(
             config.storage.memory,
-            config.policy.refresh.max(Duration::from_secs(1)),
+            settings.refresh_cell(),
+            Duration::from_secs(1),
         );
         let fleet = (config.storage.backend == crate::config::Backend::S3)
             .then(|| Arc::new(Fleet::new(store.clone(), &config.cluster.node)));
