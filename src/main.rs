@@ -707,7 +707,14 @@ fn stored_user(config: Config, action: UserAction) -> anyhow::Result<ExitCode> {
 /// When the store keeps a password for `name` (set from the console), change it there:
 /// it is the one in force. Whether it did.
 fn password_in_store(config: &Config, name: &str, password: &str) -> anyhow::Result<bool> {
-    let (app, runtime) = admin_app(config.clone())?;
+    let (app, runtime) = match admin_app(config.clone()) {
+        Ok(built) => built,
+        Err(error) => {
+            // The users file works without the store: change it there.
+            eprintln!("sluice: warning: cannot read the store's users ({error:#})");
+            return Ok(false);
+        }
+    };
     let (who, app) = operator(&app);
     let stored = runtime.block_on(app.auth.stored_password(name));
     if !stored {
@@ -724,7 +731,13 @@ fn password_in_store(config: &Config, name: &str, password: &str) -> anyhow::Res
 
 /// Remove `name` from the store's users; whether it was there.
 fn remove_from_store(config: &Config, name: &str) -> anyhow::Result<bool> {
-    let (app, runtime) = admin_app(config.clone())?;
+    let (app, runtime) = match admin_app(config.clone()) {
+        Ok(built) => built,
+        Err(error) => {
+            eprintln!("sluice: warning: cannot read the store's users ({error:#})");
+            return Ok(false);
+        }
+    };
     let (who, app) = operator(&app);
     let actor = sluice::api::admin::Actor {
         app,
