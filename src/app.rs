@@ -11,10 +11,12 @@ use sluice_plugin_whitelist::Whitelist;
 
 use crate::auth::Auth;
 use crate::config::{Config, Mode};
+use crate::core::audit_log::{Action, AuditEntry, AuditLog};
 use crate::core::fleet::{Fleet, News, SharedAdditions};
 use crate::core::packuments::{OnChange, Packuments};
 use crate::core::publish::Publisher;
 use crate::core::renders::Renders;
+use crate::core::settings::Settings;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::core::PrivateNames;
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
@@ -63,6 +65,10 @@ pub struct App {
     pub private: Arc<PrivateNames>,
     /// Users and tokens.
     pub auth: Arc<Auth>,
+    /// The audit log of writes and admin actions.
+    pub audit: Arc<AuditLog>,
+    /// The settings changed live (read-through, mode, refresh) over the file's.
+    pub settings: Arc<Settings>,
     /// The store's private package names as last listed (a listing walks the store's whole
     /// index: it runs in the background, never on a scrape of the metrics or status).
     private_listed: Arc<Mutex<PrivateListing>>,
@@ -95,6 +101,20 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Have every failed login (npm's, Basic credentials, the console's, one-time codes) recorded
+/// in `audit` with the name tried and the address.
+fn audit_failed_logins(auth: &Auth, audit: &Arc<AuditLog>) {
+    let audit = audit.clone();
+    auth.on_failure(Box::new(move |user, address, why| {
+        let audit = audit.clone();
+        Box::pin(async move {
+            let mut entry = AuditEntry::new(None, None, Action::LoginFailure, user, why);
+            entry.address = address;
+            audit.note(entry).await;
+        })
+    }));
+}
+
 impl App {
     /// Build sluice for `config` on its configured store (`storage.dir`).
     pub fn build(config: Config) -> anyhow::Result<Arc<App>> {
@@ -112,12 +132,19 @@ impl App {
             store_ops.clone(),
             in_a_fleet.then_some(USAGE_EVERY_IN_A_FLEET),
         ));
-        let host = Arc::new(Host::build(&config)?);
+        let settings = Arc::new(Settings::new(store.clone(), &config.policy));
+        let host = Arc::new(Host::build_live(
+            &config,
+            settings.read_through_switch(),
+            settings.mirror_switch(),
+        )?);
         let config = Arc::new(config);
         let upstream = Upstream::new(&config.upstream)?;
-        let hot = HotCache::new(
+        // Entries live at most the refresh interval, as the live setting says now.
+        let hot = HotCache::with_live_ttl(
             config.storage.memory,
-            config.policy.refresh.max(Duration::from_secs(1)),
+            settings.refresh_cell(),
+            Duration::from_secs(1),
         );
         let fleet = (config.storage.backend == crate::config::Backend::S3)
             .then(|| Arc::new(Fleet::new(store.clone(), &config.cluster.node)));
@@ -144,7 +171,7 @@ impl App {
         let packuments = Arc::new(Packuments::new(
             store.clone(),
             upstream.clone(),
-            config.policy.refresh,
+            settings.refresh_cell(),
             on_change,
             private.clone(),
         ));
@@ -163,6 +190,8 @@ impl App {
             )
             .map_err(|e| anyhow::anyhow!("{}: auth.users: {e}", config.source))?,
         );
+        let audit = Arc::new(AuditLog::new(store.clone()));
+        audit_failed_logins(&auth, &audit);
         let renders = Arc::new(Renders::new(
             packuments.clone(),
             host.clone(),
@@ -195,6 +224,8 @@ impl App {
             publisher,
             private,
             auth,
+            audit,
+            settings,
             private_listed: Arc::default(),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -209,9 +240,23 @@ impl App {
         crate::memory::monotonic_ms() < self.leader_until.load(Ordering::Relaxed)
     }
 
-    /// The live whitelist, in whitelist mode.
+    /// The live whitelist, in whitelist mode (as the live setting says now).
     pub fn whitelist(&self) -> Option<&Arc<Whitelist>> {
-        self.host.whitelist()
+        match self.settings.mode() {
+            Mode::Whitelist => self.host.whitelist(),
+            Mode::Mirror => None,
+        }
+    }
+
+    /// Read what other nodes (or `sluice settings`, `sluice user`) changed in the store: the
+    /// live settings and the stored users. Every `cluster.sync`, in a fleet or not.
+    pub async fn sync_live(&self) {
+        if let Err(error) = self.settings.sync().await {
+            tracing::warn!(%error, "cannot read the live settings");
+        }
+        if let Err(error) = self.auth.sync_users().await {
+            tracing::warn!(%error, "cannot read the users kept in the store");
+        }
     }
 
     /// One round of fleet sync: publish what this node changed, drop what other nodes changed
@@ -242,7 +287,7 @@ impl App {
             }
             Err(error) => tracing::warn!(%error, "fleet: cannot read the change journal"),
         }
-        if let Some(list) = self.whitelist() {
+        if let Some(list) = self.host.whitelist() {
             match fleet.shared_whitelist().await {
                 Ok(names) => list.set_shared(&names),
                 Err(error) => tracing::warn!(%error, "fleet: cannot read the shared whitelist"),
@@ -298,8 +343,8 @@ impl App {
     /// sluice's state now, for metrics and status.
     pub async fn snapshot(&self) -> Snapshot {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let policy = &self.config.policy;
-        let mirror_mode = policy.mode == Mode::Mirror;
+        let read_through = self.settings.read_through();
+        let mirror_mode = self.settings.mode() == Mode::Mirror;
         Snapshot {
             node: self.config.cluster.node.clone(),
             store: match self.config.storage.backend {
@@ -307,13 +352,13 @@ impl App {
                 crate::config::Backend::S3 => "s3",
             },
             leader: self.is_leader(),
-            mode: match policy.mode {
-                Mode::Whitelist if policy.read_through => "whitelist + read-through",
+            mode: match self.settings.mode() {
+                Mode::Whitelist if read_through => "whitelist + read-through",
                 Mode::Whitelist => "whitelist",
                 Mode::Mirror => "mirror",
             },
             mirror_mode,
-            read_through: policy.read_through,
+            read_through,
             upstream: crate::config::redact_url(&self.config.upstream.registry),
             upstream_failing: self.upstream.is_open(),
             upstream_requests: load(&self.upstream.stats.requests),

@@ -1,5 +1,5 @@
 //! The sluice command line: serve | check | add-package | remove-package | mirror | verify |
-//! migrate.
+//! migrate | user | settings | audit-log.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +90,39 @@ enum Command {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// The live settings (read_through, mode, refresh): kept in the store, over the file's,
+    /// followed by every node within cluster.sync. Without an action: each one's value and
+    /// where it comes from.
+    Settings {
+        #[command(subcommand)]
+        action: Option<SettingsAction>,
+    },
+    /// Print the audit log of writes and admin actions, oldest first.
+    #[command(name = "audit-log")]
+    AuditLog {
+        /// Only entries since then: an RFC 3339 time (2025-01-31T12:00:00Z) or an age (2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SettingsAction {
+    /// Set a live setting: read_through on|off, mode whitelist|mirror, refresh 10m.
+    Set {
+        /// read_through, mode or refresh.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Drop a live setting's value: the configuration file's is in force again.
+    Unset {
+        /// read_through, mode or refresh.
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +184,29 @@ enum UserAction {
         /// The e-mail address shown beside the name in the maintainers of packages.
         #[arg(long, default_value = "")]
         email: String,
+        /// Make the user an admin (the console's admin pages).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List the users (of the users file and the store) with their roles.
+    List,
+    /// Grant a user the admin role (kept in the store), or take it back with --revoke.
+    Admin {
+        /// The user name.
+        name: String,
+        /// Take the role back.
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Enroll a user in two-factor authentication: prints the otpauth:// URI for an
+    /// authenticator app and recovery codes (shown once); --remove takes it away.
+    #[command(name = "2fa")]
+    TwoFactor {
+        /// The user name.
+        name: String,
+        /// Remove the user's second factor instead.
+        #[arg(long)]
+        remove: bool,
     },
     /// Change a user's password.
     Passwd {
@@ -196,9 +252,10 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             name,
             password_stdin,
             email,
+            admin,
         } => {
             anyhow::ensure!(
-                !name.is_empty() && !name.contains([':', '\n', ' ']),
+                sluice::auth::valid_user_name(&name),
                 "`{name}` is not a user name"
             );
             anyhow::ensure!(
@@ -213,17 +270,25 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
                         "{name} is a user already (sluice user passwd {name})"
                     ));
                 }
-                users.insert(name.clone(), sluice::auth::User { hash, email });
+                users.insert(name.clone(), sluice::auth::User { hash, email, admin });
                 Ok(())
             })
             .map_err(anyhow::Error::msg)?;
-            println!("added {name} to {shown}");
+            let role = if admin { " as an admin" } else { "" };
+            println!("added {name} to {shown}{role}");
+        }
+        UserAction::List | UserAction::Admin { .. } | UserAction::TwoFactor { .. } => {
+            return stored_user(config.clone(), action);
         }
         UserAction::Passwd {
             name,
             password_stdin,
         } => {
             let password = read_password(&name, password_stdin)?;
+            if password_in_store(config, &name, &password)? {
+                println!("changed the password of {name} in the store");
+                return Ok(ExitCode::SUCCESS);
+            }
             let hash = hash_password(&password).map_err(anyhow::Error::msg)?;
             edit_users(path, |users| match users.get_mut(&name) {
                 Some(old) => {
@@ -236,12 +301,16 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
             println!("changed the password of {name} in {shown}");
         }
         UserAction::Remove { name } => {
-            edit_users(path, |users| match users.remove(&name) {
+            let in_store = remove_from_store(config, &name)?;
+            let in_file = edit_users(path, |users| match users.remove(&name) {
                 Some(_) => Ok(()),
                 None => Err(format!("{name} is not a user")),
-            })
-            .map_err(anyhow::Error::msg)?;
-            println!("removed {name} from {shown}");
+            });
+            match (in_file, in_store) {
+                (Ok(()), _) => println!("removed {name} from {shown}"),
+                (Err(_), true) => println!("removed {name} from the store"),
+                (Err(e), false) => anyhow::bail!(e),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -305,6 +374,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::Check => {
             sluice::plugins::Host::build(&config)?;
             print!("{config}");
+            print_live_settings(config.clone());
             for note in config.publish.notes() {
                 eprintln!("sluice: note: {note}");
             }
@@ -324,6 +394,8 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         Command::RemovePackage { names } => remove_packages(config, &names),
         Command::Migrate { to, concurrency } => migrate(config, &to, concurrency),
         Command::User { action } => user(&config, action),
+        Command::Settings { action } => settings(config, action),
+        Command::AuditLog { since, json } => audit_log(config, since.as_deref(), json),
         Command::Lockfile { action } => lockfile(&config, action),
         Command::Serve => {
             sluice::server::serve(App::build(config)?)?;
@@ -571,4 +643,221 @@ fn verify(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The registry of `config` for an admin command, and a runtime to drive it.
+fn admin_app(config: Config) -> anyhow::Result<(std::sync::Arc<App>, tokio::runtime::Runtime)> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let app = App::build(config)?;
+    runtime.block_on(app.sync_live());
+    Ok((app, runtime))
+}
+
+/// The command line's actor: the operator at the machine, an admin.
+fn operator(app: &App) -> (sluice::auth::Identity, &App) {
+    (sluice::auth::Identity::local_operator(), app)
+}
+
+/// `sluice user list|admin|2fa`: what the store keeps of users.
+fn stored_user(config: Config, action: UserAction) -> anyhow::Result<ExitCode> {
+    use sluice::api::admin::{self, Actor};
+    let (app, runtime) = admin_app(config)?;
+    let (who, app) = operator(&app);
+    let actor = Actor {
+        app,
+        who: &who,
+        address: None,
+    };
+    runtime.block_on(async {
+        match action {
+            UserAction::List => {
+                for user in admin::users(actor).await? {
+                    let role = if user.admin { "admin" } else { "user" };
+                    let two = if user.two_factor { ", 2fa" } else { "" };
+                    let source = format!("{:?}", user.source).to_lowercase();
+                    println!("{}\t{role}{two}\t{source}\t{}", user.name, user.email);
+                }
+            }
+            UserAction::Admin { name, revoke } => {
+                admin::set_admin(actor, &name, !revoke).await?;
+                let now = if revoke {
+                    "no longer an admin"
+                } else {
+                    "an admin"
+                };
+                println!("{name} is {now} (kept in the store)");
+            }
+            UserAction::TwoFactor { name, remove: true } => {
+                let removed = admin::remove_two_factor(actor, &name).await?;
+                anyhow::ensure!(removed, "{name} has no second factor");
+                println!("removed the second factor of {name}");
+            }
+            UserAction::TwoFactor { name, .. } => {
+                let enrolled = admin::enroll_two_factor(actor, &name).await?;
+                println!("{}", enrolled.uri);
+                println!("secret: {}", enrolled.secret);
+                println!("recovery codes (each works once; they are not shown again):");
+                for code in &enrolled.recovery_codes {
+                    println!("  {code}");
+                }
+            }
+            _ => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// When the store keeps a password for `name` (set from the console), change it there:
+/// it is the one in force. Whether it did.
+fn password_in_store(config: &Config, name: &str, password: &str) -> anyhow::Result<bool> {
+    let (app, runtime) = match admin_app(config.clone()) {
+        Ok(built) => built,
+        Err(error) => {
+            // The users file works without the store: change it there.
+            eprintln!("sluice: warning: cannot read the store's users ({error:#})");
+            return Ok(false);
+        }
+    };
+    let (who, app) = operator(&app);
+    let stored = runtime.block_on(app.auth.stored_password(name));
+    if !stored {
+        return Ok(false);
+    }
+    let actor = sluice::api::admin::Actor {
+        app,
+        who: &who,
+        address: None,
+    };
+    runtime.block_on(sluice::api::admin::reset_password(actor, name, password))?;
+    Ok(true)
+}
+
+/// Remove `name` from the store's users; whether it was there.
+fn remove_from_store(config: &Config, name: &str) -> anyhow::Result<bool> {
+    let (app, runtime) = match admin_app(config.clone()) {
+        Ok(built) => built,
+        Err(error) => {
+            eprintln!("sluice: warning: cannot read the store's users ({error:#})");
+            return Ok(false);
+        }
+    };
+    let (who, app) = operator(&app);
+    let actor = sluice::api::admin::Actor {
+        app,
+        who: &who,
+        address: None,
+    };
+    Ok(runtime.block_on(sluice::api::admin::remove_user(actor, name))?)
+}
+
+/// `sluice settings [set KEY VALUE | unset KEY]`.
+fn settings(config: Config, action: Option<SettingsAction>) -> anyhow::Result<ExitCode> {
+    use sluice::api::admin::{self, Actor};
+    let (app, runtime) = admin_app(config)?;
+    let (who, app) = operator(&app);
+    let actor = Actor {
+        app,
+        who: &who,
+        address: None,
+    };
+    let changed = match action {
+        None => None,
+        Some(SettingsAction::Set { key, value }) => {
+            Some(runtime.block_on(admin::set_setting(actor, &key, &value))?)
+        }
+        Some(SettingsAction::Unset { key }) => {
+            Some(runtime.block_on(admin::unset_setting(actor, &key))?)
+        }
+    };
+    if let Some(effective) = changed {
+        println!(
+            "{} = {} ({}): every node follows within cluster.sync ({})",
+            effective.key,
+            effective.value,
+            effective.source,
+            humantime::format_duration(app.config.cluster.sync)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for effective in admin::settings(app) {
+        println!("{}", setting_line(&effective));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key = value  # source`, with who set it and when for a value set live.
+fn setting_line(effective: &sluice::core::settings::Effective) -> String {
+    let from = match &effective.set_by {
+        Some((by, at)) => format!(
+            "{} (set by {by} at {})",
+            effective.source,
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(*at)
+            )
+        ),
+        None => effective.source.to_string(),
+    };
+    format!("{} = \"{}\"  # {from}", effective.key, effective.value)
+}
+
+/// `sluice check`'s last part: the live settings in force and where each comes from (as
+/// comments, so the printout stays the configuration it was).
+fn print_live_settings(config: Config) {
+    println!("\n# live settings in force (sluice settings), each with where it comes from:");
+    match admin_app(config) {
+        Ok((app, _runtime)) => {
+            for effective in sluice::api::admin::settings(&app) {
+                println!("# {}", setting_line(&effective));
+            }
+        }
+        Err(error) => println!("# cannot read the store: {error:#}"),
+    }
+}
+
+/// `--since`: an RFC 3339 time or an age, as unix ms.
+fn since_ms(since: &str) -> anyhow::Result<u64> {
+    let at = match humantime::parse_rfc3339_weak(since) {
+        Ok(at) => at,
+        Err(_) => {
+            let age = humantime::parse_duration(since).map_err(|_| {
+                anyhow::anyhow!(
+                    "--since {since}: neither a time (2025-01-31T12:00:00Z) nor an age (2h, 7d)"
+                )
+            })?;
+            std::time::SystemTime::now() - age
+        }
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0))
+}
+
+/// `sluice audit-log [--since …] [--json]`.
+fn audit_log(config: Config, since: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let since = since.map(since_ms).transpose()?.unwrap_or(0);
+    let (app, runtime) = admin_app(config)?;
+    let entries = runtime.block_on(app.audit.since(since))?;
+    for entry in &entries {
+        if json {
+            println!("{}", serde_json::to_string(entry)?);
+            continue;
+        }
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(entry.at),
+        );
+        println!(
+            "{at}  {:<16} {:<14} {:<15} {}{}",
+            entry.action.to_string(),
+            entry.actor.as_deref().unwrap_or("-"),
+            entry.address.as_deref().unwrap_or("-"),
+            entry.subject,
+            if entry.detail.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", entry.detail)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //! phases are run from.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -52,6 +53,19 @@ impl Host {
     /// policy (in whitelist mode), so a rule's answer (deny, scope-pin) comes before "not on
     /// the whitelist".
     pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let read_through = Arc::new(AtomicBool::new(config.policy.read_through));
+        let off = Arc::new(AtomicBool::new(config.policy.mode == Mode::Mirror));
+        Self::build_live(config, read_through, off)
+    }
+
+    /// [`Host::build`] with the whitelist's switches given, to be turned live (read-through,
+    /// and `mirror`: the whitelist not enforced). The whitelist is loaded in either mode, so
+    /// the mode can change while sluice runs.
+    pub fn build_live(
+        config: &Config,
+        read_through: Arc<AtomicBool>,
+        mirror: Arc<AtomicBool>,
+    ) -> Result<Self, BuildError> {
         let fail = |message: String| BuildError {
             file: config.source.clone(),
             message,
@@ -79,22 +93,23 @@ impl Host {
             };
             list.push(built);
         }
-        let mut whitelist = None;
-        if config.policy.mode == Mode::Whitelist {
-            let live = Arc::new(
-                Whitelist::load(&config.policy.whitelist)
-                    .map_err(|e| fail(format!("policy.whitelist: {e}")))?,
-            );
-            list.push(Arc::new(WhitelistPlugin::new(
-                live.clone(),
-                config.policy.read_through,
-            )));
-            whitelist = Some(live);
-        }
-        Ok(Self { list, whitelist })
+        let live = Arc::new(
+            Whitelist::load(&config.policy.whitelist)
+                .map_err(|e| fail(format!("policy.whitelist: {e}")))?,
+        );
+        list.push(Arc::new(WhitelistPlugin::live(
+            live.clone(),
+            read_through,
+            mirror,
+        )));
+        Ok(Self {
+            list,
+            whitelist: Some(live),
+        })
     }
 
-    /// The live whitelist, in whitelist mode.
+    /// The live whitelist (loaded in either mode: [`crate::app::App::whitelist`] says whether
+    /// it is in force).
     pub fn whitelist(&self) -> Option<&Arc<Whitelist>> {
         self.whitelist.as_ref()
     }

@@ -7,6 +7,7 @@ use sluice_plugin_api::NpmRequest;
 
 use super::{login_first, Answer, Call};
 use crate::auth::{Auth, AuthError, Identity, TokenInfo};
+use crate::core::audit_log::{Action, AuditEntry};
 use crate::core::Error;
 
 /// An account answer: a status and a JSON body, or the core's error.
@@ -24,17 +25,53 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
         )),
         NpmRequest::Login { name } => {
             let address = call.address.map(|a| a.to_string());
-            login(auth, name, &call.body, address.as_deref()).await
+            let reply = login(auth, name, &call.body, address.as_deref()).await;
+            if reply.is_ok() {
+                let entry = AuditEntry::new(
+                    Some(name),
+                    call.address,
+                    Action::TokenCreate,
+                    name.as_str(),
+                    "login",
+                );
+                call.app.audit.note(entry).await;
+            }
+            reply
         }
         NpmRequest::Whoami => whoami(who),
-        NpmRequest::Logout { token } => logout(auth, who, token).await,
+        NpmRequest::Logout { token } => {
+            let reply = logout(auth, who, token).await;
+            audited(call, reply, Action::TokenRevoke, "logout").await
+        }
         NpmRequest::Tokens => tokens(auth, who).await,
-        NpmRequest::CreateToken => create_token(auth, who, &call.body).await,
-        NpmRequest::RevokeToken { id } => revoke_token(auth, who, id).await,
+        NpmRequest::CreateToken => {
+            let address = call.address.map(|a| a.to_string());
+            let reply = create_token(auth, who, &call.body, address.as_deref()).await;
+            let detail = match &reply {
+                Ok((_, shown)) => format!(
+                    "token {}",
+                    shown["key"].as_str().map_or("", |k| &k[..k.len().min(8)])
+                ),
+                Err(_) => String::new(),
+            };
+            audited(call, reply, Action::TokenCreate, &detail).await
+        }
+        NpmRequest::RevokeToken { id } => {
+            let reply = revoke_token(auth, who, id).await;
+            audited(call, reply, Action::TokenRevoke, &format!("token {id}")).await
+        }
         NpmRequest::User { name } => user_document(call, name),
         _ => Err(Error::Internal("not an account request".into())),
     }?;
     Ok(Answer::json(status, &value))
+}
+
+/// `reply`, recorded in the audit log as `action` on the caller's account when it succeeded.
+async fn audited(call: &Call<'_>, reply: Reply, action: Action, detail: &str) -> Reply {
+    if let (Ok(_), Some(who)) = (&reply, call.who) {
+        super::audit(call, action, &who.user, detail).await;
+    }
+    reply
 }
 
 /// The answer to a login that failed, whether the name exists or not.
@@ -72,6 +109,7 @@ fn user_document(call: &Call<'_>, name: &str) -> Reply {
 
 /// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
 async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> Reply {
+    auth.users_ready().await;
     if auth.locked_out(name, address) {
         return Err(AuthError::Locked.into());
     }
@@ -94,7 +132,7 @@ async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> R
             // An unknown name is told apart from a wrong password neither by the answer nor
             // by its time (the check hashes as a real one does), and it counts as a failure.
             let _ = auth.check_password(name, password);
-            auth.failed(name, address).await;
+            auth.failed(name, address, "unknown user").await;
             return Err(wrong_password());
         }
         // `npm adduser` sends the e-mail address it asked for; `npm login` none.
@@ -112,7 +150,7 @@ async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> R
             return Err(Error::Conflict(e));
         }
     } else if !auth.check_password(name, password) {
-        auth.failed(name, address).await;
+        auth.failed(name, address, "wrong password").await;
         return Err(wrong_password());
     }
     match auth.create_token(name, false, Vec::new()).await {
@@ -183,19 +221,25 @@ async fn tokens(auth: &Auth, who: Option<&Identity>) -> Reply {
     }
 }
 
-/// `POST /-/npm/v1/tokens` with `{password, readonly, cidr_whitelist}`.
-async fn create_token(auth: &Auth, who: Option<&Identity>, body: &[u8]) -> Reply {
+/// `POST /-/npm/v1/tokens` with `{password, readonly, cidr_whitelist}`, from `address`.
+async fn create_token(
+    auth: &Auth,
+    who: Option<&Identity>,
+    body: &[u8],
+    address: Option<&str>,
+) -> Reply {
     let Some(who) = who else {
         return Err(login_first());
     };
     who.may_manage_tokens()?;
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let password = body.get("password").and_then(Value::as_str).unwrap_or("");
-    if auth.locked_out(&who.user, None) {
+    if auth.locked_out(&who.user, address) {
         return Err(AuthError::Locked.into());
     }
     if !auth.check_password(&who.user, password) {
-        auth.failed(&who.user, None).await;
+        auth.failed(&who.user, address, "wrong password for a new token")
+            .await;
         return Err(Error::Unauthenticated(
             "wrong password: a new token needs the account's password".into(),
         ));

@@ -1,11 +1,15 @@
 //! npm's protocol, one file per surface: [`reads`] (packuments, versions, dist-tags, tarballs,
 //! search, the relayed GETs, status and metrics), [`audit`] (both audit endpoints),
 //! [`accounts`] (login, whoami, logout, tokens, user documents), [`publish`] (publish,
-//! unpublish, dist-tags, attestations) and [`stage`] (staged publishes). Each handler takes a [`Call`] — a request the front
+//! unpublish, dist-tags, attestations) and [`stage`] (staged publishes); and [`admin`], what the
+//! console and the command line administer (users, roles, tokens, second factors, live
+//! settings, the audit log), each action recorded in the audit log. Each handler takes a
+//! [`Call`] — a request the front
 //! already read, routed, identified and admitted — asks the core, and gives an [`Answer`] or
 //! the core's [`Error`]; the front (`crate::proxy`) turns either into HTTP.
 
 pub mod accounts;
+pub mod admin;
 pub mod answer;
 pub mod audit;
 pub mod publish;
@@ -44,6 +48,8 @@ pub struct Call<'a> {
     pub gzip: bool,
     /// Whether the connection can send a tarball from its file (`sendfile(2)`).
     pub files: bool,
+    /// The one-time code npm sends for a user with two-factor authentication (`npm-otp`).
+    pub otp: Option<String>,
 }
 
 /// Who a request needs, by what it does.
@@ -150,8 +156,42 @@ pub fn login_first() -> Error {
 }
 
 /// The checks a request must pass before its body is read: a write to a package (a staged
-/// one too) names one published here, by a user; every stage request is a user's. A refused write never makes the front read its body.
-pub fn precheck(call: &Call<'_>) -> Result<(), Error> {
+/// one too) names one published here, by a user; every stage request is a user's; and a write
+/// (or a new token, or an approval) by a user who enrolled a second factor carries a good
+/// one-time code. A refused write never makes the front read its body.
+pub async fn precheck(call: &Call<'_>) -> Result<(), Error> {
+    write_target(call)?;
+    if !needs_second_factor(call.request) {
+        return Ok(());
+    }
+    let Some(who) = call.who else {
+        return Ok(());
+    };
+    let address = call.address.map(|a| a.to_string());
+    call.app
+        .auth
+        .require_second_factor(who, call.otp.as_deref(), address.as_deref())
+        .await
+        .map_err(Error::from)
+}
+
+/// Whether `request` is a write that a user with a second factor must confirm with a code:
+/// publish, unpublish, dist-tags, owners, deprecate, a new token, a stage approval.
+pub fn needs_second_factor(request: &NpmRequest) -> bool {
+    matches!(
+        request,
+        NpmRequest::Publish { .. }
+            | NpmRequest::DistTag { .. }
+            | NpmRequest::Unpublish { .. }
+            | NpmRequest::UnpublishTarball { .. }
+            | NpmRequest::CreateToken
+            | NpmRequest::StageApprove { .. }
+    )
+}
+
+/// A write to a package must name one published here, and come from a user; every stage
+/// request is a user's.
+pub(crate) fn write_target(call: &Call<'_>) -> Result<(), Error> {
     if is_stage(call.request) && !matches!(call.request, NpmRequest::StagePublish { .. }) {
         return user(call).map(|_| ());
     }
@@ -174,4 +214,21 @@ pub fn precheck(call: &Call<'_>) -> Result<(), Error> {
         }
     }
     user(call).map(|_| ())
+}
+
+/// Record `action` on `subject` (with `detail`) by the caller of `call` in the audit log.
+pub async fn audit(
+    call: &Call<'_>,
+    action: crate::core::audit_log::Action,
+    subject: &str,
+    detail: &str,
+) {
+    let entry = crate::core::audit_log::AuditEntry::new(
+        call.who.map(|w| w.user.as_str()),
+        call.address,
+        action,
+        subject,
+        detail,
+    );
+    call.app.audit.note(entry).await;
 }

@@ -5,18 +5,21 @@ use serde_json::json;
 use sluice_plugin_api::NpmRequest;
 
 use super::{user, Answer, Body, Call};
+use crate::core::audit_log::Action;
 use crate::core::Error;
 
 /// Answer a stage request (its caller a user, checked by [`super::precheck`] too).
 pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
     let app = call.app;
     let publisher = &app.publisher;
-    super::precheck(call)?;
+    super::write_target(call)?;
     let who = user(call)?;
     let email = || app.auth.email(&who.user).unwrap_or_default();
     match call.request {
         NpmRequest::StagePublish { name } => {
             let staged = publisher.stage(name, &call.body, who, &email()).await?;
+            let id = staged["stageId"].as_str().unwrap_or_default().to_string();
+            super::audit(call, Action::Stage, name, &id).await;
             Ok(Answer::json(201, &staged))
         }
         NpmRequest::StageList {
@@ -39,6 +42,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
         }
         NpmRequest::StageApprove { id } => {
             let approved = publisher.approve(id, who, &email()).await?;
+            super::audit(call, Action::Approve, id, "").await;
             Ok(Answer::json(201, &approved))
         }
         NpmRequest::StageReject { id } => {

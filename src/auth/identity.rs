@@ -16,6 +16,9 @@ pub struct Identity {
     pub readonly: bool,
     /// The sha256 (hex) of the bearer token used, `None` for a password.
     pub token_hash: Option<String>,
+    /// Whether the user administers the registry (the users file's role, or one granted in
+    /// the store).
+    pub admin: bool,
 }
 
 impl Identity {
@@ -60,6 +63,18 @@ pub enum AuthError {
     /// The store failed.
     #[error("{0}")]
     Store(String),
+    /// What was asked is malformed (a user name, an e-mail address, a code).
+    #[error("{0}")]
+    Invalid(String),
+    /// It conflicts with what is kept (a user that exists, a second enrollment).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such user (or token).
+    #[error("{0}")]
+    NotFound(String),
+    /// The user enrolled a second factor and this write needs its one-time code.
+    #[error("{0}")]
+    OtpRequired(String),
 }
 
 impl From<StoreError> for AuthError {
@@ -81,6 +96,7 @@ impl Auth {
         let Some(value) = authorization.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
+        self.users_ready().await;
         let (scheme, credential) = value.split_once(' ').unwrap_or((value, ""));
         let credential = credential.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -119,6 +135,7 @@ impl Auth {
             )));
         }
         Ok(Identity {
+            admin: self.is_admin(&info.user),
             user: info.user,
             readonly: info.readonly,
             token_hash: Some(info.hash),
@@ -144,7 +161,8 @@ impl Auth {
             return Err(AuthError::Locked);
         }
         if !self.check_password(user, password) {
-            self.failed(user, at.as_deref()).await;
+            self.failed(user, at.as_deref(), "wrong password (Basic credentials)")
+                .await;
             return Err(AuthError::Unauthorized(
                 "wrong user name or password".into(),
             ));
@@ -153,6 +171,7 @@ impl Auth {
             user: user.to_string(),
             readonly: false,
             token_hash: None,
+            admin: self.is_admin(user),
         })
     }
 }

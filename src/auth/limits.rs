@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use super::Auth;
 
+/// Told of each failed login: the user tried, the address, why it failed.
+pub type FailureHook = Box<
+    dyn Fn(String, Option<String>, String) -> futures::future::BoxFuture<'static, ()> + Send + Sync,
+>;
+
 /// Failed logins allowed per (user, address) within [`FAILURE_WINDOW`].
 const MAX_FAILURES: u32 = 10;
 /// Failed logins allowed per address, across users, within [`FAILURE_WINDOW`]; above
@@ -50,9 +55,24 @@ impl Auth {
             || address.is_some_and(|a| count(format!("addr:{a}")) >= MAX_ADDRESS_FAILURES)
     }
 
-    /// Count a failed login of `user` from `address`, and wait before its answer.
-    pub async fn failed(&self, user: &str, address: Option<&str>) {
-        tokio::time::sleep(self.count_failure(user, address)).await;
+    /// Count a failed login of `user` from `address` (`why` it failed, for the audit log),
+    /// tell the failure hook, and wait before its answer.
+    pub async fn failed(&self, user: &str, address: Option<&str>, why: &str) {
+        let delay = self.count_failure(user, address);
+        if let Some(hook) = self.on_failure.get() {
+            hook(
+                user.to_string(),
+                address.map(str::to_string),
+                why.to_string(),
+            )
+            .await;
+        }
+        tokio::time::sleep(delay).await;
+    }
+
+    /// Have `hook` told of every failed login (user, address, why): the audit log.
+    pub fn on_failure(&self, hook: FailureHook) {
+        let _ = self.on_failure.set(hook);
     }
 
     /// Count a failed login of `user` from `address`; returns how long its answer waits: 100 ms

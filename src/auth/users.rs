@@ -1,5 +1,6 @@
-//! The users file: one `name:<argon2id PHC string>[:<email>]` a line, edited by an admin or by
-//! `sluice user add|passwd|remove`, hot-reloaded; and password checks against it.
+//! The users file: one `name:<argon2id PHC string>[:<email>[:admin]]` a line, edited by an admin
+//! or by `sluice user add|passwd|remove`, hot-reloaded; and password checks against it and the
+//! users kept in the store ([`super::directory`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +20,9 @@ pub struct User {
     pub hash: String,
     /// The e-mail address shown beside the name in a package's maintainers (may be empty).
     pub email: String,
+    /// Whether the user administers the registry (the console's admin pages): a fourth field
+    /// `admin` on the line.
+    pub admin: bool,
 }
 
 /// The users file's users, by name.
@@ -37,14 +41,23 @@ fn parse_users(text: &str) -> live::Parsed<Users> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        // A PHC string has no `:`, so what follows a second one is the e-mail address.
+        // A PHC string has no `:`, so what follows a second one is the e-mail address, and
+        // what follows a third the role (older files have neither).
         let parsed = line.split_once(':').and_then(|(name, rest)| {
-            let (hash, email) = rest.split_once(':').unwrap_or((rest, ""));
+            let mut fields = rest.splitn(3, ':');
+            let hash = fields.next().unwrap_or("");
+            let email = fields.next().unwrap_or("");
+            let admin = match fields.next().map(str::trim) {
+                None | Some("") => false,
+                Some("admin") => true,
+                Some(_) => return None,
+            };
             let ok = !name.is_empty() && PasswordHash::new(hash).is_ok();
             ok.then(|| {
                 let user = User {
                     hash: hash.to_string(),
                     email: email.trim().to_string(),
+                    admin,
                 };
                 (name.to_string(), user)
             })
@@ -55,7 +68,8 @@ fn parse_users(text: &str) -> live::Parsed<Users> {
             }
             None => errors.push(live::LineError {
                 line: i + 1,
-                message: "not `name:<argon2id PHC string>[:<email>]` (edit it with `sluice user`)"
+                message: "not `name:<argon2id PHC string>[:<email>[:admin]]` (edit it with \
+                          `sluice user`)"
                     .into(),
             }),
         }
@@ -109,25 +123,25 @@ impl Auth {
         Arc::new(UsersFile(self.users.clone()))
     }
 
-    /// Whether `password` is `user`'s, as the users file says now.
+    /// Whether `password` is `user`'s, as the users file and the store say now.
     pub fn check_password(&self, user: &str, password: &str) -> bool {
-        let users = if self.has_user(user) {
-            self.users.current()
+        let account = if self.has_user(user) {
+            self.account(user)
         } else {
-            Arc::default()
+            None
         };
-        let Some(hash) = users.get(user).map(|u| &u.hash) else {
+        let Some(hash) = account.map(|u| u.hash) else {
             // As slow as a wrong password: a probe does not learn which names exist.
             let _ = hash_password(password);
             return false;
         };
-        // Keyed by the stored hash too: once the file holds a new one (`sluice user passwd`),
+        // Keyed by the stored hash too: once a new one is kept (`sluice user passwd`, a reset),
         // a password verified against the old one is verified again, and fails.
         let key = sha256_hex(&format!("{user}\n{hash}\n{password}"));
         if self.verified.contains_key(&key) {
             return true;
         }
-        let ok = PasswordHash::new(hash)
+        let ok = PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
                     .verify_password(password.as_bytes(), &parsed)
@@ -140,22 +154,49 @@ impl Auth {
         ok
     }
 
-    /// Whether `user` is in the users file. An unknown name makes the file be read again
-    /// first, so a `sluice user add` counts at once, before the watcher notices.
+    /// `user` as the users file and the store's users together say: the store's password,
+    /// e-mail address and role (set from the console, shared by a fleet) over the file's.
+    pub(super) fn account(&self, user: &str) -> Option<User> {
+        let file = self.users.current().get(user).cloned();
+        let stored = self.stored().get(user).cloned();
+        let Some(stored) = stored else {
+            return file;
+        };
+        let hash = stored.hash.or(file.as_ref().map(|f| f.hash.clone()))?;
+        Some(User {
+            hash,
+            email: stored
+                .email
+                .or(file.as_ref().map(|f| f.email.clone()))
+                .unwrap_or_default(),
+            admin: stored
+                .admin
+                .unwrap_or(file.as_ref().is_some_and(|f| f.admin)),
+        })
+    }
+
+    /// Whether `user` is a user (of the users file or the store). An unknown name makes the
+    /// file be read again first, so a `sluice user add` counts at once, before the watcher
+    /// notices.
     pub fn has_user(&self, user: &str) -> bool {
-        if self.users.current().contains_key(user) {
+        if self.account(user).is_some() {
             return true;
         }
         let _ = self.users.reload(false);
-        self.users.current().contains_key(user)
+        self.account(user).is_some()
     }
 
-    /// `user`'s e-mail address ("" when the users file has none), or `None` for no such user.
+    /// Whether `user` administers the registry (the file's role, or one granted in the store).
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.account(user).is_some_and(|u| u.admin)
+    }
+
+    /// `user`'s e-mail address ("" when none is known), or `None` for no such user.
     pub fn email(&self, user: &str) -> Option<String> {
         if !self.has_user(user) {
             return None;
         }
-        self.users.current().get(user).map(|u| u.email.clone())
+        self.account(user).map(|u| u.email)
     }
 
     /// Add `user` with `password` (and `email`, possibly empty) to the users file (adduser).
@@ -167,6 +208,7 @@ impl Auth {
             let user_entry = User {
                 hash: hash_password(password)?,
                 email: email.to_string(),
+                admin: false,
             };
             users.insert(user.to_string(), user_entry);
             Ok(())
@@ -174,14 +216,28 @@ impl Auth {
         self.users.reload(true).map_err(|e| e.to_string())?;
         Ok(())
     }
+
+    /// The users file's users now.
+    pub(super) fn file_users(&self) -> Arc<Users> {
+        let _ = self.users.reload(false);
+        self.users.current()
+    }
+}
+
+/// Whether `name` can be a user name (in the users file's lines and in npm's URLs).
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 214
+        && !name.contains([':', '\n', '\r', ' ', '/', '\t'])
+        && name.trim() == name
 }
 
 /// `user`'s line in the users file.
 fn user_line(name: &str, user: &User) -> String {
-    if user.email.is_empty() {
-        format!("{name}:{}\n", user.hash)
-    } else {
-        format!("{name}:{}:{}\n", user.hash, user.email)
+    match (user.email.is_empty(), user.admin) {
+        (true, false) => format!("{name}:{}\n", user.hash),
+        (false, false) => format!("{name}:{}:{}\n", user.hash, user.email),
+        (_, true) => format!("{name}:{}:{}:admin\n", user.hash, user.email),
     }
 }
 

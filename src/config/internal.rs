@@ -377,6 +377,20 @@ pub struct PolicyConfig {
     pub refresh: Duration,
     /// Which tarballs background refresh copies eagerly.
     pub tarballs: Tarballs,
+    /// Which of the live settings the file set (the others are defaults), for `sluice check`.
+    #[serde(skip)]
+    pub set_in_file: PolicySet,
+}
+
+/// Which of `[policy]`'s live settings (mode, read_through, refresh) the file set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicySet {
+    /// `policy.mode`.
+    pub mode: bool,
+    /// `policy.read_through`.
+    pub read_through: bool,
+    /// `policy.refresh`.
+    pub refresh: bool,
 }
 
 impl PolicyConfig {
@@ -388,6 +402,11 @@ impl PolicyConfig {
             whitelist: cx.resolve(file.whitelist.as_deref().unwrap_or("whitelist")),
             refresh: file.refresh.map_or(Duration::from_secs(600), |d| d.0),
             tarballs: file.tarballs.unwrap_or(Tarballs::OnDemand),
+            set_in_file: PolicySet {
+                mode: file.mode.is_some(),
+                read_through: file.read_through.is_some(),
+                refresh: file.refresh.is_some(),
+            },
         }
     }
 }

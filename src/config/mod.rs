@@ -14,7 +14,7 @@ pub use file::parse_size;
 pub use internal::redact_url;
 pub use internal::{
     AuthConfig, Backend, ClusterConfig, LogConfig, MirrorConfig, Mode, PluginConfig, PolicyConfig,
-    PublishConfig, Read, S3Config, ServerConfig, Since, Staged, StorageConfig, Tarballs,
+    PolicySet, PublishConfig, Read, S3Config, ServerConfig, Since, Staged, StorageConfig, Tarballs,
     UpstreamConfig,
 };
 pub use private::PrivateNames;

@@ -3,11 +3,13 @@
 //! gzipped, with an ETag) and [`tarballs`] (refusal, the unlisted re-read, streams). Each part
 //! owns its cache and its single-flight; [`crate::app`] builds them.
 
+pub mod audit_log;
 pub mod fleet;
 pub mod packuments;
 pub mod publish;
 pub mod renders;
 pub mod search;
+pub mod settings;
 pub mod tarballs;
 
 use std::io::Write as _;
@@ -70,6 +72,10 @@ pub enum Error {
     /// Not allowed (not an owner, a read-only token, a refused version).
     #[error("{0}")]
     Forbidden(String),
+    /// The caller enrolled a second factor: this write needs a one-time code (missing or
+    /// wrong), which the client is asked for.
+    #[error("{0}")]
+    OtpRequired(String),
     /// Upstream or the store has no such package, version or tarball.
     #[error("{0}")]
     NotFound(String),
@@ -118,7 +124,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Client(_) => Fault::Client,
-            Error::Unauthenticated(_) => Fault::Unauthenticated,
+            Error::Unauthenticated(_) | Error::OtpRequired(_) => Fault::Unauthenticated,
             Error::Forbidden(_) => Fault::Forbidden,
             Error::NotFound(_) => Fault::NotFound,
             Error::NotOffered(_) => Fault::NotOffered,
@@ -162,6 +168,10 @@ impl From<crate::auth::AuthError> for Error {
             AuthError::Forbidden(m) => Error::Forbidden(m),
             AuthError::Locked => Error::Throttled(AuthError::Locked.to_string()),
             AuthError::Store(m) => Error::store(m),
+            AuthError::Invalid(m) => Error::Client(m),
+            AuthError::Conflict(m) => Error::Conflict(m),
+            AuthError::NotFound(m) => Error::NotFound(m),
+            AuthError::OtpRequired(m) => Error::OtpRequired(m),
         }
     }
 }

@@ -62,7 +62,8 @@ const MERGE_ATTEMPTS: usize = 16;
 pub struct Packuments {
     store: SharedStore,
     upstream: Upstream,
-    refresh: Duration,
+    /// `policy.refresh` in milliseconds, as the live settings say now.
+    refresh: Arc<AtomicU64>,
     flights: SingleFlight<Arc<str>, Shared<Doc>>,
     /// When upstream last confirmed each packument we served (unix ms), in memory.
     confirmed: NameCache<u64>,
@@ -85,12 +86,13 @@ impl std::fmt::Debug for Packuments {
 }
 
 impl Packuments {
-    /// Packuments kept in `store`, fetched from `upstream`, fresh for `refresh`; `on_change`
+    /// Packuments kept in `store`, fetched from `upstream`, fresh for `refresh` (milliseconds,
+    /// read on each use: the setting changes live); `on_change`
     /// hears of every stored document that changed (derived caches drop what they hold).
     pub fn new(
         store: SharedStore,
         upstream: Upstream,
-        refresh: Duration,
+        refresh: Arc<AtomicU64>,
         on_change: Vec<OnChange>,
         private: Arc<PrivateNames>,
     ) -> Self {
@@ -108,9 +110,14 @@ impl Packuments {
         }
     }
 
+    /// How long a stored packument is served before it is revalidated, now.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.refresh.load(Ordering::Relaxed))
+    }
+
     /// Whether a document upstream confirmed at `fetched_at` is still fresh.
     pub fn is_fresh(&self, fetched_at: u64) -> bool {
-        now_ms().saturating_sub(fetched_at) < self.refresh.as_millis() as u64
+        now_ms().saturating_sub(fetched_at) < self.refresh().as_millis() as u64
     }
 
     /// Whether upstream confirmed `name` recently, as far as this process knows.
@@ -197,7 +204,7 @@ impl Packuments {
         Ok(match self.store.packument_meta(name).await? {
             Some((meta, _)) => {
                 now_ms().saturating_sub(meta.fetched_at)
-                    >= self.refresh.saturating_sub(slack).as_millis() as u64
+                    >= self.refresh().saturating_sub(slack).as_millis() as u64
             }
             None => true,
         })

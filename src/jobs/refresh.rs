@@ -11,11 +11,12 @@ use crate::config::Tarballs;
 use crate::store::all_names;
 use sluice_plugin_api::Packument;
 
-/// Revalidate every whitelisted packument every `policy.refresh`, with bounded concurrency
-/// and jitter, while this node leads background work. Runs forever.
+/// Revalidate every whitelisted packument every `policy.refresh` (the live setting, read each
+/// cycle), with bounded concurrency and jitter, while this node leads background work. Runs
+/// forever.
 pub async fn refresh_loop(app: Arc<App>) {
-    let period = app.config.policy.refresh;
     loop {
+        let period = app.settings.refresh();
         // Jitter: up to a tenth of the period, so many edges don't hit upstream at once.
         let jitter = period.mul_f64(fastrand::f64() * 0.1);
         tokio::time::sleep(period + jitter).await;

@@ -40,6 +40,11 @@ pub fn answer(request: Option<&NpmRequest>, error: &Error) -> Answer {
                 "Bearer realm=\"sluice\", Basic realm=\"sluice\"",
             ),
         ),
+        // npm prompts for the code (or reads `--otp`) and sends the write again with it.
+        Error::OtpRequired(message) => Answer::plugin(
+            sluice_plugin_api::Response::error(status, message.clone())
+                .with_header("www-authenticate", "OTP"),
+        ),
         Error::Upstream(UpstreamError::Integrity(_)) | Error::Packument { .. } => {
             Answer::error(status, error.to_string())
         }

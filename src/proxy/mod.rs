@@ -111,8 +111,13 @@ impl SluiceProxy {
             gzip: shape::accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING)),
             // Tarballs go out of their files by sendfile(2) on plain HTTP/1 connections.
             files: send::can_send_files(session),
+            otp: header
+                .headers
+                .get("npm-otp")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
         };
-        if let Err(error) = api::precheck(&call) {
+        if let Err(error) = api::precheck(&call).await {
             return fault::answer(Some(&request), &error);
         }
         if let Some((limit, what)) = api::body_limit(&self.app, &request) {

@@ -76,17 +76,8 @@ impl BackgroundService for Refresher {
             let _ = leading.changed().await;
         });
         let work = async move {
-            let mirror = app.config.policy.mode == crate::config::Mode::Mirror;
-            if mirror && app.config.upstream.changes.is_some() {
-                // The feed keeps every package fresh; no schedule needed.
-                crate::jobs::mirror::follow(app).await;
-            } else {
-                crate::jobs::refresh::refresh_loop(app).await;
-            }
-        };
-        let work = async move {
             tokio::select! {
-                _ = work => {}
+                _ = background_work(app) => {}
                 _ = shutdown.changed() => {}
             }
         };
@@ -95,7 +86,37 @@ impl BackgroundService for Refresher {
     }
 }
 
-/// Every `cluster.sync`, publishes this node's changes to the fleet and takes in the others'.
+/// The refresh schedule, or in mirror mode with a feed the follower, as the live mode says:
+/// started again whenever a live setting changes (the mode, the refresh interval).
+async fn background_work(app: Arc<App>) {
+    let mut changes = app.settings.changes();
+    loop {
+        let mirror = app.settings.mode() == crate::config::Mode::Mirror;
+        let work = {
+            let app = app.clone();
+            async move {
+                if mirror && app.config.upstream.changes.is_some() {
+                    // The feed keeps every package fresh; no schedule needed.
+                    crate::jobs::mirror::follow(app).await;
+                } else {
+                    crate::jobs::refresh::refresh_loop(app).await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = work => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tracing::info!(mode = ?app.settings.mode(), refresh = ?app.settings.refresh(), "live settings changed: background work follows them");
+            }
+        }
+    }
+}
+
+/// Every `cluster.sync`, reads the live settings and stored users again, and in a fleet
+/// publishes this node's changes and takes in the others'.
 struct FleetSync {
     app: Arc<App>,
 }
@@ -103,10 +124,8 @@ struct FleetSync {
 #[async_trait]
 impl BackgroundService for FleetSync {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        if self.app.fleet.is_none() {
-            return;
-        }
         loop {
+            self.app.sync_live().await;
             self.app.sync_fleet().await;
             tokio::select! {
                 _ = tokio::time::sleep(self.app.config.cluster.sync) => {}

@@ -172,7 +172,11 @@ impl Weighter<HotKey, Entry> for Bytesize {
 #[derive(Clone)]
 pub struct HotCache {
     cache: Arc<Cache<HotKey, Entry, Bytesize>>,
-    ttl: Duration,
+    /// The longest an entry is served, in milliseconds: read on each use (the refresh
+    /// interval it follows changes live).
+    ttl_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// The shortest ttl, whatever `ttl_ms` says.
+    ttl_floor: Duration,
     max_entry: u64,
 }
 
@@ -192,6 +196,17 @@ impl HotCache {
     /// A cache holding at most `max_bytes` of bodies, each for at most `ttl` (plugins such as
     /// min-age change what a document renders to as time passes).
     pub fn new(max_bytes: u64, ttl: Duration) -> Self {
+        let ttl_ms = Arc::new(std::sync::atomic::AtomicU64::new(ttl.as_millis() as u64));
+        Self::with_live_ttl(max_bytes, ttl_ms, Duration::ZERO)
+    }
+
+    /// [`HotCache::new`] with the ttl (milliseconds) read from `ttl_ms` on each use, and at
+    /// least `floor`.
+    pub fn with_live_ttl(
+        max_bytes: u64,
+        ttl_ms: Arc<std::sync::atomic::AtomicU64>,
+        floor: Duration,
+    ) -> Self {
         let options = OptionsBuilder::new()
             .shards(SHARDS)
             // Sized for bodies of 16 KiB on average; the tables grow past it as needed.
@@ -207,17 +222,24 @@ impl HotCache {
         );
         Self {
             cache: Arc::new(cache),
-            ttl,
+            ttl_ms,
+            ttl_floor: floor,
             // One body may take at most an eighth of the cache, so a few huge documents
             // cannot evict everything else.
             max_entry: (max_bytes / 8).max(1),
         }
     }
 
+    /// The longest an entry is served now.
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(std::sync::atomic::Ordering::Relaxed))
+            .max(self.ttl_floor)
+    }
+
     /// The entry for `key` (a [`HotKey`] or a [`HotKeyRef`]), if held.
     pub fn get<Q: Hash + Equivalent<HotKey> + ?Sized>(&self, key: &Q) -> Option<Arc<Rendered>> {
         let entry = self.cache.get(key)?;
-        if entry.stored.elapsed() < self.ttl {
+        if entry.stored.elapsed() < self.ttl() {
             return Some(entry.rendered);
         }
         // Out of date: forget it, unless a newer one took its place meanwhile.

@@ -10,6 +10,7 @@ pub mod format;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -369,16 +370,34 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// The `whitelist` plugin: refuses every package not on the list, naming how to add it; with
 /// `read_through`, a request for an unlisted package is let through, fetched, and the package
 /// appended to the list once it was served.
+///
+/// Both of its switches are read on each use, so the host can turn them live: read-through,
+/// and `off` (mirror mode: every package is served, nothing is added).
 #[derive(Debug, Clone)]
 pub struct WhitelistPlugin {
     list: Arc<Whitelist>,
-    read_through: bool,
+    read_through: Arc<AtomicBool>,
+    off: Arc<AtomicBool>,
 }
 
 impl WhitelistPlugin {
     /// A plugin enforcing `list`; `read_through` lets requests bring in unlisted packages.
     pub fn new(list: Arc<Whitelist>, read_through: bool) -> Self {
-        Self { list, read_through }
+        Self::live(
+            list,
+            Arc::new(AtomicBool::new(read_through)),
+            Arc::new(AtomicBool::new(false)),
+        )
+    }
+
+    /// A plugin enforcing `list` while `off` is false, bringing in unlisted packages while
+    /// `read_through` is true: both read on each request.
+    pub fn live(list: Arc<Whitelist>, read_through: Arc<AtomicBool>, off: Arc<AtomicBool>) -> Self {
+        Self {
+            list,
+            read_through,
+            off,
+        }
     }
 
     /// The live list this plugin enforces.
@@ -393,10 +412,10 @@ impl Plugin for WhitelistPlugin {
     }
 
     fn admit(&self, name: &str, ctx: &mut Ctx) -> PluginResult<Decision> {
-        if self.list.allows(name) {
+        if self.off.load(Ordering::Relaxed) || self.list.allows(name) {
             return Ok(Decision::Continue);
         }
-        if self.read_through && ctx.purpose == Purpose::Request {
+        if self.read_through.load(Ordering::Relaxed) && ctx.purpose == Purpose::Request {
             ctx.read_through = true;
             return Ok(Decision::Continue);
         }

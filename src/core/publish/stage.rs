@@ -387,6 +387,7 @@ impl Publisher {
             user: item.actor.clone(),
             readonly: false,
             token_hash: None,
+            admin: false,
         };
         let manifest = self.listed_manifest(name, &upload, &stager, &record.email);
         self.list(name, who, email, version, manifest, &record.extras)
