@@ -6,7 +6,7 @@
 
 use percent_encoding::percent_decode_str;
 use sluice_plugin_api::name::{check_name, is_name_char};
-use sluice_plugin_api::{NpmRequest, SearchQuery};
+use sluice_plugin_api::{ConsoleRequest, NpmRequest, SearchQuery};
 
 /// The abbreviated ("corgi") document's media type.
 pub const CORGI: &str = "application/vnd.npm.install-v1+json";
@@ -58,6 +58,7 @@ pub fn route(
             }
             "/-/v1/login" => Ok(NpmRequest::WebLogin),
             "/-/npm/v1/tokens" => Ok(NpmRequest::CreateToken),
+            _ if path == "/-/ui" || path.starts_with("/-/ui/") => console(path, query, true),
             _ => Err(read_only()),
         };
     }
@@ -81,8 +82,18 @@ pub fn route(
     if writing {
         return write(method == "DELETE", &segments);
     }
+    if segments.starts_with(&["-", "ui"]) {
+        return console(path, query, false);
+    }
     if segments.first() == Some(&"-") {
         return special(&segments[1..], query);
+    }
+    if rest.is_empty() && accept.is_some_and(wants_html) {
+        return Ok(NpmRequest::Console(ConsoleRequest {
+            post: false,
+            path: None,
+            query: String::new(),
+        }));
     }
     if rest.is_empty() {
         return Err(not_found(
@@ -122,6 +133,32 @@ fn split_name<'a, 'b>(segments: &'b [&'a str]) -> Result<(String, &'b [&'a str])
     };
     check_name(&name).map_err(|why| bad(format!("invalid package name: {why}")))?;
     Ok((name, rest))
+}
+
+/// Whether an `Accept` header names HTML: a browser's (npm asks for JSON).
+fn wants_html(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|part| part.trim().split(';').next().map(str::trim) == Some("text/html"))
+}
+
+/// A console request for `path` (under `/-/ui`, still encoded).
+fn console(path: &str, query: Option<&str>, post: bool) -> Result<NpmRequest, RouteError> {
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| bad("the path is not valid UTF-8 once decoded"))?;
+    let rest = decoded
+        .strip_prefix("/-/ui")
+        .map(|rest| rest.trim_start_matches('/'))
+        .ok_or_else(|| not_found("no such route"))?;
+    if rest.contains(['\0', '\\', '%', '\r', '\n']) || rest.split('/').any(|s| s == "..") {
+        return Err(bad("not a console path"));
+    }
+    Ok(NpmRequest::Console(ConsoleRequest {
+        post,
+        path: Some(rest.to_string()),
+        query: query.unwrap_or("").to_string(),
+    }))
 }
 
 /// Whether an `Accept` header prefers the abbreviated document.
@@ -242,6 +279,11 @@ fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
 fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteError> {
     match segments {
         ["ping"] => Ok(NpmRequest::Ping),
+        ["v1", "done", session] if !session.is_empty() && session.len() <= 200 => {
+            Ok(NpmRequest::WebLoginDone {
+                session: (*session).to_string(),
+            })
+        }
         ["whoami"] => Ok(NpmRequest::Whoami),
         ["user", user] => Ok(NpmRequest::User {
             name: user_name(user)?,

@@ -43,6 +43,8 @@ pub struct Call<'a> {
     pub gzip: bool,
     /// Whether the connection can send a tarball from its file (`sendfile(2)`).
     pub files: bool,
+    /// The request's `Cookie` header (the console's session).
+    pub cookie: Option<String>,
 }
 
 /// Who a request needs, by what it does.
@@ -63,7 +65,10 @@ pub fn access(request: &NpmRequest) -> Access {
         NpmRequest::Ping
         | NpmRequest::Login { .. }
         | NpmRequest::WebLogin
+        | NpmRequest::WebLoginDone { .. }
         | NpmRequest::User { .. } => Access::Anyone,
+        // The console asks for its own session (a cookie), not npm's credentials.
+        NpmRequest::Console(_) => Access::Anyone,
         NpmRequest::Publish { .. }
         | NpmRequest::DistTag { .. }
         | NpmRequest::Unpublish { .. }
@@ -84,6 +89,8 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
     let publish = app.config.publish.max_size as usize;
     match request {
         NpmRequest::Login { .. } => Some((SMALL, "login")),
+        NpmRequest::WebLogin => Some((SMALL, "login")),
+        NpmRequest::Console(console) if console.post => Some((SMALL, "form")),
         NpmRequest::CreateToken => Some((SMALL, "token")),
         NpmRequest::DistTag { remove: false, .. } => Some((SMALL, "dist-tag")),
         NpmRequest::Publish { .. } => Some((publish, "publish")),
@@ -97,8 +104,10 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
 pub async fn dispatch(call: &Call<'_>) -> Result<Answer, Error> {
     match call.request {
         NpmRequest::Audit { path } => audit::relay(call, path).await,
+        NpmRequest::Console(_) => crate::web::handle(call).await,
         NpmRequest::Login { .. }
         | NpmRequest::WebLogin
+        | NpmRequest::WebLoginDone { .. }
         | NpmRequest::Whoami
         | NpmRequest::Logout { .. }
         | NpmRequest::Tokens

@@ -7,8 +7,10 @@ pub mod fleet;
 pub mod packuments;
 pub mod private;
 pub mod publish;
+pub mod recent;
 pub mod renders;
 pub mod search;
+pub mod sessions;
 pub mod tarballs;
 
 use std::io::Write as _;

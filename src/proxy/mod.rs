@@ -111,6 +111,7 @@ impl SluiceProxy {
             gzip: shape::accepts_gzip(header.headers.get(http::header::ACCEPT_ENCODING)),
             // Tarballs go out of their files by sendfile(2) on plain HTTP/1 connections.
             files: send::can_send_files(session),
+            cookie: shape::header_joined(header, http::header::COOKIE, "; "),
         };
         if let Err(error) = api::precheck(&call) {
             return fault::answer(Some(&request), &error);
