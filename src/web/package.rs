@@ -126,7 +126,17 @@ fn fill(page: &mut PackagePage, doc: &Packument, why_hidden: impl Fn(&str) -> Op
         .iter()
         .find(|(tag, _)| tag == "latest")
         .map(|(_, v)| v.clone())
-        .filter(|v| why_hidden(v).is_none());
+        .filter(|v| why_hidden(v).is_none())
+        .or_else(|| {
+            // As served, `latest` moves to the highest release the policy serves.
+            versions
+                .keys()
+                .filter(|v| why_hidden(v).is_none())
+                .filter_map(|v| nodejs_semver::Version::parse(v).ok())
+                .filter(|v| v.pre_release.is_empty())
+                .max()
+                .map(|v| v.to_string())
+        });
     let manifest = latest.as_ref().and_then(|v| versions.get(v));
     if let Some(manifest) = manifest {
         page.description = text(manifest.get("description"));

@@ -20,7 +20,22 @@ pub fn render(markdown: &str) -> String {
     options.insert(Options::ENABLE_TASKLISTS);
     let mut unsafe_html = String::with_capacity(markdown.len() * 3 / 2);
     html::push_html(&mut unsafe_html, Parser::new_ext(markdown, options));
-    sanitize(&unsafe_html)
+    demote_headings(&sanitize(&unsafe_html))
+}
+
+/// Every heading one level down (`h1` → `h2` … `h5` → `h6`): the page has one `h1`, the
+/// package's name. Safe on sanitized HTML, which html5ever wrote out: a tag is `<hN>` or
+/// `<hN attr…>`, and text never holds a raw `<`.
+fn demote_headings(html: &str) -> String {
+    let mut out = html.to_string();
+    for level in (1..=5).rev() {
+        let lower = level + 1;
+        out = out
+            .replace(&format!("<h{level}>"), &format!("<h{lower}>"))
+            .replace(&format!("<h{level} "), &format!("<h{lower} "))
+            .replace(&format!("</h{level}>"), &format!("</h{lower}>"));
+    }
+    out
 }
 
 /// Keep only markup that cannot run anything: ammonia's allow-list (no `script`, `style`,
@@ -53,6 +68,7 @@ mod tests {
             "{out}"
         );
         assert!(!out.contains("style="), "{out}");
-        assert!(out.contains("<h1>Hi</h1>") && out.contains("text"), "{out}");
+        assert!(out.contains("<h2>Hi</h2>") && out.contains("text"), "{out}");
+        assert!(!render("<h1 align=\"center\">x</h1>\n\n## y").contains("<h1"));
     }
 }
