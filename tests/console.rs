@@ -1,6 +1,7 @@
 //! The web console in a real browser: Debian's headless chromium driven over the DevTools
 //! protocol (chromiumoxide), against sluice and a fake upstream on 127.0.0.1. Screenshots of
 //! every page go to target/console-screenshots/ for review.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 

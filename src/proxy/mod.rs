@@ -122,7 +122,10 @@ impl SluiceProxy {
                 Err(answer) => return answer,
             }
         }
-        let answer = api::dispatch(&call).await;
+        let answer = match &request {
+            NpmRequest::Console(_) => crate::web::handle(&call).await,
+            _ => api::dispatch(&call).await,
+        };
         answer.unwrap_or_else(|error| fault::answer(Some(&request), &error))
     }
 
