@@ -110,7 +110,7 @@ impl App {
 
     /// Build sluice for `config` on `store` (tests wrap the configured one to inject faults).
     pub fn with_store(config: Config, store: SharedStore) -> anyhow::Result<Arc<App>> {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let store_ops = Arc::new(Instrumented::new(store));
         // Status and metrics read the usage as last measured, in the background.
         let in_a_fleet = config.storage.backend == crate::config::Backend::S3;

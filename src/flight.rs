@@ -19,12 +19,6 @@ pub trait Failed {
     fn failed(why: String) -> Self;
 }
 
-impl<T> Failed for Result<T, crate::core::Error> {
-    fn failed(why: String) -> Self {
-        Err(crate::core::Error::Internal(why))
-    }
-}
-
 /// Takes a flight off its table when the work ends, however it ends (a panic unwinding
 /// through the task included).
 struct Landing<K: Eq + Hash, V> {
@@ -126,10 +120,21 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    /// A work's own error, as the core's is.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Broke {
+        Internal(String),
+    }
+
+    impl<T> Failed for Result<T, Broke> {
+        fn failed(why: String) -> Self {
+            Err(Broke::Internal(why))
+        }
+    }
+
     #[tokio::test]
     async fn concurrent_callers_share_one_run() {
-        let flights: Arc<SingleFlight<&'static str, Result<usize, crate::core::Error>>> =
-            Arc::default();
+        let flights: Arc<SingleFlight<&'static str, Result<usize, Broke>>> = Arc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for _ in 0..50 {
@@ -153,13 +158,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_flight_answers_internal_and_leaves_no_entry() {
-        let flights: SingleFlight<&'static str, Result<usize, crate::core::Error>> =
-            SingleFlight::default();
+        let flights: SingleFlight<&'static str, Result<usize, Broke>> = SingleFlight::default();
         let (first, second) = tokio::join!(
             flights.run("k", async {
                 tokio::task::yield_now().await;
-                let broken: Result<usize, crate::core::Error> =
-                    Err(crate::core::Error::Internal("never answered".into()));
+                let broken: Result<usize, Broke> = Err(Broke::Internal("never answered".into()));
                 if broken.is_err() {
                     panic!("the work broke");
                 }
@@ -169,7 +172,7 @@ mod tests {
         );
         for (value, _) in [first, second] {
             match value {
-                Err(crate::core::Error::Internal(why)) => assert!(why.contains("the work broke")),
+                Err(Broke::Internal(why)) => assert!(why.contains("the work broke")),
                 other => panic!("not an internal error: {other:?}"),
             }
         }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod core;
+pub mod crypto;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -24,6 +25,5 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod store;
-pub mod tls;
 pub mod upstream;
 pub mod web;

@@ -103,7 +103,7 @@ fn get(client: &reqwest::Client, url: &str) -> Result<(u16, reqwest::Version), S
 
 #[test]
 fn npm_installs_over_https_with_h2_and_a_renewed_certificate_is_picked_up() {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let upstream = FakeRegistry::start();
     upstream.publish("left", "1.0.0", &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -260,7 +260,7 @@ fn npm_installs_over_https_with_h2_and_a_renewed_certificate_is_picked_up() {
 
 #[test]
 fn a_certificate_that_cannot_be_used_stops_the_start_with_a_clear_message() {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, _) = certificate(dir.path(), "mine");
     let (_, other_key) = certificate(dir.path(), "other");
@@ -441,7 +441,7 @@ fn https_sluice(
     std::path::PathBuf,
     tempfile::TempDir,
 ) {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, _) = certificate(dir.path(), "edge");
     std::fs::write(dir.path().join("whitelist"), "left\nhuge\n").unwrap();

@@ -19,24 +19,7 @@ fn add_user(sluice: &Sluice, name: &str, password: &str) {
 
 /// `sluice user add NAME --password-stdin` with `extra` arguments (e.g. `--email`).
 fn add_user_with(sluice: &Sluice, name: &str, password: &str, extra: &[&str]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", "add", name, "--password-stdin"])
-        .args(extra)
-        .arg("--config")
-        .arg(&sluice.config_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::publishing::user_cli(&sluice.config_path, "add", name, password, extra);
 }
 
 /// What npm sends for `npm login --auth-type=legacy`: the token, or the error answer.

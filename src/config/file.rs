@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::internal::{Backend, Mode, Read, Tarballs};
+use super::kinds::{Backend, Mode, Read, Tarballs};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]

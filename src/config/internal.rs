@@ -8,13 +8,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use toml::Spanned;
 
 use super::file::{
     AuthFile, ClusterFile, HumanDuration, LogFile, LogFormatFile, MirrorFile, PolicyFile,
     PublishFile, S3File, ServerFile, StorageFile, UpstreamFile,
 };
+pub use super::kinds::{Backend, Mode, Read, Tarballs};
 use super::ConfigError;
 
 /// What every section's parser needs: the text (for line numbers), the file's name (for the
@@ -301,16 +302,6 @@ impl StorageConfig {
     }
 }
 
-/// `storage.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// cacache in `storage.dir` (the default).
-    Disk,
-    /// An S3-compatible bucket (`[storage.s3]`).
-    S3,
-}
-
 /// `[storage.s3]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct S3Config {
@@ -398,28 +389,6 @@ impl PolicyConfig {
             tarballs: file.tarballs.unwrap_or(Tarballs::OnDemand),
         }
     }
-}
-
-/// `policy.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Only packages on the whitelist (plus read-through additions).
-    Whitelist,
-    /// Every package.
-    Mirror,
-}
-
-/// `policy.tarballs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Tarballs {
-    /// Tarballs are fetched when a client asks for them.
-    OnDemand,
-    /// The `latest` version's tarball is copied eagerly.
-    Latest,
-    /// Every version's tarball is copied eagerly.
-    All,
 }
 
 /// `[mirror]`: the replication follower of mirror mode.
@@ -568,16 +537,6 @@ impl AuthConfig {
             adduser: file.adduser.unwrap_or(false),
         }
     }
-}
-
-/// `auth.read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Read {
-    /// Anyone may read.
-    Anonymous,
-    /// Every request but `/-/ping` and login needs a valid token.
-    Authenticated,
 }
 
 /// `[publish]`: the company's own packages.

@@ -4,6 +4,7 @@
 
 mod file;
 mod internal;
+mod kinds;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

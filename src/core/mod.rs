@@ -169,6 +169,13 @@ impl From<crate::auth::AuthError> for Error {
     }
 }
 
+/// Work of the core that panicked in a single flight is sluice's own failure.
+impl<T> crate::flight::Failed for Result<T, Error> {
+    fn failed(why: String) -> Self {
+        Err(Error::Internal(why))
+    }
+}
+
 /// The result every core operation shares between single-flight callers.
 pub type Shared<T> = Result<T, Error>;
 

@@ -121,7 +121,7 @@ impl S3Store {
         lease: Duration,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let location = match &config.endpoint {
             Some(endpoint) => format!("s3://{}/{} at {endpoint}", config.bucket, config.prefix),
             None => format!(

@@ -11,9 +11,23 @@ use super::Sluice;
 
 /// `sluice user add NAME --password-stdin`.
 pub fn add_user(sluice: &Sluice, name: &str, password: &str) {
+    user_cli(&sluice.config_path, "add", name, password, &[]);
+}
+
+/// `sluice user ACTION NAME --password-stdin` with `extra` arguments (`--email …`) against the
+/// configuration at `config`, `password` on its standard input; the command must succeed.
+pub fn user_cli(
+    config: &std::path::Path,
+    action: &str,
+    name: &str,
+    password: &str,
+    extra: &[&str],
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", "add", name, "--password-stdin", "--config"])
-        .arg(&sluice.config_path)
+        .args(["user", action, name, "--password-stdin"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
