@@ -483,7 +483,7 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
     let sluice = Sluice::start(&upstream, "", "");
     add_user(&sluice, "carol", "carol-password-1");
     let url = sluice.url();
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
