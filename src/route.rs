@@ -482,4 +482,50 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn the_console_and_the_web_login_route() {
+        let console = |post: bool, path: Option<&str>, query: &str| {
+            NpmRequest::Console(ConsoleRequest {
+                post,
+                path: path.map(str::to_string),
+                query: query.into(),
+            })
+        };
+        let html = Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
+        assert_eq!(
+            route("GET", "/", None, html).unwrap(),
+            console(false, None, "")
+        );
+        assert_eq!(
+            route("GET", "/", None, Some("application/json"))
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(get("/-/ui/").unwrap(), console(false, Some(""), ""));
+        assert_eq!(
+            route("GET", "/-/ui/search", Some("q=a+b"), None).unwrap(),
+            console(false, Some("search"), "q=a+b")
+        );
+        assert_eq!(
+            get("/-/ui/package/@types%2fnode").unwrap(),
+            console(false, Some("package/@types/node"), "")
+        );
+        assert_eq!(
+            route("POST", "/-/ui/login", None, None).unwrap(),
+            console(true, Some("login"), "")
+        );
+        assert_eq!(get("/-/ui/package/%2e%2e").unwrap_err().status, 400);
+        assert_eq!(
+            route("POST", "/-/v1/login", None, None).unwrap(),
+            NpmRequest::WebLogin
+        );
+        assert_eq!(
+            get("/-/v1/done/abc.def").unwrap(),
+            NpmRequest::WebLoginDone {
+                session: "abc.def".into()
+            }
+        );
+    }
 }
