@@ -15,7 +15,9 @@ use crate::core::audit_log::{Action, AuditEntry, AuditLog};
 use crate::core::fleet::{Fleet, News, SharedAdditions};
 use crate::core::packuments::{OnChange, Packuments};
 use crate::core::publish::Publisher;
+use crate::core::recent::Recent;
 use crate::core::renders::Renders;
+use crate::core::sessions::Sessions;
 use crate::core::settings::Settings;
 use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::core::PrivateNames;
@@ -69,6 +71,10 @@ pub struct App {
     pub audit: Arc<AuditLog>,
     /// The settings changed live (read-through, mode, refresh) over the file's.
     pub settings: Arc<Settings>,
+    /// The console's sessions and npm's pending web logins.
+    pub sessions: Arc<Sessions>,
+    /// The packages stored lately on this node, for the console.
+    pub recent: Arc<Recent>,
     /// The store's private package names as last listed (a listing walks the store's whole
     /// index: it runs in the background, never on a scrape of the metrics or status).
     private_listed: Arc<Mutex<PrivateListing>>,
@@ -155,11 +161,14 @@ impl App {
         }
         // Derived caches hear of every stored document that changed; so does the fleet.
         let indexes = TarballIndexes::default();
+        let recent = Arc::new(Recent::default());
         let on_change: Vec<OnChange> = {
             let hot = hot.clone();
             let indexes = indexes.clone();
             let fleet = fleet.clone();
+            let recent = recent.clone();
             vec![Box::new(move |name: &str| {
+                recent.note(name);
                 hot.invalidate_packument(name);
                 indexes.invalidate(name);
                 if let Some(fleet) = &fleet {
@@ -206,6 +215,7 @@ impl App {
             (hot.clone(), config.storage.hot_tarball_max),
             indexes.clone(),
         ));
+        let sessions = Arc::new(Sessions::new(store.clone()));
         Ok(Arc::new(App {
             store,
             store_ops,
@@ -226,6 +236,8 @@ impl App {
             auth,
             audit,
             settings,
+            sessions,
+            recent,
             private_listed: Arc::default(),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)

@@ -26,3 +26,4 @@ pub mod route;
 pub mod server;
 pub mod store;
 pub mod upstream;
+pub mod web;

@@ -439,6 +439,7 @@ fn add_package(
         all_versions,
         concurrency: concurrency.unwrap_or(config.upstream.concurrency).max(1),
         progress: std::io::stderr().is_terminal(),
+        watch: None,
     };
     let app = App::build(config)?;
     let runtime = tokio::runtime::Runtime::new()?;

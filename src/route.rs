@@ -6,7 +6,7 @@
 
 use percent_encoding::percent_decode_str;
 use sluice_plugin_api::name::{check_name, is_name_char};
-use sluice_plugin_api::{NpmRequest, SearchQuery};
+use sluice_plugin_api::{ConsoleRequest, NpmRequest, SearchQuery};
 
 /// The abbreviated ("corgi") document's media type.
 pub const CORGI: &str = "application/vnd.npm.install-v1+json";
@@ -63,6 +63,7 @@ pub fn route(
                 let segments: Vec<&str> = decoded[1..].split('/').collect();
                 stage_post(&segments[2..])
             }
+            _ if path == "/-/ui" || path.starts_with("/-/ui/") => console(path, query, true),
             _ => Err(read_only()),
         };
     }
@@ -76,8 +77,18 @@ pub fn route(
     if writing {
         return write(method == "DELETE", &segments);
     }
+    if segments.starts_with(&["-", "ui"]) {
+        return console(path, query, false);
+    }
     if segments.first() == Some(&"-") {
         return special(&segments[1..], query);
+    }
+    if rest.is_empty() && accept.is_some_and(wants_html) {
+        return Ok(NpmRequest::Console(ConsoleRequest {
+            post: false,
+            path: None,
+            query: String::new(),
+        }));
     }
     if rest.is_empty() {
         return Err(not_found(
@@ -134,6 +145,32 @@ fn split_name<'a, 'b>(segments: &'b [&'a str]) -> Result<(String, &'b [&'a str])
     };
     check_name(&name).map_err(|why| bad(format!("invalid package name: {why}")))?;
     Ok((name, rest))
+}
+
+/// Whether an `Accept` header names HTML: a browser's (npm asks for JSON).
+fn wants_html(accept: &str) -> bool {
+    accept
+        .split(',')
+        .any(|part| part.trim().split(';').next().map(str::trim) == Some("text/html"))
+}
+
+/// A console request for `path` (under `/-/ui`, still encoded).
+fn console(path: &str, query: Option<&str>, post: bool) -> Result<NpmRequest, RouteError> {
+    let decoded = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| bad("the path is not valid UTF-8 once decoded"))?;
+    let rest = decoded
+        .strip_prefix("/-/ui")
+        .map(|rest| rest.trim_start_matches('/'))
+        .ok_or_else(|| not_found("no such route"))?;
+    if rest.contains(['\0', '\\', '%', '\r', '\n']) || rest.split('/').any(|s| s == "..") {
+        return Err(bad("not a console path"));
+    }
+    Ok(NpmRequest::Console(ConsoleRequest {
+        post,
+        path: Some(rest.to_string()),
+        query: query.unwrap_or("").to_string(),
+    }))
 }
 
 /// Whether an `Accept` header prefers the abbreviated document.
@@ -256,6 +293,11 @@ fn write(delete: bool, segments: &[&str]) -> Result<NpmRequest, RouteError> {
 fn special(segments: &[&str], query: Option<&str>) -> Result<NpmRequest, RouteError> {
     match segments {
         ["ping"] => Ok(NpmRequest::Ping),
+        ["v1", "done", session] if !session.is_empty() && session.len() <= 200 => {
+            Ok(NpmRequest::WebLoginDone {
+                session: (*session).to_string(),
+            })
+        }
         ["whoami"] => Ok(NpmRequest::Whoami),
         ["user", user] => Ok(NpmRequest::User {
             name: user_name(user)?,
@@ -609,6 +651,52 @@ mod tests {
                 .unwrap_err()
                 .status,
             404
+        );
+    }
+
+    #[test]
+    fn the_console_and_the_web_login_route() {
+        let console = |post: bool, path: Option<&str>, query: &str| {
+            NpmRequest::Console(ConsoleRequest {
+                post,
+                path: path.map(str::to_string),
+                query: query.into(),
+            })
+        };
+        let html = Some("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8");
+        assert_eq!(
+            route("GET", "/", None, html).unwrap(),
+            console(false, None, "")
+        );
+        assert_eq!(
+            route("GET", "/", None, Some("application/json"))
+                .unwrap_err()
+                .status,
+            404
+        );
+        assert_eq!(get("/-/ui/").unwrap(), console(false, Some(""), ""));
+        assert_eq!(
+            route("GET", "/-/ui/search", Some("q=a+b"), None).unwrap(),
+            console(false, Some("search"), "q=a+b")
+        );
+        assert_eq!(
+            get("/-/ui/package/@types%2fnode").unwrap(),
+            console(false, Some("package/@types/node"), "")
+        );
+        assert_eq!(
+            route("POST", "/-/ui/login", None, None).unwrap(),
+            console(true, Some("login"), "")
+        );
+        assert_eq!(get("/-/ui/package/%2e%2e").unwrap_err().status, 400);
+        assert_eq!(
+            route("POST", "/-/v1/login", None, None).unwrap(),
+            NpmRequest::WebLogin
+        );
+        assert_eq!(
+            get("/-/v1/done/abc.def").unwrap(),
+            NpmRequest::WebLoginDone {
+                session: "abc.def".into()
+            }
         );
     }
 }

@@ -649,3 +649,43 @@ fn h2_bounds_concurrent_streams_and_header_lists() {
         assert!(refused, "a header list over 64 KiB was served");
     });
 }
+
+#[test]
+fn the_consoles_cookies_are_secure_under_tls() {
+    sluice::crypto::install_crypto_provider();
+    let upstream = FakeRegistry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = certificate(dir.path(), "console");
+    std::fs::write(dir.path().join("whitelist"), "").unwrap();
+    let port = sluice::server::free_port().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"console.pem\"\ntls_key = \"console-key.pem\"\n\
+         [upstream]\nregistry = \"{}\"\n[storage]\ndir = \"data\"\n[policy]\nwhitelist = \"whitelist\"\n",
+        upstream.url()
+    );
+    std::fs::write(dir.path().join("sluice.toml"), &text).unwrap();
+    let config = sluice::config::Config::load_file(&dir.path().join("sluice.toml")).unwrap();
+    let server = sluice::server::spawn(config).unwrap();
+    let trusting = client(&ca_of(&cert));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let set_cookie = runtime.block_on(async {
+        let response = trusting
+            .get(format!("https://127.0.0.1:{port}/-/ui/login"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    });
+    assert!(set_cookie.starts_with("sluice_login="), "{set_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    server.stop();
+}

@@ -1,6 +1,7 @@
 //! npm's account protocol over [`Auth`]: the legacy (CouchDB-style) login that `npm login
 //! --auth-type=legacy`, `npm adduser` and `yarn npm login` speak, whoami, logout, and the token
-//! API of `npm token list|create|revoke`, and user documents.
+//! API of `npm token list|create|revoke`, user documents, and npm's web login (the browser's
+//! half is the console's login page, `crate::web`).
 
 use serde_json::{json, Value};
 use sluice_plugin_api::NpmRequest;
@@ -8,6 +9,7 @@ use sluice_plugin_api::NpmRequest;
 use super::{login_first, Answer, Call};
 use crate::auth::{Auth, AuthError, Identity, TokenInfo};
 use crate::core::audit_log::{Action, AuditEntry};
+use crate::core::sessions::Poll;
 use crate::core::Error;
 
 /// An account answer: a status and a JSON body, or the core's error.
@@ -18,11 +20,8 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
     let auth = &call.app.auth;
     let who = call.who;
     let (status, value) = match call.request {
-        NpmRequest::WebLogin => Err(Error::NotFound(
-            "web login is not offered here: npm falls back to the legacy login \
-             (npm login --auth-type=legacy)"
-                .into(),
-        )),
+        NpmRequest::WebLogin => web_login(call).await,
+        NpmRequest::WebLoginDone { session } => return web_login_done(call, session).await,
         NpmRequest::Login { name } => {
             let address = call.address.map(|a| a.to_string());
             let reply = login(auth, name, &call.body, address.as_deref()).await;
@@ -72,6 +71,36 @@ async fn audited(call: &Call<'_>, reply: Reply, action: Action, detail: &str) ->
         super::audit(call, action, &who.user, detail).await;
     }
     reply
+}
+
+/// `POST /-/v1/login`: npm's web login begins; the browser logs in on the console's login
+/// page for it, while npm polls the done URL.
+async fn web_login(call: &Call<'_>) -> Reply {
+    let login = call.app.sessions.begin_web_login().await?;
+    let base = call.app.config.server.public_url.trim_end_matches('/');
+    Ok((
+        200,
+        json!({
+            "loginUrl": format!("{base}/-/ui/login?session={}", login.login),
+            "doneUrl": format!("{base}/-/v1/done/{}.{}", login.login, login.done),
+        }),
+    ))
+}
+
+/// `GET /-/v1/done/{session}`: 202 with `Retry-After` until the user logged in, then the
+/// token, once.
+async fn web_login_done(call: &Call<'_>, session: &str) -> Result<Answer, Error> {
+    match call.app.sessions.poll_web_login(session).await? {
+        Poll::Waiting => {
+            let mut answer = Answer::json(202, &json!({}));
+            answer.headers.push(("retry-after".into(), "1".into()));
+            Ok(answer)
+        }
+        Poll::Ready(user) => {
+            let (token, _) = call.app.auth.create_token(&user, false, Vec::new()).await?;
+            Ok(Answer::json(200, &json!({ "token": token })))
+        }
+    }
 }
 
 /// The answer to a login that failed, whether the name exists or not.

@@ -9,8 +9,28 @@ use serde_json::json;
 use sluice_plugin_api::CacheStatus;
 
 use crate::core::tarballs::{Served, TarballStream};
-use crate::core::Error;
+use crate::core::{Error, Fault};
 use crate::store::Rendered;
+
+/// The HTTP status for a failure that is `fault`'s: the one mapping, for npm's answers and
+/// the console's pages alike.
+pub fn status(fault: Fault) -> u16 {
+    match fault {
+        Fault::Client => 400,
+        Fault::Unauthenticated => 401,
+        Fault::Forbidden => 403,
+        Fault::NotFound => 404,
+        Fault::NotOffered => 405,
+        Fault::Conflict => 409,
+        Fault::TooLarge => 413,
+        Fault::Throttled => 429,
+        Fault::Upstream => 502,
+        Fault::Unavailable => 503,
+        Fault::Store => 503,
+        Fault::UpstreamTimeout => 504,
+        Fault::Internal => 500,
+    }
+}
 
 /// A body about to be sent: whole, or streaming (an error in the stream aborts the response).
 pub enum Body {

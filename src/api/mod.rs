@@ -50,6 +50,8 @@ pub struct Call<'a> {
     pub files: bool,
     /// The one-time code npm sends for a user with two-factor authentication (`npm-otp`).
     pub otp: Option<String>,
+    /// The request's `Cookie` header (the console's session).
+    pub cookie: Option<String>,
 }
 
 /// Who a request needs, by what it does.
@@ -70,7 +72,10 @@ pub fn access(request: &NpmRequest) -> Access {
         NpmRequest::Ping
         | NpmRequest::Login { .. }
         | NpmRequest::WebLogin
+        | NpmRequest::WebLoginDone { .. }
         | NpmRequest::User { .. } => Access::Anyone,
+        // The console asks for its own session (a cookie), not npm's credentials.
+        NpmRequest::Console(_) => Access::Anyone,
         NpmRequest::Publish { .. }
         | NpmRequest::DistTag { .. }
         | NpmRequest::Unpublish { .. }
@@ -92,6 +97,8 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
     let publish = app.config.publish.max_size as usize;
     match request {
         NpmRequest::Login { .. } => Some((SMALL, "login")),
+        NpmRequest::WebLogin => Some((SMALL, "login")),
+        NpmRequest::Console(console) if console.post => Some((SMALL, "form")),
         NpmRequest::CreateToken => Some((SMALL, "token")),
         NpmRequest::DistTag { remove: false, .. } => Some((SMALL, "dist-tag")),
         NpmRequest::Publish { .. } => Some((publish, "publish")),
@@ -106,8 +113,13 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
 pub async fn dispatch(call: &Call<'_>) -> Result<Answer, Error> {
     match call.request {
         NpmRequest::Audit { path } => audit::relay(call, path).await,
+        // The front hands these to `crate::web`, which builds on this module.
+        NpmRequest::Console(_) => Err(Error::Internal(
+            "a console request reached npm's dispatch".into(),
+        )),
         NpmRequest::Login { .. }
         | NpmRequest::WebLogin
+        | NpmRequest::WebLoginDone { .. }
         | NpmRequest::Whoami
         | NpmRequest::Logout { .. }
         | NpmRequest::Tokens

@@ -7,8 +7,10 @@ pub mod audit_log;
 pub mod fleet;
 pub mod packuments;
 pub mod publish;
+pub mod recent;
 pub mod renders;
 pub mod search;
+pub mod sessions;
 pub mod settings;
 pub mod tarballs;
 

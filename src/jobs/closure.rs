@@ -151,6 +151,19 @@ pub struct AddOptions {
     pub concurrency: usize,
     /// Show progress bars (on a terminal).
     pub progress: bool,
+    /// Counts to keep up to date as the run goes (the console's job page reads them).
+    pub watch: Option<Arc<Progress>>,
+}
+
+/// How far a running `add-package` got.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Package names resolved.
+    pub names: AtomicU64,
+    /// Tarballs stored.
+    pub tarballs: AtomicU64,
+    /// Bytes of those tarballs.
+    pub bytes: AtomicU64,
 }
 
 /// What `add-package` did.
@@ -187,8 +200,7 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
     } else {
         ProgressBar::hidden()
     };
-    let bytes = Arc::new(AtomicU64::new(0));
-    let tarballs = Arc::new(AtomicU64::new(0));
+    let watch = options.watch.clone().unwrap_or_default();
     let mut summary = Summary::default();
     let mut seen: HashSet<Want> = HashSet::new();
     let mut frontier: Vec<Want> = wants
@@ -240,13 +252,12 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
         let failures: Vec<String> = futures::stream::iter(jobs)
             .map(|(name, file)| {
                 let app = app.clone();
-                let bytes = bytes.clone();
-                let tarballs = tarballs.clone();
+                let watch = watch.clone();
                 async move {
                     match app.tarballs.ensure_stored(&name, &file).await {
                         Ok(size) => {
-                            bytes.fetch_add(size, Ordering::Relaxed);
-                            tarballs.fetch_add(1, Ordering::Relaxed);
+                            watch.bytes.fetch_add(size, Ordering::Relaxed);
+                            watch.tarballs.fetch_add(1, Ordering::Relaxed);
                             None
                         }
                         Err(error) => Some(format!("{name}/-/{file}: {error}")),
@@ -258,17 +269,20 @@ pub async fn add_packages(app: &Arc<App>, wants: Vec<Want>, options: &AddOptions
             .collect()
             .await;
         summary.failures.extend(failures);
+        watch
+            .names
+            .store(summary.names.len() as u64, Ordering::Relaxed);
         bar.set_message(format!(
             "{} packages resolved, {} tarballs, {:.1} MB",
             summary.names.len(),
-            tarballs.load(Ordering::Relaxed),
-            bytes.load(Ordering::Relaxed) as f64 / 1e6
+            watch.tarballs.load(Ordering::Relaxed),
+            watch.bytes.load(Ordering::Relaxed) as f64 / 1e6
         ));
     }
     bar.finish_and_clear();
     summary.versions = selected.len();
-    summary.tarballs = tarballs.load(Ordering::Relaxed) as usize;
-    summary.bytes = bytes.load(Ordering::Relaxed);
+    summary.tarballs = watch.tarballs.load(Ordering::Relaxed) as usize;
+    summary.bytes = watch.bytes.load(Ordering::Relaxed);
     let names: Vec<String> = summary.names.iter().cloned().collect();
     list_names(app, names, &mut summary).await;
     // What this run stored reaches the other nodes of a fleet now, not at a sync it will not

@@ -4,27 +4,10 @@
 use sluice_plugin_api::NpmRequest;
 
 use crate::api::Answer;
-use crate::core::{Error, Fault};
+use crate::core::Error;
 use crate::upstream::UpstreamError;
 
-/// The HTTP status for a failure that is `fault`'s.
-pub fn status(fault: Fault) -> u16 {
-    match fault {
-        Fault::Client => 400,
-        Fault::Unauthenticated => 401,
-        Fault::Forbidden => 403,
-        Fault::NotFound => 404,
-        Fault::NotOffered => 405,
-        Fault::Conflict => 409,
-        Fault::TooLarge => 413,
-        Fault::Throttled => 429,
-        Fault::Upstream => 502,
-        Fault::Unavailable => 503,
-        Fault::Store => 503,
-        Fault::UpstreamTimeout => 504,
-        Fault::Internal => 500,
-    }
-}
+pub use crate::api::answer::status;
 
 /// The answer to `request` that failed with `error`.
 pub fn answer(request: Option<&NpmRequest>, error: &Error) -> Answer {

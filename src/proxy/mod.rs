@@ -116,6 +116,7 @@ impl SluiceProxy {
                 .get("npm-otp")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
+            cookie: shape::header_joined(header, http::header::COOKIE, "; "),
         };
         if let Err(error) = api::precheck(&call).await {
             return fault::answer(Some(&request), &error);
@@ -126,7 +127,10 @@ impl SluiceProxy {
                 Err(answer) => return answer,
             }
         }
-        let answer = api::dispatch(&call).await;
+        let answer = match &request {
+            NpmRequest::Console(_) => crate::web::handle(&call).await,
+            _ => api::dispatch(&call).await,
+        };
         answer.unwrap_or_else(|error| fault::answer(Some(&request), &error))
     }
 

@@ -84,6 +84,7 @@ fn personal(cache_control: Option<&'static str>) -> &'static str {
         Some("public, max-age=300") => "private, max-age=300",
         Some("public, max-age=31536000, immutable") => "private, max-age=31536000, immutable",
         Some("no-cache") => "private, no-cache",
+        Some("no-store") => "no-store",
         _ => "private",
     }
 }

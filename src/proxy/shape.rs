@@ -98,3 +98,18 @@ pub fn header_text(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
 }
+
+/// Every value of the header `name`, joined by `separator` (HTTP/2 sends each cookie apart).
+pub fn header_joined(
+    header: &pingora::http::RequestHeader,
+    name: http::header::HeaderName,
+    separator: &str,
+) -> Option<String> {
+    let values: Vec<&str> = header
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(separator))
+}

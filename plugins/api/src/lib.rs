@@ -27,7 +27,7 @@ mod request;
 pub mod watch;
 
 pub use packument::Packument;
-pub use request::{NpmRequest, SearchQuery};
+pub use request::{ConsoleRequest, NpmRequest, SearchQuery};
 
 use std::fmt;
 use std::sync::Arc;

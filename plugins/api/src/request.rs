@@ -49,8 +49,16 @@ pub enum NpmRequest {
         /// The user name in the path.
         name: String,
     },
-    /// `POST /-/v1/login`: the web login flow, which sluice answers so npm uses the legacy one.
+    /// `POST /-/v1/login`: npm's web login flow begins (answered with a login URL for the
+    /// browser and a URL npm polls until the user logged in there).
     WebLogin,
+    /// `GET /-/v1/done/{session}`: npm polls a web login.
+    WebLoginDone {
+        /// The pending login, as its done URL names it.
+        session: String,
+    },
+    /// `GET|POST /-/ui/…` (and `GET /` from a browser): the web console.
+    Console(ConsoleRequest),
     /// `GET /-/whoami`.
     Whoami,
     /// `DELETE /-/user/token/{token}`: log out.
@@ -158,6 +166,18 @@ pub enum NpmRequest {
     },
 }
 
+/// A request for the web console: the rest of its path and its query, as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsoleRequest {
+    /// Whether it is a form post.
+    pub post: bool,
+    /// The path under `/-/ui/`, percent-decoded (`""` for the home page, `package/express`);
+    /// `None` for `/` asked by a browser.
+    pub path: Option<String>,
+    /// The raw query string.
+    pub query: String,
+}
+
 /// The parameters of `GET /-/v1/search`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SearchQuery {
@@ -192,6 +212,8 @@ impl NpmRequest {
             | NpmRequest::Audit { .. }
             | NpmRequest::Login { .. }
             | NpmRequest::WebLogin
+            | NpmRequest::WebLoginDone { .. }
+            | NpmRequest::Console(_)
             | NpmRequest::Whoami
             | NpmRequest::User { .. }
             | NpmRequest::Logout { .. }
@@ -220,7 +242,10 @@ impl NpmRequest {
             NpmRequest::Metrics => "metrics",
             NpmRequest::Audit { .. } => "audit",
             NpmRequest::Passthrough { .. } => "passthrough",
-            NpmRequest::Login { .. } | NpmRequest::WebLogin => "login",
+            NpmRequest::Login { .. } | NpmRequest::WebLogin | NpmRequest::WebLoginDone { .. } => {
+                "login"
+            }
+            NpmRequest::Console(_) => "console",
             NpmRequest::Whoami => "whoami",
             NpmRequest::User { .. } => "user",
             NpmRequest::Visibility { .. } => "visibility",

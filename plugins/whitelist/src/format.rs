@@ -150,6 +150,11 @@ impl Matcher {
         self.len() == 0
     }
 
+    /// The listed scopes (`@acme`), in no particular order.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(String::as_str)
+    }
+
     /// The listed package names (scopes excluded), in no particular order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.names.iter().map(String::as_str)

@@ -1,0 +1,265 @@
+//! The typed pages: each struct is what one template shows, filled by its handler.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use askama::Template;
+use serde_json::Value;
+use sluice_plugin_api::SearchQuery;
+
+use super::forms::{encode, package_href};
+use super::{html, Visit};
+use crate::api::Answer;
+use crate::core::{parse_document, Error};
+
+/// What every page shows around its content.
+#[derive(Debug, Clone, Default)]
+pub struct Layout {
+    /// The page's title.
+    pub title: String,
+    /// Who is logged in.
+    pub user: Option<String>,
+    /// Whether they administer the registry.
+    pub admin: bool,
+    /// The session's CSRF token (for the logout form).
+    pub csrf: String,
+    /// The search box's text.
+    pub query: String,
+    /// sluice's version.
+    pub version: &'static str,
+}
+
+/// A page that only says something (an error, a login that went through).
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct Message {
+    /// The layout.
+    pub layout: Layout,
+    /// The page's heading.
+    pub heading: String,
+    /// What it says.
+    pub message: String,
+    /// Whether it reports a failure.
+    pub alert: bool,
+}
+
+/// A package in a list.
+pub struct Listed {
+    /// Its name.
+    pub name: String,
+    /// Its console page.
+    pub href: String,
+    /// A version, when it matters.
+    pub version: String,
+    /// When (RFC 3339), when it matters.
+    pub when: String,
+}
+
+/// The home page.
+#[derive(Template)]
+#[template(path = "home.html")]
+pub struct Home {
+    layout: Layout,
+    packages: usize,
+    private: usize,
+    whitelist: Option<usize>,
+    published: Vec<Listed>,
+    mirrored: Vec<Listed>,
+}
+
+/// One search hit.
+pub struct Hit {
+    name: String,
+    href: String,
+    version: String,
+    description: String,
+}
+
+/// A page of search results.
+#[derive(Template)]
+#[template(path = "search.html")]
+pub struct Search {
+    layout: Layout,
+    query: String,
+    total: usize,
+    first: usize,
+    last: usize,
+    hits: Vec<Hit>,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+/// Results on one page.
+const PAGE: usize = 20;
+
+/// How many private packages the home page reads to find the latest published.
+const PRIVATE_READ: usize = 200;
+
+/// Unix milliseconds as RFC 3339 (to the second).
+pub fn when(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// The search the API answers `GET /-/v1/search` with.
+async fn run_search(visit: &Visit<'_>, query: &SearchQuery) -> Value {
+    let app = visit.call.app;
+    crate::core::search::search(
+        app.store.as_ref(),
+        &app.host,
+        &app.renders,
+        &app.private,
+        query,
+    )
+    .await
+}
+
+/// How long the home page's package count is reused: counting asks the search for every
+/// package, which the local search answers by reading them all.
+const COUNT_FOR: Duration = Duration::from_secs(30);
+
+/// Counts as last taken, by registry (its `App`'s address: tests run several in a process).
+static COUNTS: LazyLock<Mutex<HashMap<usize, (Instant, usize)>>> = LazyLock::new(Mutex::default);
+
+/// How many packages the search knows (what `GET /-/v1/search` with no words totals).
+async fn package_count(visit: &Visit<'_>) -> usize {
+    let key = std::sync::Arc::as_ptr(visit.call.app) as usize;
+    let fresh = |counts: &HashMap<usize, (Instant, usize)>| {
+        counts
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < COUNT_FOR)
+            .map(|(_, n)| *n)
+    };
+    if let Some(n) = fresh(&COUNTS.lock().unwrap_or_else(|p| p.into_inner())) {
+        return n;
+    }
+    let everything = SearchQuery {
+        text: String::new(),
+        size: 0,
+        from: 0,
+    };
+    let n = run_search(visit, &everything).await["total"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    COUNTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (Instant::now(), n));
+    n
+}
+
+/// `/-/ui/`: the search box, counts, what was published and mirrored lately.
+pub async fn home(visit: &Visit<'_>) -> Result<Answer, Error> {
+    let app = visit.call.app;
+    let snapshot = app.snapshot().await;
+    let packages = package_count(visit).await;
+    let mut published = Vec::new();
+    for name in snapshot.private.iter().take(PRIVATE_READ) {
+        if let Some(listed) = latest_published(visit, name).await {
+            published.push(listed);
+        }
+    }
+    // RFC 3339 times in UTC sort as text.
+    published.sort_by(|a, b| b.when.cmp(&a.when));
+    published.truncate(10);
+    let mirrored = app
+        .recent
+        .latest(30)
+        .into_iter()
+        .filter(|(name, _)| !app.private.contains(name))
+        .take(10)
+        .map(|(name, ms)| Listed {
+            href: package_href(&name),
+            name,
+            version: String::new(),
+            when: when(ms),
+        })
+        .collect();
+    let page = Home {
+        layout: visit.layout("Home"),
+        packages,
+        private: snapshot.private.len(),
+        whitelist: snapshot.whitelist,
+        published,
+        mirrored,
+    };
+    html(200, &page)
+}
+
+/// A private package's latest version and when it changed.
+async fn latest_published(visit: &Visit<'_>, name: &str) -> Option<Listed> {
+    let (doc, _) = visit.call.app.packuments.get(name).await.ok()?;
+    let parsed = parse_document(&doc.bytes, name).ok()?;
+    let version = parsed
+        .dist_tags()
+        .and_then(|t| t.get("latest"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let when = parsed
+        .time()
+        .and_then(|t| t.get("modified"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Some(Listed {
+        href: package_href(name),
+        name: name.to_string(),
+        version,
+        when,
+    })
+}
+
+/// `/-/ui/search?q=…&page=…`: the API's search, paged.
+pub async fn search(visit: &Visit<'_>) -> Result<Answer, Error> {
+    let text = visit.query.text("q").to_string();
+    let page: usize = visit
+        .query
+        .text("page")
+        .parse()
+        .unwrap_or(1)
+        .clamp(1, 10_000);
+    let query = SearchQuery {
+        text: text.clone(),
+        size: PAGE,
+        from: (page - 1) * PAGE,
+    };
+    let found = run_search(visit, &query).await;
+    let total = found["total"].as_u64().unwrap_or(0) as usize;
+    let hits: Vec<Hit> = found["objects"]
+        .as_array()
+        .map(|objects| {
+            objects
+                .iter()
+                .map(|o| {
+                    let p = &o["package"];
+                    let name = p["name"].as_str().unwrap_or("").to_string();
+                    Hit {
+                        href: package_href(&name),
+                        name,
+                        version: p["version"].as_str().unwrap_or("").to_string(),
+                        description: p["description"].as_str().unwrap_or("").to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let link = |n: usize| format!("/-/ui/search?q={}&page={n}", encode(&text));
+    let first = query.from + 1;
+    let last = query.from + hits.len();
+    let previous = (page > 1).then(|| link(page - 1));
+    let next = (last < total).then(|| link(page + 1));
+    let mut layout = visit.layout(format!("Search: {text}"));
+    layout.query = text.clone();
+    let page = Search {
+        layout,
+        query: text,
+        total,
+        first,
+        last,
+        previous,
+        next,
+        hits,
+    };
+    html(200, &page)
+}

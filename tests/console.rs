@@ -1,0 +1,584 @@
+//! The web console in a real browser: Debian's headless chromium driven over the DevTools
+//! protocol (chromiumoxide), against sluice and a fake upstream on 127.0.0.1. Screenshots of
+//! every page go to target/console-screenshots/ for review.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use chromiumoxide::page::ScreenshotParams;
+use chromiumoxide::{Browser, BrowserConfig, Page};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use support::publishing::add_user;
+use support::{cannot_run, FakeRegistry, Sluice};
+
+/// How long the browser gets for anything the test waits for (generous: CI machines are slow).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A headless chromium with its own fresh profile.
+struct Chromium {
+    browser: Browser,
+    events: tokio::task::JoinHandle<()>,
+    _profile: tempfile::TempDir,
+}
+
+/// Debian's chromium, or `None` after saying the test cannot run.
+fn chromium_path() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    if found.is_none() {
+        cannot_run("chromium is not installed (scripts/setup --tests installs it)");
+    }
+    found
+}
+
+impl Chromium {
+    async fn launch(executable: &Path) -> Chromium {
+        let profile = tempfile::tempdir().unwrap();
+        let config = BrowserConfig::builder()
+            .chrome_executable(executable)
+            .user_data_dir(profile.path())
+            .no_sandbox()
+            .args([
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .launch_timeout(PATIENCE)
+            .request_timeout(PATIENCE)
+            .build()
+            .unwrap();
+        let (browser, mut handler) = Browser::launch(config).await.unwrap();
+        // The connection's events must be read for any command to complete; an event the
+        // crate cannot parse is no reason to stop reading.
+        let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+        Chromium {
+            browser,
+            events,
+            _profile: profile,
+        }
+    }
+
+    async fn page(&self) -> Page {
+        self.browser.new_page("about:blank").await.unwrap()
+    }
+
+    async fn close(mut self) {
+        let _ = self.browser.close().await;
+        let _ = self.browser.wait().await;
+        self.events.abort();
+    }
+}
+
+/// The value of the expression `js` in `page`.
+async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
+    page.evaluate(js)
+        .await
+        .unwrap_or_else(|e| panic!("{js}: {e}"))
+        .into_value()
+        .unwrap_or_else(|e| panic!("{js}: {e}"))
+}
+
+/// Wait until the expression `js` is true in `page` (a page that is loading counts as not yet).
+async fn until(page: &Page, js: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    let check = format!("document.readyState === 'complete' && !!({js})");
+    loop {
+        if let Ok(result) = page.evaluate(check.as_str()).await {
+            if result.into_value::<bool>().unwrap_or(false) {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            let url = page.url().await.ok().flatten().unwrap_or_default();
+            let text: String = eval(page, "document.body ? document.body.innerText : ''").await;
+            panic!("never true: {js}\nat {url}:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Go to `url` and wait for it to load.
+async fn visit(page: &Page, url: &str) {
+    page.goto(url).await.unwrap();
+    until(page, "document.querySelector('h1')").await;
+}
+
+/// Click `selector` (a submit button) and wait for the next page, whose path starts with
+/// `path`.
+async fn submit(page: &Page, selector: &str, path: &str) {
+    let before: String = eval(page, "String(performance.timeOrigin)").await;
+    page.find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    until(
+        page,
+        &format!(
+            "String(performance.timeOrigin) !== {before:?} && location.pathname.startsWith({path:?}) \
+             && document.querySelector('h1')"
+        ),
+    )
+    .await;
+}
+
+/// Type `text` into the field `selector`.
+async fn fill(page: &Page, selector: &str, text: &str) {
+    page.find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .click()
+        .await
+        .unwrap()
+        .type_str(text)
+        .await
+        .unwrap();
+}
+
+async fn text(page: &Page, selector: &str) -> String {
+    page.find_element(selector)
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+        .inner_text()
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Save a screenshot of the whole page as target/console-screenshots/{name}.png, after
+/// checking what every page must have: one h1, a label for every field.
+async fn review(page: &Page, name: &str) {
+    let h1s: u32 = eval(page, "document.querySelectorAll('h1').length").await;
+    assert_eq!(h1s, 1, "{name}: one h1 per page");
+    let unlabelled: Vec<String> = eval(
+        page,
+        "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+           .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label'))
+           .map(e => e.outerHTML)",
+    )
+    .await;
+    assert!(
+        unlabelled.is_empty(),
+        "{name}: unlabelled fields {unlabelled:?}"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    page.save_screenshot(
+        ScreenshotParams::builder().full_page(true).build(),
+        dir.join(format!("{name}.png")),
+    )
+    .await
+    .unwrap();
+}
+
+/// Run `test` in a runtime with a browser (or say it cannot run).
+fn with_browser<F, Fut>(test: F)
+where
+    F: FnOnce(Chromium) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(executable) = chromium_path() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let chromium = Chromium::launch(&executable).await;
+        test(chromium).await;
+    });
+}
+
+/// `name` made an admin in the users file (the role's field after the e-mail address).
+fn make_admin(sluice: &Sluice, name: &str) {
+    let path = sluice.dir.path().join("users");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited: String = text
+        .lines()
+        .map(|line| {
+            if line.starts_with(&format!("{name}:")) {
+                format!("{line}::admin\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&path, edited).unwrap();
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+const HOSTILE_README: &str =
+    "# Widget\n\nA widget.\n\n<script>window.pwned = 'script'</script>\n\n\
+    <img src=\"/nothing.png\" onerror=\"window.pwned = 'onerror'\">\n\n\
+    [docs](javascript:window.pwned='link')\n";
+
+#[test]
+fn search_package_page_install_line_and_an_inert_readme() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("helper", "1.0.0", &[]);
+    upstream.publish_with(
+        "widget",
+        "1.0.0",
+        json!({"description": "a blue widget", "readme": HOSTILE_README,
+               "dependencies": {"helper": "^1.0.0"}}),
+        None,
+    );
+    upstream.publish_with(
+        "widget",
+        "2.0.0",
+        json!({"description": "a blue widget", "readme": HOSTILE_README}),
+        Some(&now_rfc3339()),
+    );
+    let sluice = Sluice::start(
+        &upstream,
+        "widget\nhelper\n",
+        "[[plugins]]\nkind = \"min-age\"\ndays = 3\n",
+    );
+    // Stored once asked for, so the search finds it.
+    assert_eq!(sluice.get("/widget", &[]).0, 200);
+    let url = sluice.url();
+    with_browser(|chromium| async move {
+        let page = chromium.page().await;
+        // A browser asking for `/` lands on the console.
+        visit(&page, &url).await;
+        assert!(page.url().await.unwrap().unwrap().ends_with("/-/ui/"));
+        review(&page, "home").await;
+        fill(&page, "#home-q", "blue").await;
+        submit(&page, ".big-search button", "/-/ui/search").await;
+        review(&page, "search").await;
+        assert!(text(&page, "ol.results").await.contains("widget"));
+        submit(&page, "ol.results a.name", "/-/ui/package/widget").await;
+        review(&page, "package").await;
+        assert_eq!(text(&page, "#install-npm").await, "npm install widget");
+        assert_eq!(text(&page, "#install-pnpm").await, "pnpm add widget");
+        assert_eq!(text(&page, "#install-yarn").await, "yarn add widget");
+        assert_eq!(text(&page, "#install-bun").await, "bun add widget");
+        // 2.0.0 is younger than min-age allows: shown with why, and latest is 1.0.0.
+        assert!(text(&page, ".latest").await.contains("1.0.0"));
+        let young: String = eval(&page, "document.getElementById('v-2.0.0').innerText").await;
+        assert!(
+            young.contains("Not served") && young.contains("3 days"),
+            "{young}"
+        );
+        // The README rendered, and nothing in it ran or can run.
+        assert_eq!(text(&page, ".readme h2:not(#readme)").await, "Widget");
+        let pwned: String = eval(&page, "typeof window.pwned").await;
+        assert_eq!(pwned, "undefined");
+        let live: u32 = eval(
+            &page,
+            "document.querySelectorAll('.readme script, .readme [onerror], \
+             .readme a[href^=\"javascript\" i]').length",
+        )
+        .await;
+        assert_eq!(live, 0);
+        // Dependencies link to their pages.
+        submit(
+            &page,
+            "a[href='/-/ui/package/helper']",
+            "/-/ui/package/helper",
+        )
+        .await;
+        assert_eq!(text(&page, "h1").await, "helper");
+        chromium.close().await;
+    });
+}
+
+#[test]
+fn admin_adds_and_removes_whitelist_entries_and_forms_need_their_token() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("tiny", "1.0.0", &[]);
+    upstream.publish("lodash", "4.17.21", &[("tiny", "^1.0.0")]);
+    let sluice = Sluice::start(&upstream, "widget\n", "[auth]\nread = \"authenticated\"\n");
+    add_user(&sluice, "root", "root-password-1");
+    make_admin(&sluice, "root");
+    add_user(&sluice, "bob", "bob-password-1");
+    let (url, whitelist) = (sluice.url(), sluice.whitelist_path());
+    with_browser(|chromium| async move {
+        let page = chromium.page().await;
+        // Every page but the login page needs a session.
+        visit(&page, &format!("{url}-/ui/admin")).await;
+        assert!(page
+            .url()
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("/-/ui/login?next="));
+        review(&page, "login").await;
+        fill(&page, "#login-name", "root").await;
+        fill(&page, "#login-password", "wrong-password").await;
+        submit(&page, "form.stack button", "/-/ui/login").await;
+        assert!(text(&page, ".error")
+            .await
+            .contains("wrong user name or password"));
+        fill(&page, "#login-name", "root").await;
+        fill(&page, "#login-password", "root-password-1").await;
+        submit(&page, "form.stack button", "/-/ui/admin").await;
+        review(&page, "admin").await;
+        fill(&page, "#add-spec", "lodash").await;
+        submit(
+            &page,
+            "form[action$='whitelist/add'] button",
+            "/-/ui/admin/jobs/",
+        )
+        .await;
+        until(
+            &page,
+            "document.getElementById('job-state').textContent.startsWith('done')",
+        )
+        .await;
+        review(&page, "add-package").await;
+        let listed = std::fs::read_to_string(&whitelist).unwrap();
+        assert!(listed.lines().any(|l| l == "lodash") && listed.lines().any(|l| l == "tiny"));
+        // A post from this very page without the form's token is refused.
+        let status: u32 = eval(
+            &page,
+            "fetch('/-/ui/admin/whitelist/remove', {method: 'POST', headers: \
+             {'content-type': 'application/x-www-form-urlencoded'}, body: 'name=tiny'}) \
+             .then(r => r.status)",
+        )
+        .await;
+        assert_eq!(status, 403);
+        assert!(std::fs::read_to_string(&whitelist)
+            .unwrap()
+            .contains("tiny"));
+        visit(&page, &format!("{url}-/ui/admin?filter=tin")).await;
+        submit(&page, "button[aria-label='Remove tiny']", "/-/ui/admin").await;
+        let listed = std::fs::read_to_string(&whitelist).unwrap();
+        assert!(!listed.lines().any(|l| l == "tiny"), "{listed}");
+        visit(&page, &format!("{url}-/ui/admin/settings")).await;
+        review(&page, "settings").await;
+        // Someone who is not an admin gets 403.
+        submit(&page, "header form.inline button", "/-/ui/").await;
+        visit(&page, &format!("{url}-/ui/login")).await;
+        fill(&page, "#login-name", "bob").await;
+        fill(&page, "#login-password", "bob-password-1").await;
+        submit(&page, "form.stack button", "/-/ui/").await;
+        let status: u32 = eval(&page, "fetch('/-/ui/admin').then(r => r.status)").await;
+        assert_eq!(status, 403);
+        visit(&page, &format!("{url}-/ui/admin")).await;
+        review(&page, "forbidden").await;
+        chromium.close().await;
+    });
+}
+
+#[test]
+fn npm_web_login_completes_when_the_browser_logs_in() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "alice", "alice-password-1");
+    let home = tempfile::tempdir().unwrap();
+    let npmrc = home.path().join(".npmrc");
+    std::fs::write(&npmrc, "").unwrap();
+    let url = sluice.url();
+    let Some(executable) = chromium_path() else {
+        return;
+    };
+    let npm = Command::new("npm")
+        .args(["login", "--auth-type=web", "--registry", &url])
+        .arg("--userconfig")
+        .arg(&npmrc)
+        .arg("--cache")
+        .arg(home.path().join("cache"))
+        .arg("--no-update-notifier")
+        .env_remove("npm_config_registry")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("npm runs (install Node.js and npm)");
+    let mut npm = support::Reaped(npm);
+    // npm prints "Login at:" and the URL, then polls until the browser logged in.
+    let stdout = npm.0.stdout.take().unwrap();
+    let login_url = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.starts_with("http"))
+        .expect("npm prints the login URL");
+    assert!(
+        login_url.starts_with(&format!("{url}-/ui/login?session=")),
+        "{login_url}"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let chromium = Chromium::launch(&executable).await;
+        let page = chromium.page().await;
+        visit(&page, &login_url).await;
+        assert_eq!(text(&page, "h1").await, "Log in to npm");
+        review(&page, "npm-login").await;
+        fill(&page, "#login-name", "alice").await;
+        fill(&page, "#login-password", "alice-password-1").await;
+        submit(&page, "form.stack button", "/-/ui/login").await;
+        assert_eq!(text(&page, "h1").await, "npm is logged in");
+        review(&page, "npm-logged-in").await;
+        chromium.close().await;
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = npm.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "npm login never finished");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut npm.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "npm login failed: {stderr}");
+    let rc = std::fs::read_to_string(&npmrc).unwrap();
+    assert!(rc.contains(":_authToken=sluice_"), "{rc}");
+    let whoami = Command::new("npm")
+        .args(["whoami", "--registry", &url])
+        .arg("--userconfig")
+        .arg(&npmrc)
+        .arg("--cache")
+        .arg(home.path().join("cache"))
+        .env_remove("npm_config_registry")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "alice");
+}
+
+/// The value of the hidden field `name` in `html`.
+fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker).expect("the field") + marker.len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// The `name=value` of the cookie `name` among `set-cookie` headers, and its attributes.
+fn set_cookie(headers: &reqwest::header::HeaderMap, name: &str) -> (String, String) {
+    let line = headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {headers:?}"));
+    let (pair, attributes) = line.split_once(';').unwrap();
+    (pair.to_string(), attributes.to_string())
+}
+
+#[test]
+fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "carol", "carol-password-1");
+    let url = sluice.url();
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        // A browser asking for `/` is sent to the console; npm gets what it always got.
+        let root = client
+            .get(&url)
+            .header("accept", "text/html,application/xhtml+xml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(root.status(), 303);
+        assert_eq!(root.headers()["location"], "/-/ui/");
+        let npm = client
+            .get(&url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(npm.status(), 404);
+        let begun: Value = client
+            .post(format!("{url}-/v1/login"))
+            .json(&json!({"hostname": "laptop"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let login_url = begun["loginUrl"].as_str().unwrap().to_string();
+        let done_url = begun["doneUrl"].as_str().unwrap().to_string();
+        let session = login_url.split("session=").nth(1).unwrap().to_string();
+        // Not logged in yet: npm is told to come back.
+        let waiting = client.get(&done_url).send().await.unwrap();
+        assert_eq!(waiting.status(), 202);
+        assert_eq!(waiting.headers()["retry-after"], "1");
+        let form = client.get(&login_url).send().await.unwrap();
+        assert_eq!(form.status(), 200);
+        let csp = form.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        let (cookie, attributes) = set_cookie(form.headers(), "sluice_login");
+        assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
+        let html = form.text().await.unwrap();
+        let csrf = hidden_field(&html, "csrf");
+        let post = |body: String| {
+            client
+                .post(format!("{url}-/ui/login"))
+                .header("cookie", cookie.clone())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        let credentials = format!("name=carol&password=carol-password-1&session={session}");
+        // Without the form's token, or with another one, the login is refused.
+        assert_eq!(post(credentials.clone()).await.unwrap().status(), 403);
+        let forged = format!("{credentials}&csrf={}", "0".repeat(64));
+        assert_eq!(post(forged).await.unwrap().status(), 403);
+        let wrong = format!("name=carol&password=nope&session={session}&csrf={csrf}");
+        assert_eq!(post(wrong).await.unwrap().status(), 401);
+        let done = post(format!("{credentials}&csrf={csrf}")).await.unwrap();
+        assert_eq!(done.status(), 200);
+        let (_, attributes) = set_cookie(done.headers(), "sluice_session");
+        assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
+        assert!(attributes.contains("Max-Age=") && !attributes.contains("Secure"));
+        // npm's next poll gets a token, once.
+        let answer = client.get(&done_url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let token = answer.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(client.get(&done_url).send().await.unwrap().status(), 404);
+        let whoami: Value = client
+            .get(format!("{url}-/whoami"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(whoami["username"], "carol");
+        // The login page of a login that is done says so.
+        let used = client.get(&login_url).send().await.unwrap();
+        assert_eq!(used.status(), 404);
+    });
+}
