@@ -19,6 +19,7 @@ use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::core::PrivateNames;
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
 use crate::plugins::Host;
+use crate::search::SearchIndex;
 use crate::store::{HotCache, Instrumented, SharedStore};
 use crate::upstream::Upstream;
 
@@ -63,6 +64,8 @@ pub struct App {
     pub private: Arc<PrivateNames>,
     /// Users and tokens.
     pub auth: Arc<Auth>,
+    /// The search index beside the store (kept by the server's background task).
+    pub search: Arc<SearchIndex>,
     /// The store's private package names as last listed (a listing walks the store's whole
     /// index, too much for every scrape of the metrics or status).
     private_listed: Mutex<Option<PrivateListing>>,
@@ -116,18 +119,22 @@ impl App {
                 fleet: fleet.clone(),
             }));
         }
-        // Derived caches hear of every stored document that changed; so does the fleet.
+        // Derived caches hear of every stored document that changed; so do the fleet and
+        // the search index.
         let indexes = TarballIndexes::default();
+        let search = Arc::new(SearchIndex::new(&config.storage.dir));
         let on_change: Vec<OnChange> = {
             let hot = hot.clone();
             let indexes = indexes.clone();
             let fleet = fleet.clone();
+            let search = search.clone();
             vec![Box::new(move |name: &str| {
                 hot.invalidate_packument(name);
                 indexes.invalidate(name);
                 if let Some(fleet) = &fleet {
                     fleet.changed(name);
                 }
+                search.changed(name);
             })]
         };
         let private = Arc::new(PrivateNames::new(
@@ -188,6 +195,7 @@ impl App {
             publisher,
             private,
             auth,
+            search,
             private_listed: Mutex::new(None),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -223,6 +231,7 @@ impl App {
                     self.packuments.changed_elsewhere(name);
                     self.hot.invalidate_packument(name);
                     self.indexes.invalidate(name);
+                    self.search.changed(name);
                 }
                 if !names.is_empty() {
                     tracing::debug!(?names, "fleet: changed by other nodes");
@@ -232,6 +241,7 @@ impl App {
                 self.store.forget_all();
                 self.hot.invalidate_all();
                 self.indexes.invalidate_all();
+                self.search.rebuild();
             }
             Err(error) => tracing::warn!(%error, "fleet: cannot read the change journal"),
         }
@@ -318,6 +328,7 @@ impl App {
             last_refresh_ms: load(&self.last_refresh_ms),
             store_ops: self.store_ops.stats(),
             private: self.private_names().await,
+            search: self.search.status(),
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

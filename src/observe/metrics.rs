@@ -172,6 +172,18 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "Private packages (published here) the store holds.",
             snapshot.private.len() as u64,
         ),
+        (
+            "sluice_search_documents",
+            "gauge",
+            "Packages the search index holds.",
+            snapshot.search.documents,
+        ),
+        (
+            "sluice_search_ready",
+            "gauge",
+            "1 when the search index is complete, 0 while it is being built.",
+            u64::from(snapshot.search.state == "ready"),
+        ),
     ];
     for (name, kind, help, value) in gauges {
         let _ = writeln!(

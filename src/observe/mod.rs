@@ -72,4 +72,6 @@ pub struct Snapshot {
     pub private: Vec<String>,
     /// Store operations: ((operation, outcome), counts).
     pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
+    /// The search index's state.
+    pub search: crate::search::SearchStatus,
 }
