@@ -168,6 +168,8 @@ struct Owner {
     _lock: File,
     current: Option<Generation>,
     build: Option<Build>,
+    /// A build asked for while another ran (its id).
+    queued: Option<String>,
     /// The inbox sequence applied to the live generation (published once committed).
     seen: u64,
     last_housekeeping: Instant,
@@ -266,6 +268,7 @@ impl Owner {
             _lock: lock,
             current,
             build: None,
+            queued: None,
             seen: 0,
             last_housekeeping: Instant::now(),
         };
@@ -306,10 +309,11 @@ impl Owner {
         self.index.documents.store(documents, Ordering::Relaxed);
     }
 
-    /// Begin building a new generation from the store (one at a time).
+    /// Begin building a new generation from the store; when one is being built already, the
+    /// next begins once it is done (it may have listed the store before what is asked for).
     fn start_build(&mut self, id: &str) {
-        if let Some(build) = &mut self.build {
-            build.id = id.to_string();
+        if self.build.is_some() {
+            self.queued = Some(id.to_string());
             return;
         }
         let into = match Generation::create(&self.index.root, &self.index.fields) {
@@ -581,6 +585,9 @@ impl Owner {
         if let Err(error) = write_progress(&self.index.root, &done) {
             tracing::warn!(%error, "search index: progress not written");
         }
+        if let Some(id) = self.queued.take() {
+            self.start_build(&id);
+        }
     }
 
     /// Commit whatever is pending (the owner is stopping).
@@ -755,7 +762,11 @@ async fn build_here(
     progress: &(dyn Fn(&Reindexed) + Send + Sync),
 ) -> anyhow::Result<Reindexed> {
     let mut owner = Owner::start(index, store, lock);
-    owner.start_build(id);
+    match &mut owner.build {
+        // Started now (there was no index): it lists the store after this request.
+        Some(build) => build.id = id.to_string(),
+        None => owner.start_build(id),
+    }
     let mut last = owner.progress(false);
     while owner.build.is_some() {
         last = owner.progress(false);
