@@ -111,6 +111,9 @@ pub struct SearchIndex {
     flush: AtomicBool,
     /// A whole rebuild was asked for.
     rebuild: AtomicBool,
+    /// Queries run at once: half the cores, so searches never take the cores packument and
+    /// tarball answers need (on 2 cores, one query at a time).
+    queries: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -136,6 +139,9 @@ impl SearchIndex {
             applied: tokio::sync::watch::channel(0).0,
             flush: AtomicBool::new(false),
             rebuild: AtomicBool::new(false),
+            queries: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            ),
         }
     }
 
@@ -204,6 +210,9 @@ impl SearchIndex {
         let fields = self.fields.clone();
         let text = text.to_string();
         let limit = limit.min(DEEPEST);
+        let Ok(_turn) = self.queries.acquire().await else {
+            return Found::default();
+        };
         let found =
             tokio::task::spawn_blocking(move || run_query(&reader, &fields, &text, limit, admit))
                 .await;

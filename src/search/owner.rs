@@ -14,7 +14,7 @@ use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use super::schema::{extract, Fields, SCHEMA_VERSION};
+use super::schema::{extract, register_tokenizers, Fields, SCHEMA_VERSION};
 use super::SearchIndex;
 use crate::store::{all_names, now_ms, SharedStore, StoreError};
 
@@ -83,6 +83,7 @@ impl Generation {
         let path = root.join(&name);
         std::fs::create_dir_all(&path)?;
         let index = Index::create_in_dir(&path, fields.schema.clone())?;
+        register_tokenizers(&index)?;
         Self::from_index(name, &index)
     }
 
@@ -90,6 +91,7 @@ impl Generation {
     /// segment opens.
     fn open(root: &Path, name: &str, fields: &Fields) -> tantivy::Result<Self> {
         let index = Index::open_in_dir(root.join(name))?;
+        register_tokenizers(&index)?;
         if index.schema() != fields.schema {
             return Err(tantivy::TantivyError::SchemaError(
                 "another schema than this version's".into(),

@@ -16,7 +16,7 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::TokenizerManager;
 use tantivy::{DocAddress, DocId, Score, SegmentOrdinal, SegmentReader, Term};
 
-use super::schema::Fields;
+use super::schema::{Fields, PREFIX_TERMS};
 
 /// The score an exact name match adds: above any text score (BM25 gives a few tens at most).
 const EXACT: f32 = 1_000_000.0;
@@ -38,16 +38,19 @@ pub fn build(fields: &Fields, text: &str) -> Option<Box<dyn Query>> {
             EXACT,
         )),
     ));
-    let upper = format!("{whole}\u{10FFFF}");
+    let prefix: Box<dyn Query> = if whole.chars().count() <= PREFIX_TERMS {
+        let term = Term::from_field_text(fields.prefixes, &whole);
+        Box::new(TermQuery::new(term, IndexRecordOption::Basic))
+    } else {
+        let upper = format!("{whole}\u{10FFFF}");
+        Box::new(InvertedIndexRangeQuery::new(
+            Bound::Included(Term::from_field_text(fields.name_lc, &whole)),
+            Bound::Excluded(Term::from_field_text(fields.name_lc, &upper)),
+        ))
+    };
     clauses.push((
         Occur::Should,
-        Box::new(ConstScoreQuery::new(
-            Box::new(InvertedIndexRangeQuery::new(
-                Bound::Included(Term::from_field_text(fields.name_lc, &whole)),
-                Bound::Excluded(Term::from_field_text(fields.name_lc, &upper)),
-            )),
-            PREFIX,
-        )),
+        Box::new(ConstScoreQuery::new(prefix, PREFIX)),
     ));
     let words = tokens(&whole);
     if !words.is_empty() {
@@ -218,14 +221,15 @@ impl SegmentCollector for SegmentAdmitted {
         if self.limit == 0 {
             return;
         }
+        let worst = (self.heap.len() >= self.limit)
+            .then(|| self.heap.peek().map(Ranked::key))
+            .flatten();
+        if worst.is_some_and(|worst| score < worst.0) {
+            return;
+        }
         let len = self.lens.first(doc).unwrap_or(0);
-        if self.heap.len() >= self.limit {
-            if let Some(worst) = self.heap.peek() {
-                let key = (score, std::cmp::Reverse(len));
-                if key <= worst.key() {
-                    return;
-                }
-            }
+        if worst.is_some_and(|worst| (score, std::cmp::Reverse(len)) <= worst) {
+            return;
         }
         self.buffer.clear();
         let named =

@@ -7,11 +7,31 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-use tantivy::schema::{Field, Schema, FAST, STORED, STRING, TEXT};
-use tantivy::TantivyDocument;
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, STORED, STRING, TEXT,
+};
+use tantivy::tokenizer::{LowerCaser, NgramTokenizer, TextAnalyzer};
+use tantivy::{Index, TantivyDocument};
 
 /// The index's layout version: an index written with another one is rebuilt at start.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The longest name prefix indexed as a term of its own; a longer prefix is matched by a range
+/// of the lowercased names (it matches few).
+pub const PREFIX_TERMS: usize = 12;
+
+/// The tokenizer of [`Fields::prefixes`]: a name's first 1 to [`PREFIX_TERMS`] characters.
+const EDGE: &str = "edge";
+
+/// Register the tokenizers the schema names on `index` (tantivy does not keep them in the
+/// index's files).
+pub fn register_tokenizers(index: &Index) -> tantivy::Result<()> {
+    let edge = TextAnalyzer::builder(NgramTokenizer::prefix_only(1, PREFIX_TERMS)?)
+        .filter(LowerCaser)
+        .build();
+    index.tokenizers().register(EDGE, edge);
+    Ok(())
+}
 
 /// The fields of the one schema.
 #[derive(Debug, Clone)]
@@ -20,8 +40,12 @@ pub struct Fields {
     pub schema: Schema,
     /// The name as published: exact term (deletes), fast (the policy check), stored.
     pub name: Field,
-    /// The name lowercased, one raw term: exact and prefix matches.
+    /// The name lowercased, one raw term: exact matches, and prefixes longer than
+    /// [`PREFIX_TERMS`].
     pub name_lc: Field,
+    /// The name's first characters, a term each (`rea` for `react`): a short prefix is one
+    /// posting list, not a walk over every name starting with it.
+    pub prefixes: Field,
     /// The name's words (`@babel/plugin-foo` → babel, plugin, foo).
     pub words: Field,
     /// The latest version's description (or the document's).
@@ -44,6 +68,12 @@ impl Fields {
         let mut builder = Schema::builder();
         let name = builder.add_text_field("name", STRING | FAST | STORED);
         let name_lc = builder.add_text_field("name_lc", STRING);
+        let edge = TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(EDGE)
+                .set_index_option(IndexRecordOption::Basic),
+        );
+        let prefixes = builder.add_text_field("prefixes", edge);
         let words = builder.add_text_field("words", TEXT);
         let description = builder.add_text_field("description", TEXT | STORED);
         let keywords = builder.add_text_field("keywords", TEXT | STORED);
@@ -55,6 +85,7 @@ impl Fields {
             schema: builder.build(),
             name,
             name_lc,
+            prefixes,
             words,
             description,
             keywords,
@@ -70,6 +101,7 @@ impl Fields {
         let mut doc = TantivyDocument::default();
         doc.add_text(self.name, &entry.name);
         doc.add_text(self.name_lc, entry.name.to_lowercase());
+        doc.add_text(self.prefixes, &entry.name);
         doc.add_text(self.words, &entry.name);
         doc.add_text(self.description, &entry.description);
         for keyword in &entry.keywords {
