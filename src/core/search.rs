@@ -44,6 +44,10 @@ pub fn admit(host: &Arc<Host>, private: &Arc<PrivateNames>, may_read_private: bo
 /// `time`.
 pub async fn search(sources: &Sources<'_>, query: &SearchQuery, may_read_private: bool) -> Value {
     let admit = admit(sources.host, sources.private, may_read_private);
+    // What was written before this search is found by it (read your own publish).
+    sources.index.catch_up().await;
+    // Searches wait for their turn here, not on the cores packument and tarball answers need.
+    let _turn = sources.index.turn().await;
     let found = sources
         .index
         .search(&query.text, query.from.saturating_add(query.size), admit)

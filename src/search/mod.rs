@@ -200,19 +200,21 @@ impl SearchIndex {
         file.unlock()
     }
 
-    /// The best `limit` matches of `text` that `admit` lets through, once the changes made
-    /// before this call are searchable (or [`WAIT_FOR_CHANGES`] passed).
+    /// A turn to search: held for the whole of a search (the query and describing its hits),
+    /// so at most half the cores ever search at once.
+    pub async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.queries.acquire().await.ok()
+    }
+
+    /// The best `limit` matches of `text` that `admit` lets through. Callers wait for
+    /// [`Self::catch_up`], then hold a [`Self::turn`].
     pub async fn search(&self, text: &str, limit: usize, admit: Admit) -> Found {
-        self.catch_up().await;
         let Some(reader) = self.live.read().unwrap_or_else(|p| p.into_inner()).clone() else {
             return Found::default();
         };
         let fields = self.fields.clone();
         let text = text.to_string();
         let limit = limit.min(DEEPEST);
-        let Ok(_turn) = self.queries.acquire().await else {
-            return Found::default();
-        };
         let found =
             tokio::task::spawn_blocking(move || run_query(&reader, &fields, &text, limit, admit))
                 .await;
@@ -229,8 +231,8 @@ impl SearchIndex {
         }
     }
 
-    /// Wait until what was changed before now is searchable.
-    async fn catch_up(&self) {
+    /// Wait until what was changed before now is searchable (at most [`WAIT_FOR_CHANGES`]).
+    pub async fn catch_up(&self) {
         if !self.owner.load(Ordering::Acquire) {
             return;
         }
