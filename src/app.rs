@@ -20,14 +20,14 @@ use crate::core::PrivateNames;
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
 use crate::plugins::Host;
 use crate::search::SearchIndex;
-use crate::store::{HotCache, Instrumented, SharedStore};
+use crate::store::{HotCache, Instrumented, Measured, SharedStore};
 use crate::upstream::Upstream;
 
 /// Everything a running sluice is made of.
 pub struct App {
     /// The configuration it was built from.
     pub config: Arc<Config>,
-    /// The persistent store (counted: see `store_ops`).
+    /// The persistent store (counted: see `store_ops`; its usage measured in the background).
     pub store: SharedStore,
     /// Counts of the store's operations.
     pub store_ops: Arc<Instrumented>,
@@ -67,22 +67,27 @@ pub struct App {
     /// The search index beside the store (kept by the server's background task).
     pub search: Arc<SearchIndex>,
     /// The store's private package names as last listed (a listing walks the store's whole
-    /// index, too much for every scrape of the metrics or status).
-    private_listed: Mutex<Option<PrivateListing>>,
+    /// index: it runs in the background, never on a scrape of the metrics or status).
+    private_listed: Arc<Mutex<PrivateListing>>,
 }
 
-/// A listing of the store's private package names.
+/// The store's private package names as last listed.
+#[derive(Default)]
 struct PrivateListing {
-    /// When it was taken.
-    at: Instant,
-    /// [`Publisher::writes`] when it was taken.
-    writes: u64,
+    /// When the last listing started, and [`Publisher::writes`] then; `None`: none yet.
+    started: Option<(Instant, u64)>,
+    /// A listing is under way.
+    running: bool,
+    /// What the last listing that ended found.
     names: Vec<String>,
 }
 
-/// How long a listing of private names is used, unless this node published since (another
-/// node's publish shows within this time).
+/// In a fleet, how old a listing of private names may get (another node's publish shows
+/// within this time); this node's publishes are listed again at once.
 const PRIVATE_LISTING_EVERY: Duration = Duration::from_secs(30);
+
+/// In a fleet, how old the measure of the store's usage may get (other nodes write to it).
+const USAGE_EVERY_IN_A_FLEET: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,9 +107,14 @@ impl App {
 
     /// Build sluice for `config` on `store` (tests wrap the configured one to inject faults).
     pub fn with_store(config: Config, store: SharedStore) -> anyhow::Result<Arc<App>> {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let store_ops = Arc::new(Instrumented::new(store));
-        let store: SharedStore = store_ops.clone();
+        // Status and metrics read the usage as last measured, in the background.
+        let in_a_fleet = config.storage.backend == crate::config::Backend::S3;
+        let store: SharedStore = Arc::new(Measured::new(
+            store_ops.clone(),
+            in_a_fleet.then_some(USAGE_EVERY_IN_A_FLEET),
+        ));
         let host = Arc::new(Host::build(&config)?);
         let config = Arc::new(config);
         let upstream = Upstream::new(&config.upstream)?;
@@ -196,7 +206,7 @@ impl App {
             private,
             auth,
             search,
-            private_listed: Mutex::new(None),
+            private_listed: Arc::default(),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(600))
@@ -253,41 +263,49 @@ impl App {
         }
     }
 
-    /// The private packages the store holds. Lists the store only when `[publish]` names
-    /// something: a mirror without private packages never pays for the listing.
-    async fn private_names(&self) -> Vec<String> {
+    /// The private packages the store holds, as last listed. Lists the store (in the
+    /// background) only when `[publish]` names something, at first, after this node
+    /// published, and in a fleet when the listing got old: a request never waits for it.
+    fn private_names(&self) -> Vec<String> {
         if self.private.is_empty() {
             return Vec::new();
         }
         let writes = self.publisher.writes();
-        let lock = || {
-            self.private_listed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-        };
-        if let Some(listed) = lock().as_ref() {
-            if listed.writes == writes && listed.at.elapsed() < PRIVATE_LISTING_EVERY {
-                return listed.names.clone();
-            }
+        let mut listed = self
+            .private_listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let due = !listed.running
+            && match listed.started {
+                None => true,
+                Some((at, seen)) => {
+                    seen != writes
+                        || (self.fleet.is_some() && at.elapsed() >= PRIVATE_LISTING_EVERY)
+                }
+            };
+        if due {
+            listed.running = true;
+            listed.started = Some((Instant::now(), writes));
+            let (store, private) = (self.store.clone(), self.private.clone());
+            let listing = self.private_listed.clone();
+            tokio::spawn(async move {
+                let names = crate::store::all_names(store.as_ref()).await;
+                let mut listed = listing.lock().unwrap_or_else(|p| p.into_inner());
+                listed.running = false;
+                match names {
+                    Ok(names) => {
+                        listed.names = names
+                            .into_iter()
+                            .filter(|name| private.contains(name))
+                            .collect();
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot list the store's private packages");
+                    }
+                }
+            });
         }
-        match crate::store::all_names(self.store.as_ref()).await {
-            Ok(names) => {
-                let names: Vec<String> = names
-                    .into_iter()
-                    .filter(|name| self.private.contains(name))
-                    .collect();
-                *lock() = Some(PrivateListing {
-                    at: Instant::now(),
-                    writes,
-                    names: names.clone(),
-                });
-                names
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot list the store's private packages");
-                Vec::new()
-            }
-        }
+        listed.names.clone()
     }
 
     /// sluice's state now, for metrics and status.
@@ -295,6 +313,7 @@ impl App {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let policy = &self.config.policy;
         let mirror_mode = policy.mode == Mode::Mirror;
+        let search = self.search.status();
         Snapshot {
             node: self.config.cluster.node.clone(),
             store: match self.config.storage.backend {
@@ -327,8 +346,9 @@ impl App {
             revalidations: load(&self.packuments.stats.revalidations),
             last_refresh_ms: load(&self.last_refresh_ms),
             store_ops: self.store_ops.stats(),
-            private: self.private_names().await,
-            search: self.search.status(),
+            private: self.private_names(),
+            search_state: search.state,
+            search_documents: search.documents,
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

@@ -10,7 +10,9 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod conn;
 pub mod core;
+pub mod crypto;
 pub mod flight;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -24,5 +26,4 @@ pub mod route;
 pub mod search;
 pub mod server;
 pub mod store;
-pub mod tls;
 pub mod upstream;

@@ -250,17 +250,27 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Logs: the level from `RUST_LOG`, else the configuration's `[log] level`.
-fn init_logs(format: LogFormat, level: &str) {
+/// Logs: the level from `RUST_LOG`, else the configuration's `[log] level`. Lines go to
+/// standard error through a buffered writer on a thread of its own (a request never waits for
+/// a write); the returned guard flushes what is queued when it is dropped, at exit.
+fn init_logs(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("sluice-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 /// jemalloc, for its per-thread cache of the blocks every request allocates (Cargo.toml says
@@ -274,7 +284,6 @@ fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
-            init_logs(cli.log_format.unwrap_or(LogFormat::Text), "info");
             eprintln!("sluice: {error}");
             return ExitCode::FAILURE;
         }
@@ -284,7 +293,7 @@ fn main() -> ExitCode {
     } else {
         LogFormat::Text
     });
-    init_logs(format, &config.log.level);
+    let _flushed_at_exit = init_logs(format, &config.log.level);
     match run(cli, config) {
         Ok(code) => code,
         Err(error) => {
@@ -340,8 +349,8 @@ fn add_package(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut locked = Vec::new();
     for path in lockfiles {
-        let file = sluice::jobs::locked::find(path).map_err(anyhow::Error::msg)?;
-        let read = sluice::jobs::locked::read(&file).map_err(anyhow::Error::msg)?;
+        let file = sluice::jobs::lockfile::read::find(path).map_err(anyhow::Error::msg)?;
+        let read = sluice::jobs::lockfile::read::read(&file).map_err(anyhow::Error::msg)?;
         for skipped in &read.skipped {
             eprintln!(
                 "{}: skipped (not a registry package): {skipped}",

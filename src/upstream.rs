@@ -506,7 +506,7 @@ mod tests {
     use super::*;
 
     fn upstream() -> Upstream {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         Upstream::new(&UpstreamConfig {
             registry: "http://127.0.0.1:9/r/".into(),
             timeout: Duration::from_secs(1),

@@ -24,7 +24,7 @@ fn tree(upstream: &FakeRegistry) {
 }
 
 fn post(url: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, String) {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut request = reqwest::Client::new().post(url).body(body.to_vec());

@@ -7,7 +7,7 @@ mod support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 use support::{eventually, FakeRegistry, Reaped, Sluice};
@@ -17,26 +17,10 @@ const PRIVATE: &str = "[auth]\nusers = \"users\"\n\n[publish]\nscopes = [\"@acme
 const AUTHENTICATED: &str =
     "[auth]\nusers = \"users\"\nread = \"authenticated\"\n\n[publish]\nscopes = [\"@acme\"]\n";
 
-/// `sluice user add NAME` with `password` on stdin.
+/// `sluice user add NAME` with `password` on stdin and an address at acme.example.
 fn add_user(config: &std::path::Path, name: &str, password: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", "add", name, "--password-stdin", "--email"])
-        .arg(format!("{name}@acme.example"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let email = format!("{name}@acme.example");
+    support::publishing::user_cli(config, "add", name, password, &["--email", &email]);
 }
 
 /// One request; its status, headers and body.

@@ -103,7 +103,7 @@ fn get(client: &reqwest::Client, url: &str) -> Result<(u16, reqwest::Version), S
 
 #[test]
 fn npm_installs_over_https_with_h2_and_a_renewed_certificate_is_picked_up() {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let upstream = FakeRegistry::start();
     upstream.publish("left", "1.0.0", &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -260,7 +260,7 @@ fn npm_installs_over_https_with_h2_and_a_renewed_certificate_is_picked_up() {
 
 #[test]
 fn a_certificate_that_cannot_be_used_stops_the_start_with_a_clear_message() {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (cert, _) = certificate(dir.path(), "mine");
     let (_, other_key) = certificate(dir.path(), "other");
@@ -295,4 +295,432 @@ fn a_certificate_that_cannot_be_used_stops_the_start_with_a_clear_message() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("go together"), "{error}");
+}
+
+/// A raw HTTP/2 client over TLS, for clients that misbehave frame by frame.
+mod raw_h2 {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use pingora::tls::{ClientConfig, ClientTlsStream, RootCertStore, ServerName, TlsConnector};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const GOAWAY: u8 = 0x7;
+    pub const CONTINUATION: u8 = 0x9;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    pub type Conn = ClientTlsStream<TcpStream>;
+
+    /// A TLS connection to `port` that negotiated h2, trusting the CA in `ca`.
+    pub async fn connect(port: u16, ca: &Path) -> Conn {
+        let mut roots = RootCertStore::empty();
+        pingora::tls::load_ca_file_into_store(ca, &mut roots).unwrap();
+        let mut config = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        tls
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        out.extend(stream.to_be_bytes());
+        out.extend(payload);
+        out
+    }
+
+    /// An HPACK integer with a 7-bit prefix (RFC 7541 §5.1).
+    fn int7(mut value: usize, out: &mut Vec<u8>) {
+        if value < 127 {
+            out.push(value as u8);
+            return;
+        }
+        out.push(127);
+        value -= 127;
+        while value >= 128 {
+            out.push((value % 128 + 128) as u8);
+            value /= 128;
+        }
+        out.push(value as u8);
+    }
+
+    /// A request's header block: every field a literal without indexing, no Huffman.
+    pub fn block(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let fields = [
+            (":method", method),
+            (":scheme", "https"),
+            (":path", path),
+            (":authority", "127.0.0.1"),
+        ];
+        for (name, value) in fields.iter().chain(extra) {
+            out.push(0);
+            int7(name.len(), &mut out);
+            out.extend(name.as_bytes());
+            int7(value.len(), &mut out);
+            out.extend(value.as_bytes());
+        }
+        out
+    }
+
+    /// The preface and an empty SETTINGS frame (or the one given).
+    pub async fn hello(conn: &mut Conn, settings: &[u8]) {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(SETTINGS, 0, 0, settings));
+        conn.write_all(&bytes).await.unwrap();
+    }
+
+    /// The next frame (kind, flags, stream, payload), or `None` once the server closed.
+    pub async fn next(conn: &mut Conn) -> Option<(u8, u8, u32, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        conn.read_exact(&mut head).await.ok()?;
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0; len];
+        conn.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some((head[3], head[4], stream, payload))
+    }
+
+    /// Read frames until the server closes the connection (true) or `patience` passes
+    /// (false); the frames read are returned too.
+    pub async fn closed_within(
+        conn: &mut Conn,
+        patience: Duration,
+    ) -> (bool, Vec<(u8, u8, u32, Vec<u8>)>) {
+        let mut frames = Vec::new();
+        let closed = tokio::time::timeout(patience, async {
+            while let Some(frame) = next(conn).await {
+                frames.push(frame);
+            }
+        })
+        .await
+        .is_ok();
+        (closed, frames)
+    }
+
+    /// The server's SETTINGS parameters, from its first frame.
+    pub async fn server_settings(conn: &mut Conn) -> Vec<(u16, u32)> {
+        let (kind, _, _, payload) = next(conn).await.unwrap();
+        assert_eq!(kind, SETTINGS);
+        payload
+            .chunks_exact(6)
+            .map(|s| {
+                (
+                    u16::from_be_bytes([s[0], s[1]]),
+                    u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A sluice serving HTTPS with `server` settings added; (server, port, the CA to trust, its
+/// directory).
+fn https_sluice(
+    upstream: &FakeRegistry,
+    server: &str,
+) -> (
+    sluice::server::Running,
+    u16,
+    std::path::PathBuf,
+    tempfile::TempDir,
+) {
+    sluice::crypto::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _) = certificate(dir.path(), "edge");
+    std::fs::write(dir.path().join("whitelist"), "left\nhuge\n").unwrap();
+    let port = sluice::server::free_port().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"edge.pem\"\ntls_key = \"edge-key.pem\"\n{server}\n\
+         [upstream]\nregistry = \"{}\"\n[storage]\ndir = \"data\"\n[policy]\nwhitelist = \"whitelist\"\n",
+        upstream.url()
+    );
+    std::fs::write(dir.path().join("sluice.toml"), &text).unwrap();
+    let config = sluice::config::Config::load_file(&dir.path().join("sluice.toml")).unwrap();
+    let running = sluice::server::spawn(config).unwrap();
+    (running, port, ca_of(&cert), dir)
+}
+
+const QUICK: &str = "header_timeout = \"2s\"\nbody_timeout = \"2s\"\nsend_timeout = \"2s\"";
+
+/// Far longer than any of `QUICK`'s timeouts: a connection still open after it was never cut.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn timeouts_counted(running: &sluice::server::Running) -> u64 {
+    running
+        .app
+        .metrics
+        .client_timeouts
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn an_h2_client_that_sends_no_request_is_cut_off_after_the_header_timeout() {
+    let upstream = FakeRegistry::start();
+    let (running, port, ca, _dir) = https_sluice(&upstream, QUICK);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // Silent after the TLS handshake.
+        let mut silent = raw_h2::connect(port, &ca).await;
+        let (closed, _) = raw_h2::closed_within(&mut silent, PATIENCE).await;
+        assert!(closed, "a silent h2 connection was never cut off");
+        // The preface and settings, then no request.
+        let mut idle = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut idle, &[]).await;
+        let (closed, _) = raw_h2::closed_within(&mut idle, PATIENCE).await;
+        assert!(
+            closed,
+            "an h2 connection that never asked was never cut off"
+        );
+    });
+    assert_eq!(timeouts_counted(&running), 2);
+}
+
+#[test]
+fn an_h2_request_header_trickled_a_byte_at_a_time_is_cut_off() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let (running, port, ca, _dir) = https_sluice(&upstream, QUICK);
+    let url = format!("https://127.0.0.1:{port}/-/ping");
+    let others = client(&ca);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut slow = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut slow, &[]).await;
+        let block = raw_h2::block("GET", "/left", &[("accept", "application/json")]);
+        let flags = raw_h2::END_HEADERS | raw_h2::END_STREAM;
+        let frame = raw_h2::frame(raw_h2::HEADERS, flags, 1, &block);
+        // The frame's header, then its header block a byte every 400 ms: 12 bytes take longer
+        // than the header timeout. (A block cut into many CONTINUATION frames is refused by h2
+        // itself after a few.)
+        let (head, rest) = frame.split_at(9);
+        let mut sent = slow.write_all(head).await.is_ok() && slow.flush().await.is_ok();
+        for byte in rest.iter().take(12) {
+            if !sent {
+                break;
+            }
+            sent = slow.write_all(&[*byte]).await.is_ok() && slow.flush().await.is_ok();
+            // Everyone else is answered meanwhile.
+            let answer = others.get(&url).send().await.unwrap();
+            assert_eq!(
+                (answer.status().as_u16(), answer.version()),
+                (200, reqwest::Version::HTTP_2)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        }
+        let (closed, frames) = raw_h2::closed_within(&mut slow, PATIENCE).await;
+        assert!(closed, "the trickling h2 client was never cut off");
+        assert!(
+            !frames.iter().any(|f| f.0 == raw_h2::HEADERS),
+            "it was answered: {frames:?}"
+        );
+    });
+    assert_eq!(timeouts_counted(&running), 1);
+}
+
+#[test]
+fn an_h2_request_body_that_stops_halfway_is_cut_off() {
+    let upstream = FakeRegistry::start();
+    let (running, port, ca, _dir) = https_sluice(&upstream, QUICK);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut stalled = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut stalled, &[]).await;
+        let block = raw_h2::block(
+            "POST",
+            "/-/npm/v1/security/advisories/bulk",
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "100"),
+            ],
+        );
+        let mut bytes = raw_h2::frame(raw_h2::HEADERS, raw_h2::END_HEADERS, 1, &block);
+        bytes.extend(raw_h2::frame(raw_h2::DATA, 0, 1, b"{\"left\":"));
+        stalled.write_all(&bytes).await.unwrap();
+        let (closed, _) = raw_h2::closed_within(&mut stalled, PATIENCE).await;
+        assert!(closed, "an h2 body that stopped halfway was never cut off");
+    });
+    assert_eq!(timeouts_counted(&running), 1);
+}
+
+#[test]
+fn an_h2_client_that_grants_no_window_for_its_answer_is_let_go() {
+    let upstream = FakeRegistry::start();
+    // A document several times the 64 KiB a client grants before its first WINDOW_UPDATE.
+    let blob: String = (0..400_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    upstream.publish_with("huge", "1.0.0", serde_json::json!({ "blob": blob }), None);
+    let (running, port, ca, _dir) = https_sluice(&upstream, QUICK);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut sleeper = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut sleeper, &[]).await;
+        let block = raw_h2::block("GET", "/huge", &[("accept", "application/json")]);
+        sleeper
+            .write_all(&raw_h2::frame(
+                raw_h2::HEADERS,
+                raw_h2::END_HEADERS | raw_h2::END_STREAM,
+                1,
+                &block,
+            ))
+            .await
+            .unwrap();
+        // It reads every frame (its socket never fills) but sends no WINDOW_UPDATE.
+        let (closed, frames) = raw_h2::closed_within(&mut sleeper, PATIENCE).await;
+        assert!(
+            closed,
+            "an h2 client that granted no window was never let go"
+        );
+        let data: usize = frames
+            .iter()
+            .filter(|f| f.0 == raw_h2::DATA && f.2 == 1)
+            .map(|f| f.3.len())
+            .sum();
+        assert!(
+            frames.iter().any(|f| f.0 == raw_h2::HEADERS && f.2 == 1),
+            "{frames:?}"
+        );
+        assert!(data <= 65_535, "{data} bytes sent past the window");
+    });
+    assert_eq!(timeouts_counted(&running), 1);
+    // A client that reads gets the whole document over h2.
+    let whole = get(&client(&ca), &format!("https://127.0.0.1:{port}/huge")).unwrap();
+    assert_eq!(whole, (200, reqwest::Version::HTTP_2));
+}
+
+#[test]
+fn an_idle_h2_connection_is_closed_after_the_keepalive_time() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let (_running, port, ca, _dir) = https_sluice(&upstream, "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        let mut idle = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut idle, &[]).await;
+        let block = raw_h2::block("GET", "/-/ping", &[]);
+        idle.write_all(&raw_h2::frame(
+            raw_h2::HEADERS,
+            raw_h2::END_HEADERS | raw_h2::END_STREAM,
+            1,
+            &block,
+        ))
+        .await
+        .unwrap();
+        // Answered, then idle: closed after the keep-alive time (60 s), as an HTTP/1 one.
+        let (closed, frames) =
+            raw_h2::closed_within(&mut idle, std::time::Duration::from_secs(120)).await;
+        assert!(closed, "an idle h2 connection was kept for 2 minutes");
+        assert!(
+            frames.iter().any(|f| f.0 == raw_h2::HEADERS && f.2 == 1),
+            "{frames:?}"
+        );
+    });
+}
+
+#[test]
+fn h2_bounds_concurrent_streams_and_header_lists() {
+    let upstream = FakeRegistry::start();
+    let (_running, port, ca, _dir) = https_sluice(&upstream, "");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // The bounds are announced.
+        let mut conn = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut conn, &[]).await;
+        let settings = raw_h2::server_settings(&mut conn).await;
+        assert!(settings.contains(&(0x3, 100)), "{settings:?}");
+        assert!(settings.contains(&(0x6, 64 << 10)), "{settings:?}");
+        // And kept: 100 requests waiting for their bodies, and the 101st is refused.
+        let block = raw_h2::block(
+            "POST",
+            "/-/npm/v1/security/advisories/bulk",
+            &[
+                ("content-type", "application/json"),
+                ("content-length", "2"),
+            ],
+        );
+        let mut bytes = Vec::new();
+        for n in 0..101u32 {
+            bytes.extend(raw_h2::frame(
+                raw_h2::HEADERS,
+                raw_h2::END_HEADERS,
+                1 + 2 * n,
+                &block,
+            ));
+        }
+        conn.write_all(&bytes).await.unwrap();
+        let refused = tokio::time::timeout(PATIENCE, async {
+            while let Some((kind, _, stream, payload)) = raw_h2::next(&mut conn).await {
+                if kind == raw_h2::RST_STREAM {
+                    return Some((stream, payload));
+                }
+            }
+            None
+        })
+        .await
+        .unwrap();
+        // REFUSED_STREAM (7) for the stream past the bound.
+        assert_eq!(refused, Some((201, vec![0, 0, 0, 7])));
+
+        // A header list over 64 KiB is refused: 431, a stream reset or the connection ended.
+        let mut big = raw_h2::connect(port, &ca).await;
+        raw_h2::hello(&mut big, &[]).await;
+        let filler = "x".repeat(70_000);
+        let block = raw_h2::block("GET", "/-/ping", &[("x-filler", &filler)]);
+        let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+        let mut bytes = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = if i + 1 == chunks.len() {
+                raw_h2::END_HEADERS
+            } else {
+                0
+            };
+            let kind = if i == 0 {
+                raw_h2::HEADERS
+            } else {
+                raw_h2::CONTINUATION
+            };
+            let flags = last | if i == 0 { raw_h2::END_STREAM } else { 0 };
+            bytes.extend(raw_h2::frame(kind, flags, 1, chunk));
+        }
+        let _ = big.write_all(&bytes).await;
+        let refused = tokio::time::timeout(PATIENCE, async {
+            while let Some((kind, _, stream, block)) = raw_h2::next(&mut big).await {
+                match (kind, stream) {
+                    (raw_h2::GOAWAY, _) | (raw_h2::RST_STREAM, 1) => return true,
+                    // 431, its digits Huffman-coded or plain.
+                    (raw_h2::HEADERS, 1) => {
+                        return block.ends_with(&[0x83, 0x69, 0x90, 0xff])
+                            || block.ends_with(b"\x03431")
+                    }
+                    _ => {}
+                }
+            }
+            true
+        })
+        .await
+        .unwrap();
+        assert!(refused, "a header list over 64 KiB was served");
+    });
 }

@@ -157,7 +157,7 @@ fn a_short_soak_of_mixed_requests_keeps_memory_flat_and_makes_no_error() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -19,24 +19,7 @@ fn add_user(sluice: &Sluice, name: &str, password: &str) {
 
 /// `sluice user add NAME --password-stdin` with `extra` arguments (e.g. `--email`).
 fn add_user_with(sluice: &Sluice, name: &str, password: &str, extra: &[&str]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["user", "add", name, "--password-stdin"])
-        .args(extra)
-        .arg("--config")
-        .arg(&sluice.config_path)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::publishing::user_cli(&sluice.config_path, "add", name, password, extra);
 }
 
 /// What npm sends for `npm login --auth-type=legacy`: the token, or the error answer.
@@ -134,8 +117,8 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
 
     let author = logged_in(&sluice, &token);
     assert_eq!(npm_ok(&author, &sluice, &["whoami"]).trim(), "alice");
-    // Status lists no private package yet; that listing is kept for scrapes, but not past a
-    // publish on this node (checked below).
+    // Status lists no private package yet. The listing runs in the background (a scrape
+    // never waits for it), and again after a publish on this node (checked below).
     let (_, status) = sluice.get_json("/-/sluice/status");
     assert_eq!(status["private"]["packages"], 0, "{status}");
     package(&author, "1.0.0");
@@ -176,7 +159,13 @@ fn a_private_package_is_published_with_npm_and_installed_beside_mirrored_ones() 
         "the private scope was looked up upstream"
     );
 
-    // Listed in status, metrics and search.
+    // Listed in status, metrics and search (status once the background listing ended).
+    assert!(
+        support::eventually(30, || {
+            sluice.get_json("/-/sluice/status").1["private"]["packages"] == 1
+        }),
+        "the publish was never listed"
+    );
     let (_, status) = sluice.get_json("/-/sluice/status");
     assert_eq!(status["private"]["packages"], 1, "{status}");
     assert_eq!(status["private"]["names"][0], "@acme/widget", "{status}");

@@ -3,7 +3,8 @@
 //! the quick audit (`/-/npm/v1/security/audits/quick`, a lockfile-shaped tree of `requires` and
 //! `dependencies`).
 //!
-//! A body is inflated with a count (past [`MAX_BODY`] it is refused) and filtered without a
+//! A body is inflated with a count (past `server.max_audit_body`, 16 MiB by default, it is
+//! refused) and filtered without a
 //! tree of the document: names are read, values are kept as the raw text they were sent as.
 //! The work runs on a blocking thread, at most [`AT_ONCE`] at a time, so a large audit never
 //! holds an async worker nor takes memory without bound.
@@ -13,15 +14,11 @@ use std::sync::LazyLock;
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 use tokio::sync::Semaphore;
 
 use super::{Answer, Call};
 use crate::core::{Error, PrivateNames};
 use crate::plugins::Host;
-
-/// The largest audit body taken, inflated: 16 MiB (an npm project's whole tree is far less).
-pub const MAX_BODY: usize = 16 << 20;
 
 /// How many audit bodies are inflated and filtered at once.
 const AT_ONCE: usize = 2;
@@ -44,6 +41,7 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
     } else {
         Kind::Quick
     };
+    let limit = call.app.config.server.max_audit_body as usize;
     let body = call.body.clone();
     let encoding = call.content_encoding.clone();
     let private = call.app.private.clone();
@@ -53,7 +51,7 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     let filtered = tokio::task::spawn_blocking(move || {
-        let plain = inflate(&body, encoding.as_deref())?;
+        let plain = inflate(&body, encoding.as_deref(), limit)?;
         filter(&plain, kind, &private, &host)
     })
     .await
@@ -78,28 +76,29 @@ pub async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
     Ok(Answer::relayed(status, content_type, body))
 }
 
-/// The body as sent, inflated when gzipped; counted while it inflates, refused past
-/// [`MAX_BODY`].
-fn inflate(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Error> {
+/// The body as sent, inflated when gzipped; counted while it inflates, refused past `limit`.
+fn inflate(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, Error> {
     let too_large = || {
         Error::TooLarge(format!(
-            "the audit request is larger than {MAX_BODY} bytes once inflated"
+            "the audit request is larger than {limit} bytes once inflated (server.max_audit_body)"
         ))
     };
     match encoding.map(str::trim) {
         None | Some("") | Some("identity") => {
-            if body.len() > MAX_BODY {
+            if body.len() > limit {
                 return Err(too_large());
             }
             Ok(body.to_vec())
         }
         Some(e) if e.eq_ignore_ascii_case("gzip") => {
-            let mut plain = Vec::new();
+            // Reserved, not touched: only what is written takes memory, and the buffer never
+            // grows past the limit by doubling.
+            let mut plain = Vec::with_capacity(limit + 1);
             flate2::read::GzDecoder::new(body)
-                .take(MAX_BODY as u64 + 1)
+                .take(limit as u64 + 1)
                 .read_to_end(&mut plain)
                 .map_err(|e| Error::Client(format!("the audit body is not valid gzip: {e}")))?;
-            if plain.len() > MAX_BODY {
+            if plain.len() > limit {
                 return Err(too_large());
             }
             Ok(plain)
@@ -111,79 +110,121 @@ fn inflate(body: &[u8], encoding: Option<&str>) -> Result<Vec<u8>, Error> {
 }
 
 /// The body to send upstream: `plain` without the names published here (nor, in a bulk
-/// request, names the policy refuses).
+/// request, names the policy refuses). Written entry by entry as the body is read: nothing but
+/// the body and what is kept of it is held.
 fn filter(plain: &[u8], kind: Kind, private: &PrivateNames, host: &Host) -> Result<Bytes, Error> {
-    let bad =
-        |e: serde_json::Error| Error::Client(format!("the audit body is not a JSON object: {e}"));
-    let text = match kind {
-        Kind::Bulk => {
-            let mut doc: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
-            for (name, versions) in entries(plain).map_err(bad)? {
-                if !private.contains(&name) && host.admits(&name) {
-                    doc.insert(name, versions);
-                }
-            }
-            serde_json::to_string(&doc).map_err(bad)?
-        }
-        Kind::Quick => {
-            let raw: Box<RawValue> = serde_json::from_slice(plain).map_err(bad)?;
-            quick(&raw, private, true).map_err(bad)?.get().to_string()
-        }
+    use serde::de::DeserializeSeed as _;
+    let mut out = String::with_capacity(plain.len());
+    let shape = match kind {
+        Kind::Bulk => Shape::Bulk,
+        Kind::Quick => Shape::Node { top: true },
     };
-    Ok(Bytes::from(text))
+    let mut reader = serde_json::Deserializer::from_slice(plain);
+    Filter {
+        out: &mut out,
+        private,
+        host,
+        shape,
+    }
+    .deserialize(&mut reader)
+    .and_then(|()| reader.end())
+    .map_err(|e| Error::Client(format!("the audit body is not a JSON object: {e}")))?;
+    Ok(Bytes::from(out))
 }
 
-/// The members of a JSON object, each value as its raw text.
-fn entries(text: &[u8]) -> Result<Vec<(String, Box<RawValue>)>, serde_json::Error> {
-    let map: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(text)?;
-    Ok(map.into_iter().collect())
+/// What an object in an audit body is.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    /// The bulk request: `{name: [versions]}`; names published here or refused are dropped.
+    Bulk,
+    /// A quick-audit node (the project, or a dependency): every member kept but `requires`
+    /// and `dependencies` filtered, and at the top a private `name` replaced.
+    Node {
+        /// Whether it is the project itself.
+        top: bool,
+    },
+    /// `requires`: `{name: range}` without the names published here.
+    Requires,
+    /// `dependencies`: `{name: node}` without the names published here, each node filtered.
+    Dependencies,
 }
 
-/// A quick-audit tree (the project, or one dependency in it) without the names published here:
-/// from its `requires` and `dependencies` (each dependency filtered the same way), and its own
-/// `name` at the top when it is one.
-fn quick(
-    node: &RawValue,
-    private: &PrivateNames,
-    top: bool,
-) -> Result<Box<RawValue>, serde_json::Error> {
-    let mut out: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
-    for (key, value) in entries(node.get().as_bytes())? {
-        let value = match key.as_str() {
-            "requires" => without_private(&value, private, None)?,
-            "dependencies" => without_private(&value, private, Some(()))?,
-            "name" if top => {
-                let name: Option<String> = serde_json::from_str(value.get()).ok();
-                if name.is_some_and(|n| private.contains(&n)) {
-                    RawValue::from_string("\"project\"".into())?
-                } else {
-                    value
+/// Copies one JSON object of `shape` into `out`, filtered.
+struct Filter<'a> {
+    out: &'a mut String,
+    private: &'a PrivateNames,
+    host: &'a Host,
+    shape: Shape,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Filter<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Filter<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        let Filter {
+            out,
+            private,
+            host,
+            shape,
+        } = self;
+        out.push('{');
+        let mut first = true;
+        while let Some(key) = map.next_key::<String>()? {
+            let nested = match (shape, key.as_str()) {
+                (Shape::Node { .. }, "requires") => Some(Shape::Requires),
+                (Shape::Node { .. }, "dependencies") => Some(Shape::Dependencies),
+                (Shape::Dependencies, _) => Some(Shape::Node { top: false }),
+                _ => None,
+            };
+            let dropped = match shape {
+                Shape::Bulk => private.contains(&key) || !host.admits(&key),
+                Shape::Requires | Shape::Dependencies => private.contains(&key),
+                Shape::Node { .. } => false,
+            };
+            if dropped {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            if !std::mem::take(&mut first) {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(&key).map_err(A::Error::custom)?);
+            out.push(':');
+            match nested {
+                Some(shape) => map.next_value_seed(Filter {
+                    out: &mut *out,
+                    private,
+                    host,
+                    shape,
+                })?,
+                None => {
+                    let value = map.next_value::<&RawValue>()?;
+                    let private_top = matches!(shape, Shape::Node { top: true }) && key == "name";
+                    let named: Option<String> = private_top
+                        .then(|| serde_json::from_str(value.get()).ok())
+                        .flatten();
+                    if named.is_some_and(|name| private.contains(&name)) {
+                        out.push_str("\"project\"");
+                    } else {
+                        out.push_str(value.get());
+                    }
                 }
             }
-            _ => value,
-        };
-        out.insert(key, value);
-    }
-    serde_json::value::to_raw_value(&out)
-}
-
-/// An object keyed by package name without the names published here; with `nested`, each
-/// value is a dependency filtered by [`quick`].
-fn without_private(
-    object: &RawValue,
-    private: &PrivateNames,
-    nested: Option<()>,
-) -> Result<Box<RawValue>, serde_json::Error> {
-    let mut out: BTreeMap<String, Box<RawValue>> = BTreeMap::new();
-    for (name, value) in entries(object.get().as_bytes())? {
-        if private.contains(&name) {
-            continue;
         }
-        let value = match nested {
-            Some(()) => quick(&value, private, false)?,
-            None => value,
-        };
-        out.insert(name, value);
+        out.push('}');
+        Ok(())
     }
-    serde_json::value::to_raw_value(&out)
 }

@@ -88,7 +88,7 @@ pub fn body_limit(app: &App, request: &NpmRequest) -> Option<(usize, &'static st
         NpmRequest::DistTag { remove: false, .. } => Some((SMALL, "dist-tag")),
         NpmRequest::Publish { .. } => Some((publish, "publish")),
         NpmRequest::Unpublish { all: false, .. } => Some((publish, "unpublish")),
-        NpmRequest::Audit { .. } => Some((audit::MAX_BODY, "audit")),
+        NpmRequest::Audit { .. } => Some((app.config.server.max_audit_body as usize, "audit")),
         _ => None,
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::internal::{Backend, Mode, Read, Tarballs};
+use super::kinds::{Backend, Mode, Read, Tarballs};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -49,6 +49,7 @@ pub(super) struct ServerFile {
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub tls_cert: Option<Spanned<String>>,
     pub tls_key: Option<Spanned<String>>,
+    pub max_audit_body: Option<Spanned<ByteSize>>,
 }
 
 /// `[upstream]`.

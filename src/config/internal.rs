@@ -8,13 +8,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use toml::Spanned;
 
 use super::file::{
     AuthFile, ClusterFile, HumanDuration, LogFile, LogFormatFile, MirrorFile, PolicyFile,
     PublishFile, S3File, ServerFile, StorageFile, UpstreamFile,
 };
+pub use super::kinds::{Backend, Mode, Read, Tarballs};
 use super::ConfigError;
 
 /// What every section's parser needs: the text (for line numbers), the file's name (for the
@@ -84,6 +85,8 @@ pub struct ServerConfig {
     /// The PEM private key of `tls_cert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// The largest `npm audit` body taken, once inflated, in bytes.
+    pub max_audit_body: u64,
 }
 
 impl ServerConfig {
@@ -128,7 +131,24 @@ impl ServerConfig {
             send_timeout: client_time(&file.send_timeout, 60, "send_timeout", cx)?,
             tls_cert,
             tls_key,
+            max_audit_body: Self::max_audit_body(file, cx)?,
         })
+    }
+
+    /// `server.max_audit_body`: 16 MiB unless set, between 1 KiB and 256 MiB (an audit body
+    /// is held whole while it is filtered).
+    fn max_audit_body(file: &ServerFile, cx: &Cx) -> Result<u64, ConfigError> {
+        let Some(size) = &file.max_audit_body else {
+            return Ok(16 << 20);
+        };
+        let bytes = size.get_ref().0;
+        if !(1 << 10..=256 << 20).contains(&bytes) {
+            return Err(cx.fail(format!(
+                "line {}: server.max_audit_body = {bytes} bytes: give a size from \"1KiB\" to \"256MiB\"",
+                cx.line(size.span())
+            )));
+        }
+        Ok(bytes)
     }
 
     /// `server.public_url`, or the listening address's URL (with a warning when that is an
@@ -282,16 +302,6 @@ impl StorageConfig {
     }
 }
 
-/// `storage.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    /// cacache in `storage.dir` (the default).
-    Disk,
-    /// An S3-compatible bucket (`[storage.s3]`).
-    S3,
-}
-
 /// `[storage.s3]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct S3Config {
@@ -379,28 +389,6 @@ impl PolicyConfig {
             tarballs: file.tarballs.unwrap_or(Tarballs::OnDemand),
         }
     }
-}
-
-/// `policy.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Only packages on the whitelist (plus read-through additions).
-    Whitelist,
-    /// Every package.
-    Mirror,
-}
-
-/// `policy.tarballs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Tarballs {
-    /// Tarballs are fetched when a client asks for them.
-    OnDemand,
-    /// The `latest` version's tarball is copied eagerly.
-    Latest,
-    /// Every version's tarball is copied eagerly.
-    All,
 }
 
 /// `[mirror]`: the replication follower of mirror mode.
@@ -551,16 +539,6 @@ impl AuthConfig {
     }
 }
 
-/// `auth.read`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Read {
-    /// Anyone may read.
-    Anonymous,
-    /// Every request but `/-/ping` and login needs a valid token.
-    Authenticated,
-}
-
 /// `[publish]`: the company's own packages.
 #[derive(Debug, Clone, Serialize)]
 pub struct PublishConfig {
@@ -604,24 +582,23 @@ impl PublishConfig {
         })
     }
 
-    /// Whether `name` is published here (and so never looked up upstream).
-    pub fn is_private(&self, name: &str) -> bool {
-        if self.packages.iter().any(|p| p == name) {
-            return true;
-        }
-        match name.split_once('/') {
-            Some((scope, _)) => self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope)),
-            None => false,
-        }
-    }
-
     /// Whether `user` may publish `name`.
     pub fn may_publish(&self, user: &str, name: &str) -> bool {
-        let scope = name.split_once('/').map(|(scope, _)| scope).unwrap_or(name);
-        match self.owners.get(scope) {
-            Some(owners) => owners.iter().any(|o| o == user),
-            None => true,
+        // A scope is one whatever its case (`@Acme` in the file is `@acme`); an unscoped
+        // legacy name (`JSONStream`) is its own, case and all.
+        let (key, any_case) = match name.split_once('/') {
+            Some((scope, _)) => (scope, true),
+            None => (name, false),
+        };
+        let mut listed = self
+            .owners
+            .iter()
+            .filter(|(k, _)| *k == key || (any_case && k.eq_ignore_ascii_case(key)))
+            .peekable();
+        if listed.peek().is_none() {
+            return true;
         }
+        listed.any(|(_, owners)| owners.iter().any(|o| o == user))
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod file;
 mod internal;
+mod kinds;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -276,6 +277,7 @@ mod tests {
             ("[server]\n\ntls_key = \"k.pem\"\n", "test.toml: line 3: server.tls_cert and server.tls_key go together: set both (PEM files) or neither"),
             ("[server]\nbody_timeout = \"0s\"\n", "test.toml: line 2: server.body_timeout must be longer than zero; it is how long a client gets"),
             ("[server]\nsend_timeout = \"0s\"\n", "test.toml: line 2: server.send_timeout must be longer than zero; it is how long a client gets"),
+            ("[server]\nmax_audit_body = \"1GiB\"\n", "test.toml: line 2: server.max_audit_body = 1073741824 bytes: give a size from \"1KiB\" to \"256MiB\""),
             ("[upstream]\nchanges = \"gopher://x/\"\n", "test.toml: line 2: upstream.changes = \"gopher://x/\" must be an http:// or https:// URL"),
             ("[mirror]\nsince = -4\n", "test.toml: line 2: mirror.since must be \"now\", \"0\" or a sequence from the feed"),
             ("[mirror]\nbatch = 10001\n", "test.toml: line 2: mirror.batch must be between 1 and 10000"),

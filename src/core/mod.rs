@@ -167,6 +167,13 @@ impl From<crate::auth::AuthError> for Error {
     }
 }
 
+/// Work of the core that panicked in a single flight is sluice's own failure.
+impl<T> crate::flight::Failed for Result<T, Error> {
+    fn failed(why: String) -> Self {
+        Err(Error::Internal(why))
+    }
+}
+
 /// The result every core operation shares between single-flight callers.
 pub type Shared<T> = Result<T, Error>;
 
@@ -179,16 +186,47 @@ pub fn parse_document(bytes: &[u8], name: &str) -> Result<Packument, Error> {
     })
 }
 
-/// The integrity a version publishes: `dist.integrity`, else its sha1 `dist.shasum`.
+/// The integrity a version publishes: `dist.integrity`, else its sha1 `dist.shasum`; `None`
+/// when neither has a hash that can be checked.
 pub fn published_integrity(manifest: &Value) -> Option<Integrity> {
     let dist = manifest.get("dist")?;
-    if let Some(sri) = dist.get("integrity").and_then(Value::as_str) {
-        if let Ok(integrity) = sri.parse::<Integrity>() {
-            return Some(integrity);
-        }
+    if let Some(integrity) = dist
+        .get("integrity")
+        .and_then(Value::as_str)
+        .and_then(usable_integrity)
+    {
+        return Some(integrity);
     }
     let shasum = dist.get("shasum").and_then(Value::as_str)?;
-    Integrity::from_hex(shasum, ssri::Algorithm::Sha1).ok()
+    let sha1 = Integrity::from_hex(shasum, ssri::Algorithm::Sha1).ok()?;
+    usable_integrity(&sha1.to_string())
+}
+
+/// The hashes of `sri` that can be checked: each a digest of its algorithm's length. `None`
+/// when none is left (`""`, `sha512-`, `sha512-%%%`): ssri parses those, then panics when
+/// asked for their algorithm or digest.
+pub fn usable_integrity(sri: &str) -> Option<Integrity> {
+    use base64::Engine as _;
+    let parsed: Integrity = sri.parse().ok()?;
+    let hashes: Vec<ssri::Hash> = parsed
+        .hashes
+        .into_iter()
+        .filter(|hash| {
+            let length = match hash.algorithm {
+                ssri::Algorithm::Sha512 => 64,
+                ssri::Algorithm::Sha384 => 48,
+                ssri::Algorithm::Sha256 => 32,
+                ssri::Algorithm::Sha1 => 20,
+                ssri::Algorithm::Xxh3 => 16,
+                // An algorithm a later ssri knows: nothing here checks it.
+                _ => return false,
+            };
+            base64::engine::general_purpose::STANDARD
+                .decode(&hash.digest)
+                .is_ok_and(|digest| digest.len() == length)
+        })
+        .collect();
+    (!hashes.is_empty()).then_some(Integrity { hashes })
 }
 
 /// Gzip `body` once, at a level that pays off for bodies served many times.

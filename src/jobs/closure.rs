@@ -307,7 +307,7 @@ async fn list_names(app: &Arc<App>, names: Vec<String>, summary: &mut Summary) {
 /// against the lockfile's own where it records one; put the names on the whitelist.
 pub async fn add_locked(
     app: &Arc<App>,
-    locked: Vec<crate::jobs::locked::Locked>,
+    locked: Vec<crate::jobs::lockfile::read::Locked>,
     options: &AddOptions,
 ) -> Summary {
     use std::collections::BTreeMap;
@@ -322,7 +322,7 @@ pub async fn add_locked(
     } else {
         ProgressBar::hidden()
     };
-    let mut by_name: BTreeMap<String, Vec<crate::jobs::locked::Locked>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<crate::jobs::lockfile::read::Locked>> = BTreeMap::new();
     for entry in locked {
         by_name.entry(entry.name.clone()).or_default().push(entry);
     }
@@ -354,7 +354,7 @@ pub async fn add_locked(
                         published.as_ref(),
                         published
                             .as_ref()
-                            .and_then(|p| crate::jobs::locked::matches(entry, p)),
+                            .and_then(|p| crate::jobs::lockfile::read::matches(entry, p)),
                     ) {
                         failures.push(format!(
                             "{what}: the lockfile's integrity {} is not the registry's {published}",

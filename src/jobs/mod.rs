@@ -5,7 +5,6 @@
 
 pub mod closure;
 pub mod leader;
-pub mod locked;
 pub mod lockfile;
 pub mod migrate;
 pub mod mirror;

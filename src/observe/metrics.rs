@@ -98,8 +98,20 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "sluice_requests_total{{route=\"{route}\",status=\"{status}\",cache=\"{cache}\"}} {count}"
         );
     }
+    for (name, kind, help, value) in gauges(metrics, snapshot) {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    }
+    store_and_background(&mut out, snapshot);
+    out
+}
+
+/// The single-value series: name, type, help and value.
+fn gauges<'a>(metrics: &Metrics, snapshot: &'a Snapshot) -> Vec<(&'a str, &'a str, &'a str, u64)> {
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let gauges: Vec<(&str, &str, &str, u64)> = vec![
+    vec![
         (
             "sluice_bytes_served_total",
             "counter",
@@ -176,39 +188,37 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
             "sluice_search_documents",
             "gauge",
             "Packages the search index holds.",
-            snapshot.search.documents,
+            snapshot.search_documents,
         ),
         (
             "sluice_search_ready",
             "gauge",
             "1 when the search index is complete, 0 while it is being built.",
-            u64::from(snapshot.search.state == "ready"),
+            u64::from(snapshot.search_state == "ready"),
         ),
-    ];
-    for (name, kind, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
+    ]
+}
+
+/// The store's operations and the background work's lags.
+fn store_and_background(out: &mut String, snapshot: &Snapshot) {
     let _ = writeln!(
-        out,
+        *out,
         "# HELP sluice_store_requests_total Store operations, by operation and outcome.\n# TYPE sluice_store_requests_total counter"
     );
     for ((op, outcome), stats) in &snapshot.store_ops {
         let _ = writeln!(
-            out,
+            *out,
             "sluice_store_requests_total{{store=\"{}\",op=\"{op}\",outcome=\"{outcome}\"}} {}",
             snapshot.store, stats.count
         );
     }
     let _ = writeln!(
-        out,
+        *out,
         "# HELP sluice_store_seconds_total Time spent in store operations, by operation and outcome.\n# TYPE sluice_store_seconds_total counter"
     );
     for ((op, outcome), stats) in &snapshot.store_ops {
         let _ = writeln!(
-            out,
+            *out,
             "sluice_store_seconds_total{{store=\"{}\",op=\"{op}\",outcome=\"{outcome}\"}} {:.6}",
             snapshot.store, stats.seconds
         );
@@ -216,15 +226,14 @@ pub fn render(metrics: &Metrics, snapshot: &Snapshot) -> String {
     let last_refresh = snapshot.last_refresh_ms;
     if last_refresh > 0 {
         let lag = now_ms().saturating_sub(last_refresh) / 1000;
-        let _ = writeln!(out, "# HELP sluice_refresh_lag_seconds Seconds since the last scheduled refresh of the whitelisted packuments finished.\n# TYPE sluice_refresh_lag_seconds gauge\nsluice_refresh_lag_seconds {lag}");
+        let _ = writeln!(*out, "# HELP sluice_refresh_lag_seconds Seconds since the last scheduled refresh of the whitelisted packuments finished.\n# TYPE sluice_refresh_lag_seconds gauge\nsluice_refresh_lag_seconds {lag}");
     }
     if let Some(status) = &snapshot.mirror {
         if let Some(lag) = status.lag {
-            let _ = writeln!(out, "# HELP sluice_mirror_lag Changes between the feed's head and the checkpoint.\n# TYPE sluice_mirror_lag gauge\nsluice_mirror_lag {lag}");
+            let _ = writeln!(*out, "# HELP sluice_mirror_lag Changes between the feed's head and the checkpoint.\n# TYPE sluice_mirror_lag gauge\nsluice_mirror_lag {lag}");
         }
-        let _ = writeln!(out, "# HELP sluice_mirror_packages_total Packages stored by the follower.\n# TYPE sluice_mirror_packages_total counter\nsluice_mirror_packages_total {}", status.packages);
+        let _ = writeln!(*out, "# HELP sluice_mirror_packages_total Packages stored by the follower.\n# TYPE sluice_mirror_packages_total counter\nsluice_mirror_packages_total {}", status.packages);
     }
-    out
 }
 
 /// The HTML of `GET /-/sluice/`: a small read-only status page, no JavaScript.

@@ -72,6 +72,8 @@ pub struct Snapshot {
     pub private: Vec<String>,
     /// Store operations: ((operation, outcome), counts).
     pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
-    /// The search index's state.
-    pub search: crate::search::SearchStatus,
+    /// The search index's state: `building` or `ready`.
+    pub search_state: &'static str,
+    /// Documents the search index holds.
+    pub search_documents: u64,
 }

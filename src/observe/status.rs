@@ -32,7 +32,7 @@ pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
             "packages": snapshot.private.len(),
             "names": snapshot.private.iter().take(PRIVATE_NAMES_SHOWN).collect::<Vec<_>>(),
         },
-        "search": {"state": snapshot.search.state, "documents": snapshot.search.documents},
+        "search": {"state": snapshot.search_state, "documents": snapshot.search_documents},
         "mirror": snapshot.mirror.as_ref().map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
     })
 }

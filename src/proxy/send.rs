@@ -12,7 +12,7 @@ use super::shape::header_text;
 use super::{body, RequestCtx};
 use crate::api::{Answer, Body};
 use crate::app::App;
-use crate::server::deadline::Guarded;
+use crate::conn::Guarded;
 
 /// Zeros written in place of a body that the connection sends from a file (never sent, never
 /// touched past its first bytes: calloc's untouched pages take no memory). 8 MiB: a tarball

@@ -1,9 +1,8 @@
 //! The server: pingora with the sluice proxy service (every connection under client
-//! deadlines, [`deadline`]) and the background services (the plugins' file watchers, the
+//! deadlines, [`crate::conn`]) and the background services (the plugins' file watchers, the
 //! refresher or mirror follower, the search index's keeper, the memory trimmer), run until
 //! SIGTERM or a test's stop signal.
 
-pub mod deadline;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener};
@@ -21,9 +20,9 @@ use pingora::services::listening::Service;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::conn::{Deadlines, Limits};
 use crate::memory::resident_bytes;
 use crate::proxy::SluiceProxy;
-use deadline::{Deadlines, Limits};
 
 /// How soon after the last event an edit of a watched file is applied.
 const DEBOUNCE: Duration = Duration::from_millis(150);
@@ -184,6 +183,18 @@ fn certificate(config: &Config) -> anyhow::Result<Option<Arc<tls::Certificate>>>
     }
 }
 
+/// The answer to a client that did not send its request header in time, written by the
+/// connection layer before it closes the connection (no session exists to write it).
+static LATE_HEADER: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = "{\"error\":\"the request header did not arrive in time\"}\n";
+    format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
 fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     let config = app.config.clone();
     let conf = ServerConf {
@@ -207,7 +218,7 @@ fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     let expired = app.metrics.client_timeouts.clone();
     let mut proxy = Service::new(
         "sluice".to_string(),
-        Deadlines::new(Arc::new(front), limits, expired),
+        Deadlines::new(Arc::new(front), limits, expired, LATE_HEADER.as_slice()),
     );
     // No L4 read buffer: pingora's default is a zeroed 64 KiB per connection, which the HTTP
     // layer's own request buffer makes redundant; without it 10,000 connections take a tenth of

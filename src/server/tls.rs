@@ -36,7 +36,7 @@ fn read_both(cert: &Path, key: &Path) -> Result<Vec<u8>, String> {
 }
 
 fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    crate::tls::install_crypto_provider();
+    crate::crypto::install_crypto_provider();
     let (certs, private) = pingora::tls::load_certs_and_key_files(
         &cert.display().to_string(),
         &key.display().to_string(),

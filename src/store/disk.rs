@@ -7,8 +7,7 @@
 //! shared by every process using the folder (256 lock files, chosen by hash).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -29,8 +28,6 @@ const READ_CHUNK: usize = 64 << 10;
 #[derive(Debug, Clone)]
 pub struct DiskStore {
     dir: PathBuf,
-    /// The last usage walk: (when, bytes).
-    usage: Arc<Mutex<Option<(Instant, u64)>>>,
     /// Tarball content files checked whole in this process, by key, with what their file
     /// looked like then: one that changed since is checked again before it is handed out.
     checked: moka::sync::Cache<String, Arc<CheckedFile>>,
@@ -178,7 +175,6 @@ impl DiskStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
-            usage: Arc::default(),
             checked: moka::sync::Cache::builder().max_capacity(100_000).build(),
         }
     }
@@ -310,9 +306,6 @@ fn folder_size(dir: &Path) -> u64 {
         })
         .sum()
 }
-
-/// How long a usage walk is reused.
-const USAGE_EVERY: Duration = Duration::from_secs(30);
 
 #[async_trait]
 impl Store for DiskStore {
@@ -588,18 +581,10 @@ impl Store for DiskStore {
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
-        let cached = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, bytes)) = cached {
-            if at.elapsed() < USAGE_EVERY {
-                return Ok(bytes);
-            }
-        }
         let dir = self.dir.clone();
-        let bytes = tokio::task::spawn_blocking(move || folder_size(&dir))
+        tokio::task::spawn_blocking(move || folder_size(&dir))
             .await
-            .map_err(|e| self.fail(e))?;
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), bytes));
-        Ok(bytes)
+            .map_err(|e| self.fail(e))
     }
 
     async fn verify(

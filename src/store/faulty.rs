@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use ssri::Integrity;
 
+use super::forward::Forward;
 use super::{
-    Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
-    TarballFile, TarballSink, Token, VerifyReport, Written,
+    Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
+    TarballFile, TarballSink, Token, Written,
 };
 
 /// A fault [`Faulty`] can inject.
@@ -20,6 +22,9 @@ pub enum Fault {
     DiskFull,
     /// Every read fails (an unreadable folder, an unreachable bucket).
     ReadsFail,
+    /// Walks of the whole store (measuring its usage, listing its names) wait until this
+    /// fault is turned off, as on a huge store.
+    WalksStall,
 }
 
 /// A store wrapper that injects faults.
@@ -28,6 +33,7 @@ pub struct Faulty {
     inner: SharedStore,
     disk_full: AtomicBool,
     reads_fail: AtomicBool,
+    walks_stall: tokio::sync::watch::Sender<bool>,
     conflicts: AtomicU32,
 }
 
@@ -38,6 +44,7 @@ impl Faulty {
             inner,
             disk_full: AtomicBool::new(false),
             reads_fail: AtomicBool::new(false),
+            walks_stall: tokio::sync::watch::Sender::new(false),
             conflicts: AtomicU32::new(0),
         }
     }
@@ -47,6 +54,9 @@ impl Faulty {
         match fault {
             Fault::DiskFull => self.disk_full.store(on, Ordering::SeqCst),
             Fault::ReadsFail => self.reads_fail.store(on, Ordering::SeqCst),
+            Fault::WalksStall => {
+                self.walks_stall.send_replace(on);
+            }
         }
     }
 
@@ -82,6 +92,14 @@ impl Faulty {
         Ok(())
     }
 
+    /// Wait while walks stall.
+    fn walk(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stall = self.walks_stall.subscribe();
+        async move {
+            let _ = stall.wait_for(|on| !*on).await;
+        }
+    }
+
     fn lose_race(&self) -> bool {
         self.conflicts
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -90,9 +108,9 @@ impl Faulty {
 }
 
 #[async_trait]
-impl Store for Faulty {
-    fn location(&self) -> String {
-        self.inner.location()
+impl Forward for Faulty {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
     }
 
     async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
@@ -180,30 +198,18 @@ impl Store for Faulty {
         self.inner.put_state(key, bytes, expect).await
     }
 
-    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
-        self.inner.claim(what).await
-    }
-
-    fn forget(&self, name: &str) {
-        self.inner.forget(name);
-    }
-
-    fn forget_all(&self) {
-        self.inner.forget_all();
-    }
-
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
-        self.inner.packument_names()
+        let (walk, inner) = (self.walk(), self.inner.clone());
+        futures::stream::once(async move {
+            walk.await;
+            inner.packument_names()
+        })
+        .flatten()
+        .boxed()
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
+        self.walk().await;
         self.inner.usage().await
-    }
-
-    async fn verify(
-        &self,
-        progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<VerifyReport, StoreError> {
-        self.inner.verify(progress).await
     }
 }

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use ssri::Integrity;
 
+use super::forward::Forward;
 use super::{
-    Claim, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
-    TarballFile, TarballSink, Token, VerifyReport, Written,
+    Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
+    TarballFile, TarballSink, Token, Written,
 };
 
 /// Counts of one (operation, outcome).
@@ -84,9 +85,9 @@ fn written(value: &Written) -> &'static str {
 }
 
 #[async_trait]
-impl Store for Instrumented {
-    fn location(&self) -> String {
-        self.inner.location()
+impl Forward for Instrumented {
+    fn inner(&self) -> &dyn Store {
+        self.inner.as_ref()
     }
 
     async fn packument(&self, name: &str) -> Result<Option<StoredPackument>, StoreError> {
@@ -194,30 +195,18 @@ impl Store for Instrumented {
         result
     }
 
-    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
-        self.inner.claim(what).await
-    }
-
-    fn forget(&self, name: &str) {
-        self.inner.forget(name);
-    }
-
-    fn forget_all(&self) {
-        self.inner.forget_all();
-    }
-
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
-        self.inner.packument_names()
+        // Counted when the listing starts: it walks the whole store.
+        let started = Instant::now();
+        let names = self.inner.packument_names();
+        self.record("list", started, &Ok::<_, StoreError>(()), |_| "opened");
+        names
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
-        self.inner.usage().await
-    }
-
-    async fn verify(
-        &self,
-        progress: &(dyn Fn(u64, u64) + Send + Sync),
-    ) -> Result<VerifyReport, StoreError> {
-        self.inner.verify(progress).await
+        let started = Instant::now();
+        let result = self.inner.usage().await;
+        self.record("usage", started, &result, |_| "measured");
+        result
     }
 }

@@ -1,6 +1,7 @@
 //! The store: the only door to persistent data. [`Store`] is the contract; [`DiskStore`]
 //! (cacache in a folder) is the embedded default backend; [`Faulty`] wraps any store to inject
-//! faults in tests. The hot cache of rendered bodies ([`HotCache`]) lives here too, in memory.
+//! faults in tests. A wrapper store implements [`forward::Forward`] and writes only the
+//! operations it changes. The hot cache of rendered bodies ([`HotCache`]) lives here too, in memory.
 //!
 //! What the contract guarantees, whatever the backend:
 //! - a packument put names what it expects to replace (nothing, or a version token it read);
@@ -14,9 +15,11 @@
 
 mod disk;
 mod faulty;
+pub mod forward;
 mod hot;
 mod instrumented;
 pub mod lease;
+mod measured;
 mod s3;
 mod tiered;
 
@@ -34,6 +37,7 @@ pub use disk::DiskStore;
 pub use faulty::{Fault, Faulty};
 pub use hot::{tarball_etag, HotCache, HotKey, HotKeyRef, NameCache, Rendered};
 pub use instrumented::{Instrumented, OpStats};
+pub use measured::Measured;
 pub use s3::S3Store;
 pub use tiered::Tiered;
 
@@ -261,7 +265,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The name of every stored packument.
     fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>>;
 
-    /// The bytes the store takes.
+    /// The bytes the store takes. A backend measures them (walks its folder, lists its
+    /// bucket) on every call: [`Measured`] keeps them for requests.
     async fn usage(&self) -> Result<u64, StoreError>;
 
     /// Forget any local copy of the packument of `name` (another node changed it).
@@ -410,6 +415,3 @@ pub async fn all_names(store: &dyn Store) -> Result<Vec<String>, StoreError> {
     names.dedup();
     Ok(names)
 }
-
-#[cfg(test)]
-mod conformance;

@@ -18,7 +18,7 @@
 //!   lose versions, and is refused.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -62,23 +62,33 @@ pub struct S3Store {
     /// The claims asked for and not had, with what was seen of them: taking one over needs
     /// its lease seen unchanged for a whole duration, across attempts.
     claims: Arc<Mutex<std::collections::HashMap<String, Lease>>>,
-    usage: Arc<Mutex<Option<(Instant, u64)>>>,
 }
 
-/// A token from an object's ETag and version.
-fn token(e_tag: Option<String>, version: Option<String>) -> Token {
+/// A token from an object's ETag and version and, for a packument, its metadata. The ETag is
+/// the digest of the bytes and a bucket without versioning gives no version, so without the
+/// metadata a touch (same bytes, new metadata) would keep the token it replaced. A conditional
+/// put can still check only the ETag and version: one over a version read before a touch goes
+/// through, losing that touch's metadata but no bytes.
+fn token(e_tag: Option<String>, version: Option<String>, meta: Option<&PackumentMeta>) -> Token {
+    let meta = meta
+        .map(|meta| {
+            format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(encode_meta(meta).as_bytes())
+            )
+        })
+        .unwrap_or_default();
     Token::new(format!(
-        "{}|{}",
+        "{}|{}|{meta}",
         e_tag.unwrap_or_default(),
         version.unwrap_or_default()
     ))
 }
 
 fn update_version(token: &Token) -> UpdateVersion {
-    let (e_tag, version) = token
-        .as_str()
-        .split_once('|')
-        .unwrap_or((token.as_str(), ""));
+    let mut parts = token.as_str().splitn(3, '|');
+    let e_tag = parts.next().unwrap_or_default();
+    let version = parts.next().unwrap_or_default();
     UpdateVersion {
         e_tag: Some(e_tag.to_string()).filter(|t| !t.is_empty()),
         version: Some(version.to_string()).filter(|v| !v.is_empty()),
@@ -111,7 +121,7 @@ impl S3Store {
         lease: Duration,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let location = match &config.endpoint {
             Some(endpoint) => format!("s3://{}/{} at {endpoint}", config.bucket, config.prefix),
             None => format!(
@@ -163,7 +173,6 @@ impl S3Store {
             node: node.to_string(),
             lease,
             claims: Arc::default(),
-            usage: Arc::default(),
         };
         Ok(store)
     }
@@ -344,6 +353,7 @@ impl S3Store {
         bytes: Bytes,
         attributes: Attributes,
         expect: Expect,
+        meta: Option<&PackumentMeta>,
     ) -> Result<Written, StoreError> {
         let mode = match expect {
             Expect::Absent => PutMode::Create,
@@ -362,7 +372,7 @@ impl S3Store {
             )
             .await
         {
-            Ok(result) => Ok(Written::Stored(token(result.e_tag, result.version))),
+            Ok(result) => Ok(Written::Stored(token(result.e_tag, result.version, meta))),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
@@ -383,7 +393,11 @@ impl Store for S3Store {
             return Ok(None);
         };
         let meta = decode_meta(&found.attributes);
-        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let token = token(
+            found.meta.e_tag.clone(),
+            found.meta.version.clone(),
+            Some(&meta),
+        );
         let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
         Ok(Some(StoredPackument {
             bytes,
@@ -401,10 +415,9 @@ impl Store for S3Store {
             .get(&self.packument_key(name), true)
             .await?
             .map(|found| {
-                (
-                    decode_meta(&found.attributes),
-                    token(found.meta.e_tag, found.meta.version),
-                )
+                let meta = decode_meta(&found.attributes);
+                let token = token(found.meta.e_tag, found.meta.version, Some(&meta));
+                (meta, token)
             }))
     }
 
@@ -421,8 +434,14 @@ impl Store for S3Store {
             AttributeValue::from("application/json"),
         );
         attributes.insert(Attribute::Metadata(META.into()), encode_meta(meta).into());
-        self.put_checked(&self.packument_key(name), bytes, attributes, expect)
-            .await
+        self.put_checked(
+            &self.packument_key(name),
+            bytes,
+            attributes,
+            expect,
+            Some(meta),
+        )
+        .await
     }
 
     async fn touch_packument(
@@ -537,7 +556,7 @@ impl Store for S3Store {
         let Some(found) = self.get(&self.state_key(key), false).await? else {
             return Ok(None);
         };
-        let token = token(found.meta.e_tag.clone(), found.meta.version.clone());
+        let token = token(found.meta.e_tag.clone(), found.meta.version.clone(), None);
         let bytes = found.bytes().await.map_err(|e| self.fail(e))?;
         Ok(Some((bytes, token)))
     }
@@ -548,7 +567,7 @@ impl Store for S3Store {
         bytes: Bytes,
         expect: Expect,
     ) -> Result<Written, StoreError> {
-        self.put_checked(&self.state_key(key), bytes, Attributes::new(), expect)
+        self.put_checked(&self.state_key(key), bytes, Attributes::new(), expect, None)
             .await
     }
 
@@ -596,28 +615,19 @@ impl Store for S3Store {
     }
 
     async fn usage(&self) -> Result<u64, StoreError> {
-        let cached = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, bytes)) = cached {
-            if at.elapsed() < Duration::from_secs(60) {
-                return Ok(bytes);
-            }
-        }
         let prefix = self.key(std::iter::empty());
         let root = if self.prefix.is_empty() {
             None
         } else {
             Some(&prefix)
         };
-        let bytes = self
-            .bucket
+        self.bucket
             .list(root)
             .try_fold(0u64, |sum, entry| {
                 futures::future::ready(Ok(sum + entry.size))
             })
             .await
-            .map_err(|e| self.fail(e))?;
-        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), bytes));
-        Ok(bytes)
+            .map_err(|e| self.fail(e))
     }
 
     async fn verify(

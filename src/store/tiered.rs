@@ -15,9 +15,10 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use ssri::Integrity;
 
+use super::forward::Forward;
 use super::{
-    Claim, DiskStore, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument,
-    TarballBody, TarballFile, TarballSink, Token, VerifyReport, Written,
+    DiskStore, Expect, PackumentMeta, SharedStore, Store, StoreError, StoredPackument, TarballBody,
+    TarballFile, TarballSink, Token, VerifyReport, Written,
 };
 
 /// How many tarball writes between two checks of the local tier's bound.
@@ -200,8 +201,14 @@ impl futures::Stream for Tee {
     }
 }
 
+/// The shared store is what a tiered store wraps: what the local tier does not change
+/// (state objects, claims, the list of names, usage) goes there.
 #[async_trait]
-impl Store for Tiered {
+impl Forward for Tiered {
+    fn inner(&self) -> &dyn Store {
+        self.remote.as_ref()
+    }
+
     fn location(&self) -> String {
         format!(
             "{} (local tier {})",
@@ -329,37 +336,12 @@ impl Store for Tiered {
         Ok(Box::new(TeeSink { remote, local }))
     }
 
-    async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
-        self.remote.state(key).await
-    }
-
-    async fn put_state(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        expect: Expect,
-    ) -> Result<Written, StoreError> {
-        self.remote.put_state(key, bytes, expect).await
-    }
-
-    async fn claim(&self, what: &str) -> Result<Option<Claim>, StoreError> {
-        self.remote.claim(what).await
-    }
-
     fn forget(&self, name: &str) {
         self.trusted.invalidate(name);
     }
 
     fn forget_all(&self) {
         self.trusted.invalidate_all();
-    }
-
-    fn packument_names(&self) -> BoxStream<'static, Result<String, StoreError>> {
-        self.remote.packument_names()
-    }
-
-    async fn usage(&self) -> Result<u64, StoreError> {
-        self.remote.usage().await
     }
 
     async fn verify(

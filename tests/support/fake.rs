@@ -237,6 +237,23 @@ impl FakeRegistry {
             .insert((name.to_string(), version.to_string()));
     }
 
+    /// Serve `name@version` with its `dist.<field>` set to `value` (`Null` removes it).
+    pub fn set_dist(&self, name: &str, version: &str, field: &str, value: Value) {
+        let mut state = self.state.lock().unwrap();
+        let manifest = &mut state
+            .packages
+            .get_mut(name)
+            .unwrap()
+            .get_mut(version)
+            .unwrap()
+            .manifest;
+        let dist = manifest["dist"].as_object_mut().unwrap();
+        match value {
+            Value::Null => dist.remove(field),
+            value => dist.insert(field.to_string(), value),
+        };
+    }
+
     /// The tarball bytes of a version.
     pub fn tarball(&self, name: &str, version: &str) -> Vec<u8> {
         self.state.lock().unwrap().packages[name][version]

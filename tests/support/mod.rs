@@ -5,6 +5,7 @@
 pub mod fake;
 pub mod faults;
 pub mod process;
+pub mod publishing;
 pub mod seaweed;
 pub mod upstream_faults;
 
@@ -161,7 +162,7 @@ fn config_text(port: u16, registry: &str, extra: &str) -> String {
 
 /// A blocking GET.
 pub fn http_get(url: &str, headers: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    sluice::tls::install_crypto_provider();
+    sluice::crypto::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
