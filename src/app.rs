@@ -23,6 +23,7 @@ use crate::core::tarballs::{TarballIndexes, Tarballs};
 use crate::core::PrivateNames;
 use crate::observe::{Metrics, MirrorStatus, Snapshot};
 use crate::plugins::Host;
+use crate::search::SearchIndex;
 use crate::store::{HotCache, Instrumented, Measured, SharedStore};
 use crate::upstream::Upstream;
 
@@ -75,6 +76,8 @@ pub struct App {
     pub sessions: Arc<Sessions>,
     /// The packages stored lately on this node, for the console.
     pub recent: Arc<Recent>,
+    /// The search index beside the store (kept by the server's background task).
+    pub search: Arc<SearchIndex>,
     /// The store's private package names as last listed (a listing walks the store's whole
     /// index: it runs in the background, never on a scrape of the metrics or status).
     private_listed: Arc<Mutex<PrivateListing>>,
@@ -159,14 +162,17 @@ impl App {
                 fleet: fleet.clone(),
             }));
         }
-        // Derived caches hear of every stored document that changed; so does the fleet.
+        // Derived caches hear of every stored document that changed; so do the fleet and
+        // the search index.
         let indexes = TarballIndexes::default();
         let recent = Arc::new(Recent::default());
+        let search = Arc::new(SearchIndex::new(&config.storage.dir));
         let on_change: Vec<OnChange> = {
             let hot = hot.clone();
             let indexes = indexes.clone();
             let fleet = fleet.clone();
             let recent = recent.clone();
+            let search = search.clone();
             vec![Box::new(move |name: &str| {
                 recent.note(name);
                 hot.invalidate_packument(name);
@@ -174,6 +180,7 @@ impl App {
                 if let Some(fleet) = &fleet {
                     fleet.changed(name);
                 }
+                search.changed(name);
             })]
         };
         let private = Arc::new(config.publish.names.clone());
@@ -238,6 +245,7 @@ impl App {
             settings,
             sessions,
             recent,
+            search,
             private_listed: Arc::default(),
             relayed: moka::future::Cache::builder()
                 .max_capacity(10_000)
@@ -287,6 +295,7 @@ impl App {
                     self.packuments.changed_elsewhere(name);
                     self.hot.invalidate_packument(name);
                     self.indexes.invalidate(name);
+                    self.search.changed(name);
                 }
                 if !names.is_empty() {
                     tracing::debug!(?names, "fleet: changed by other nodes");
@@ -296,6 +305,7 @@ impl App {
                 self.store.forget_all();
                 self.hot.invalidate_all();
                 self.indexes.invalidate_all();
+                self.search.rebuild();
             }
             Err(error) => tracing::warn!(%error, "fleet: cannot read the change journal"),
         }
@@ -357,6 +367,7 @@ impl App {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let read_through = self.settings.read_through();
         let mirror_mode = self.settings.mode() == Mode::Mirror;
+        let search = self.search.status();
         Snapshot {
             node: self.config.cluster.node.clone(),
             store: match self.config.storage.backend {
@@ -391,6 +402,8 @@ impl App {
             store_ops: self.store_ops.stats(),
             private: self.private_names(),
             unlisted_tarballs: self.tarballs.unlisted_count(),
+            search_state: search.state,
+            search_documents: search.documents,
             mirror: mirror_mode.then(|| {
                 self.mirror
                     .lock()

@@ -23,6 +23,7 @@ pub mod packument;
 pub mod plugins;
 pub mod proxy;
 pub mod route;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -1,5 +1,5 @@
 //! The sluice command line: serve | check | add-package | remove-package | mirror | verify |
-//! migrate | user | settings | audit-log.
+//! migrate | user | settings | audit-log | reindex.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +63,9 @@ enum Command {
     ///
     /// Exits non-zero when it found any.
     Verify,
+    /// Rebuild the search index from the store (with a server running, the server rebuilds it
+    /// and swaps it in when done; searches go on from the old one meanwhile).
+    Reindex,
     /// Copy this store (packuments, tarballs, checkpoint, shared state) into the store another
     /// configuration names: disk to s3 and back. Resumable: run it again after an interruption.
     Migrate {
@@ -391,6 +394,7 @@ fn run(cli: Cli, config: Config) -> anyhow::Result<ExitCode> {
         } => add_package(config, &specs, &lockfile, all_versions, concurrency),
         Command::Mirror { once } => mirror(config, once),
         Command::Verify => verify(config),
+        Command::Reindex => reindex(config),
         Command::RemovePackage { names } => remove_packages(config, &names),
         Command::Migrate { to, concurrency } => migrate(config, &to, concurrency),
         Command::User { action } => user(&config, action),
@@ -609,6 +613,51 @@ fn mirror(config: Config, once: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn reindex(config: Config) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    let store = sluice::store::open(&config)?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} {wide_bar} {pos}/{len} packages ({per_sec}, {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message("listing the store");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let done = runtime.block_on(sluice::search::reindex(
+        store,
+        &config.storage.dir,
+        &|progress| {
+            if progress.total > 0 {
+                bar.set_message("indexing");
+                bar.set_length(progress.total);
+                bar.set_position(progress.done);
+            }
+        },
+    ))?;
+    bar.finish_and_clear();
+    println!(
+        "search index rebuilt{}: {} packages indexed in {:.1}s ({})",
+        if done.by_server {
+            " by the running server"
+        } else {
+            ""
+        },
+        done.documents,
+        started.elapsed().as_secs_f64(),
+        config.storage.dir.join(sluice::search::FOLDER).display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn verify(config: Config) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,7 @@ use serde_json::json;
 use sluice_plugin_api::NpmRequest;
 
 use super::{Answer, Call};
+use crate::config::Read;
 use crate::core::Error;
 use crate::route::CORGI;
 
@@ -37,17 +38,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
             let (served, cache) = app.tarballs.serve(name, file, call.files).await?;
             Ok(Answer::tarball(served).from_cache(cache))
         }
-        NpmRequest::Search(query) => Ok(Answer::json(
-            200,
-            &crate::core::search::search(
-                app.store.as_ref(),
-                &app.host,
-                &app.renders,
-                &app.private,
-                query,
-            )
-            .await,
-        )),
+        NpmRequest::Search(query) => Ok(Answer::json(200, &search(call, query).await)),
         NpmRequest::Passthrough { path, .. } => relay(call, path).await,
         NpmRequest::Visibility { name } => Err(Error::NotFound(format!(
             "{name} is not published here: its visibility is upstream's"
@@ -100,4 +91,21 @@ async fn relay(call: &Call<'_>, path: &str) -> Result<Answer, Error> {
             .await;
     }
     Ok(Answer::relayed(status, content_type, body))
+}
+
+/// `GET /-/v1/search` (and the console's search): the index, with the policy applied to the
+/// hits for this caller.
+pub async fn search(call: &Call<'_>, query: &sluice_plugin_api::SearchQuery) -> serde_json::Value {
+    let app = call.app;
+    let sources = crate::core::search::Sources {
+        index: &app.search,
+        packuments: &app.packuments,
+        renders: &app.renders,
+        host: &app.host,
+        private: &app.private,
+    };
+    // Private packages are listed to whoever may read them: every caller an anonymous
+    // registry lets in, a user on an authenticated one.
+    let may_read_private = call.who.is_some() || app.config.auth.read == Read::Anonymous;
+    crate::core::search::search(&sources, query, may_read_private).await
 }

@@ -205,6 +205,18 @@ fn gauges<'a>(metrics: &Metrics, snapshot: &'a Snapshot) -> Vec<(&'a str, &'a st
             "Tarballs the store keeps for versions upstream serves but no longer lists.",
             snapshot.unlisted_tarballs,
         ),
+        (
+            "sluice_search_documents",
+            "gauge",
+            "Packages the search index holds.",
+            snapshot.search_documents,
+        ),
+        (
+            "sluice_search_ready",
+            "gauge",
+            "1 when the search index is complete, 0 while it is being built.",
+            u64::from(snapshot.search_state == "ready"),
+        ),
     ]
 }
 

@@ -75,4 +75,8 @@ pub struct Snapshot {
     pub unlisted_tarballs: u64,
     /// Store operations: ((operation, outcome), counts).
     pub store_ops: Vec<((&'static str, &'static str), crate::store::OpStats)>,
+    /// The search index's state: `building` or `ready`.
+    pub search_state: &'static str,
+    /// Documents the search index holds.
+    pub search_documents: u64,
 }

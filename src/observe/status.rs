@@ -34,6 +34,7 @@ pub fn status(metrics: &Metrics, snapshot: &Snapshot) -> Value {
         },
         // Tarballs kept for versions upstream serves but no longer lists.
         "unlisted_tarballs": snapshot.unlisted_tarballs,
+        "search": {"state": snapshot.search_state, "documents": snapshot.search_documents},
         "mirror": snapshot.mirror.as_ref().map(|status| serde_json::to_value(status).unwrap_or(Value::Null)),
     })
 }

@@ -1,6 +1,7 @@
 //! The server: pingora with the sluice proxy service (every connection under client
 //! deadlines, [`crate::conn`]) and the background services (the plugins' file watchers, the
-//! refresher or mirror follower, the memory trimmer), run until SIGTERM or a test's stop signal.
+//! refresher or mirror follower, the search index's keeper, the memory trimmer), run until
+//! SIGTERM or a test's stop signal.
 
 pub mod tls;
 
@@ -137,6 +138,26 @@ impl BackgroundService for FleetSync {
     }
 }
 
+/// Keeps the search index: builds it when missing, applies every changed packument, swaps in
+/// a rebuilt one (`crate::search`).
+struct SearchKeeper {
+    app: Arc<App>,
+}
+
+#[async_trait]
+impl BackgroundService for SearchKeeper {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let stop = async move {
+            let _ = shutdown.changed().await;
+        };
+        self.app
+            .search
+            .clone()
+            .run(self.app.store.clone(), stop)
+            .await;
+    }
+}
+
 /// Gives the heap pages freed after a burst back to the system within seconds: glibc keeps them
 /// in its per-thread arenas otherwise, and RSS would stay at the burst's peak (5,000
 /// connections held pingora's sessions of about 23 KiB each).
@@ -243,6 +264,10 @@ fn build(app: Arc<App>, certificate: Option<Arc<tls::Certificate>>) -> Server {
     server.add_service(background_service(
         "fleet sync",
         FleetSync { app: app.clone() },
+    ));
+    server.add_service(background_service(
+        "search index",
+        SearchKeeper { app: app.clone() },
     ));
     server.add_service(background_service("refresher", Refresher { app }));
     server.add_service(background_service("memory trimmer", MemoryTrimmer));

@@ -103,15 +103,7 @@ pub fn when(ms: u64) -> String {
 
 /// The search the API answers `GET /-/v1/search` with.
 async fn run_search(visit: &Visit<'_>, query: &SearchQuery) -> Value {
-    let app = visit.call.app;
-    crate::core::search::search(
-        app.store.as_ref(),
-        &app.host,
-        &app.renders,
-        &app.private,
-        query,
-    )
-    .await
+    crate::api::reads::search(visit.call, query).await
 }
 
 /// How long the home page's package count is reused: counting asks the search for every

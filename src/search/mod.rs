@@ -1,0 +1,282 @@
+//! The search index: one tantivy index per store folder (`storage.dir`/search-index: beside
+//! the disk store, or in a fleet node's local tier), so a search reads a few postings instead
+//! of every packument.
+//!
+//! One process owns it (the owner lock, `owner.lock`): the server, or `sluice reindex` when no
+//! server runs. The owner's one task ([`owner`]) holds the only `IndexWriter`: it hears every
+//! changed name (the packuments' `on_change` hook and the fleet's journal) through an in-memory
+//! inbox, reads the packument from the store, replaces the package's document and commits
+//! within a second (at once when a search waits for a change), reloading the reader. Any other
+//! process that changes packuments (`add-package`, `mirror --once`) appends the names to the
+//! `changes` spool file, which the owner takes in every second.
+//!
+//! Generations: the index lives in a folder `g-…` that the pointer file `CURRENT` names; only
+//! complete builds are named there. A build (at start, when `CURRENT` is missing or names an
+//! index that cannot be opened; on `sluice reindex`; when a fleet node missed more changes than
+//! the journal keeps) writes a new folder from the store's listing and then replaces `CURRENT`
+//! by a rename, so searches go on from the old index meanwhile, or from what the new one holds
+//! so far when there is none.
+
+mod owner;
+pub mod query;
+pub mod schema;
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use tantivy::schema::Value as _;
+use tantivy::{IndexReader, TantivyDocument};
+
+pub use owner::{reindex, Reindexed};
+pub use query::Admit;
+use schema::Fields;
+
+/// The index's folder inside a store folder.
+pub const FOLDER: &str = "search-index";
+/// The spool of names changed by other processes, one a line.
+const SPOOL: &str = "changes";
+/// How long a search waits for changes made before it to be searchable.
+const WAIT_FOR_CHANGES: Duration = Duration::from_secs(5);
+/// The deepest result a search pages to (`from` + `size`).
+pub const DEEPEST: usize = 10_000;
+
+/// One package found.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// Its name.
+    pub name: String,
+    /// The query's score (an exact name match scores above a million, a prefix above 1,000).
+    pub score: f32,
+    /// The latest version as indexed (the answer shows the policy's view instead).
+    pub version: String,
+    /// Its description as indexed.
+    pub description: String,
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// How many match and are admitted (matches below the page the policy was never asked
+    /// about are counted).
+    pub total: u64,
+    /// The best ones, best first.
+    pub hits: Vec<Hit>,
+}
+
+/// The index's state for status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchStatus {
+    /// `building` (a build runs, or none finished yet) or `ready`.
+    pub state: &'static str,
+    /// Documents the searched index holds.
+    pub documents: u64,
+}
+
+impl Default for SearchStatus {
+    fn default() -> Self {
+        Self {
+            state: "building",
+            documents: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inbox {
+    names: Vec<String>,
+    pending: HashSet<String>,
+    /// Changes ever pushed.
+    seq: u64,
+}
+
+/// The search index of one store folder, as this process sees it.
+pub struct SearchIndex {
+    root: PathBuf,
+    fields: Fields,
+    /// What searches read (the current index, or the one being built when there is none).
+    live: RwLock<Option<IndexReader>>,
+    inbox: Mutex<Inbox>,
+    wake: tokio::sync::Notify,
+    /// Whether this process owns the index (changes go to the inbox, else to the spool).
+    owner: AtomicBool,
+    ready: AtomicBool,
+    documents: AtomicU64,
+    /// The inbox sequence searchable now.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// A search waits for a change: commit now.
+    flush: AtomicBool,
+    /// A whole rebuild was asked for.
+    rebuild: AtomicBool,
+    /// Queries run at once: half the cores, so searches never take the cores packument and
+    /// tarball answers need (on 2 cores, one query at a time).
+    queries: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SearchIndex {
+    /// The index of the store folder `storage_dir` (nothing is opened until [`Self::run`]).
+    pub fn new(storage_dir: &Path) -> Self {
+        Self {
+            root: storage_dir.join(FOLDER),
+            fields: Fields::new(),
+            live: RwLock::new(None),
+            inbox: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
+            owner: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            documents: AtomicU64::new(0),
+            applied: tokio::sync::watch::channel(0).0,
+            flush: AtomicBool::new(false),
+            rebuild: AtomicBool::new(false),
+            queries: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            ),
+        }
+    }
+
+    /// The index's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Note that the stored packument of `name` changed: its document is replaced soon.
+    pub fn changed(&self, name: &str) {
+        if self.owner.load(Ordering::Acquire) {
+            let mut inbox = self.inbox();
+            if inbox.pending.insert(name.to_string()) {
+                inbox.names.push(name.to_string());
+            }
+            inbox.seq += 1;
+            drop(inbox);
+            self.wake.notify_one();
+        } else if let Err(error) = self.spool(name) {
+            tracing::warn!(package = name, %error, "search index: cannot note a change");
+        }
+    }
+
+    /// Rebuild the whole index from the store (more changed than can be followed one by one).
+    pub fn rebuild(&self) {
+        self.rebuild.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// The index's state.
+    pub fn status(&self) -> SearchStatus {
+        SearchStatus {
+            state: if self.ready.load(Ordering::Acquire) {
+                "ready"
+            } else {
+                "building"
+            },
+            documents: self.documents.load(Ordering::Relaxed),
+        }
+    }
+
+    fn inbox(&self) -> std::sync::MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append `name` to the spool the owner takes in (under an exclusive lock of the file, so
+    /// the owner never truncates a line being written).
+    fn spool(&self, name: &str) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(SPOOL))?;
+        file.lock()?;
+        file.write_all(format!("{name}\n").as_bytes())?;
+        file.unlock()
+    }
+
+    /// A turn to search: held for the whole of a search (the query and describing its hits),
+    /// so at most half the cores ever search at once.
+    pub async fn turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.queries.acquire().await.ok()
+    }
+
+    /// The best `limit` matches of `text` that `admit` lets through. Callers wait for
+    /// [`Self::catch_up`], then hold a [`Self::turn`].
+    pub async fn search(&self, text: &str, limit: usize, admit: Admit) -> Found {
+        let Some(reader) = self.live.read().unwrap_or_else(|p| p.into_inner()).clone() else {
+            return Found::default();
+        };
+        let fields = self.fields.clone();
+        let text = text.to_string();
+        let limit = limit.min(DEEPEST);
+        let found =
+            tokio::task::spawn_blocking(move || run_query(&reader, &fields, &text, limit, admit))
+                .await;
+        match found {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "search index: the query failed");
+                Found::default()
+            }
+            Err(error) => {
+                tracing::error!(%error, "search index: the query panicked");
+                Found::default()
+            }
+        }
+    }
+
+    /// Wait until what was changed before now is searchable (at most [`WAIT_FOR_CHANGES`]).
+    pub async fn catch_up(&self) {
+        if !self.owner.load(Ordering::Acquire) {
+            return;
+        }
+        let target = self.inbox().seq;
+        let mut applied = self.applied.subscribe();
+        if *applied.borrow() >= target {
+            return;
+        }
+        self.flush.store(true, Ordering::Release);
+        self.wake.notify_one();
+        let _ =
+            tokio::time::timeout(WAIT_FOR_CHANGES, applied.wait_for(|seq| *seq >= target)).await;
+    }
+}
+
+fn run_query(
+    reader: &IndexReader,
+    fields: &Fields,
+    text: &str,
+    limit: usize,
+    admit: Admit,
+) -> tantivy::Result<Found> {
+    let Some(query) = query::build(fields, text) else {
+        return Ok(Found::default());
+    };
+    let searcher = reader.searcher();
+    let found = searcher.search(&query, &query::Admitted { limit, admit })?;
+    let mut hits = Vec::with_capacity(found.best.len());
+    for ranked in found.best {
+        let doc: TantivyDocument = searcher.doc(ranked.address)?;
+        let text_of = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        hits.push(Hit {
+            version: text_of(fields.version),
+            description: text_of(fields.description),
+            name: ranked.name,
+            score: ranked.score,
+        });
+    }
+    Ok(Found {
+        total: found.total,
+        hits,
+    })
+}
