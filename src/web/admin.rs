@@ -159,6 +159,50 @@ pub async fn handle(visit: &Visit<'_>) -> Result<Answer, Error> {
 
 async fn overview(visit: &Visit<'_>) -> Result<Answer, Error> {
     let app = visit.call.app;
+    let facts = facts(app).await;
+    let filter = visit.query.text("filter").to_lowercase();
+    let (entries, total) = whitelist_entries(app, &filter);
+    let jobs = jobs()
+        .iter()
+        .rev()
+        .map(|job| JobLine {
+            href: format!("/-/ui/admin/jobs/{}", job.id),
+            spec: job.spec.clone(),
+            state: job.state(),
+        })
+        .collect();
+    let page = Overview {
+        layout: visit.layout("Administration"),
+        facts,
+        has_whitelist: app.whitelist().is_some(),
+        jobs,
+        filter,
+        shown: entries.len(),
+        entries,
+        total,
+    };
+    html(200, &page)
+}
+
+/// The whitelist's entries containing `filter` (at most `ENTRIES_SHOWN`), and how many it has.
+fn whitelist_entries(app: &App, filter: &str) -> (Vec<String>, usize) {
+    let Some(list) = app.whitelist() else {
+        return (Vec::new(), 0);
+    };
+    let matcher = list.snapshot();
+    let mut entries: Vec<String> = matcher
+        .scopes()
+        .chain(matcher.names())
+        .filter(|e| e.to_lowercase().contains(filter))
+        .map(str::to_string)
+        .collect();
+    entries.sort();
+    entries.truncate(ENTRIES_SHOWN);
+    (entries, matcher.len())
+}
+
+/// What the overview tells of the node: mode, upstream, store, caches, refresh, the mirror.
+async fn facts(app: &App) -> Vec<(String, String)> {
     let snapshot = app.snapshot().await;
     let (hits, all) = app.metrics.hit_ratio();
     let mut facts = vec![
@@ -223,41 +267,7 @@ async fn overview(visit: &Visit<'_>) -> Result<Answer, Error> {
             format!("{:.1} packages/s", mirror.rate),
         ));
     }
-    let filter = visit.query.text("filter").to_lowercase();
-    let mut entries: Vec<String> = Vec::new();
-    let mut total = 0;
-    if let Some(list) = app.whitelist() {
-        let matcher = list.snapshot();
-        total = matcher.len();
-        entries = matcher
-            .scopes()
-            .chain(matcher.names())
-            .filter(|e| e.to_lowercase().contains(&filter))
-            .map(str::to_string)
-            .collect();
-        entries.sort();
-        entries.truncate(ENTRIES_SHOWN);
-    }
-    let jobs = jobs()
-        .iter()
-        .rev()
-        .map(|job| JobLine {
-            href: format!("/-/ui/admin/jobs/{}", job.id),
-            spec: job.spec.clone(),
-            state: job.state(),
-        })
-        .collect();
-    let page = Overview {
-        layout: visit.layout("Administration"),
-        facts,
-        has_whitelist: app.whitelist().is_some(),
-        jobs,
-        filter,
-        shown: entries.len(),
-        entries,
-        total,
-    };
-    html(200, &page)
+    facts
 }
 
 fn settings(visit: &Visit<'_>) -> Result<Answer, Error> {
