@@ -226,7 +226,10 @@ impl Registry {
         let upstream = FakeRegistry::start();
         project_tree(&upstream);
         let certs = tempfile::tempdir().unwrap();
-        let mut extra = "[auth]\nusers = \"users\"\nadduser = true\n\n\
+        // The clients' login prompts are what these tests drive (npm and pnpm try the web
+        // login first and fall back to them when it is not offered; the web login is
+        // tests/console.rs's).
+        let mut extra = "[auth]\nusers = \"users\"\nadduser = true\nweb_login = false\n\n\
                          [publish]\nscopes = [\"@acme\"]\n"
             .to_string();
         let mut ca = None;

@@ -59,7 +59,7 @@ fn start(port: u16, uplink: u16) -> Sluice {
         "[server]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"http://localhost:{port}/\"\n\n\
          [upstream]\ntimeout = \"3s\"\n\n\
          [policy]\nmode = \"mirror\"\n\n\
-         [auth]\nusers = \"users\"\nadduser = true\n\n\
+         [auth]\nusers = \"users\"\nadduser = true\nweb_login = false\n\n\
          [publish]\nscopes = [{}]\npackages = [{}]\nmax_size = \"100MiB\"\n",
         quoted(SCOPES),
         quoted(PACKAGES)

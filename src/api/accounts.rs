@@ -76,6 +76,29 @@ async fn audited(call: &Call<'_>, reply: Reply, action: Action, detail: &str) ->
 /// `POST /-/v1/login`: npm's web login begins; the browser logs in on the console's login
 /// page for it, while npm polls the done URL.
 async fn web_login(call: &Call<'_>) -> Reply {
+    if !call.app.config.auth.web_login {
+        return Err(Error::NotFound(
+            "web login is not offered here (auth.web_login = false): npm falls back to its \
+             prompts (npm login --auth-type=legacy)"
+                .into(),
+        ));
+    }
+    // Each one is kept in the store: an anonymous client may not start them without bound.
+    static BEGUN: std::sync::LazyLock<moka::sync::Cache<Option<std::net::IpAddr>, u32>> =
+        std::sync::LazyLock::new(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build()
+        });
+    let begun = BEGUN.get(&call.address).unwrap_or(0) + 1;
+    if begun > WEB_LOGINS_PER_MINUTE {
+        return Err(Error::Throttled(format!(
+            "more than {WEB_LOGINS_PER_MINUTE} web logins begun from this address in a minute: \
+             wait a minute"
+        )));
+    }
+    BEGUN.insert(call.address, begun);
     let login = call.app.sessions.begin_web_login().await?;
     let base = call.app.config.server.public_url.trim_end_matches('/');
     Ok((
@@ -86,6 +109,9 @@ async fn web_login(call: &Call<'_>) -> Reply {
         }),
     ))
 }
+
+/// How many web logins one address may begin in a minute.
+const WEB_LOGINS_PER_MINUTE: u32 = 20;
 
 /// `GET /-/v1/done/{session}`: 202 with `Retry-After` until the user logged in, then the
 /// token, once.
@@ -98,6 +124,14 @@ async fn web_login_done(call: &Call<'_>, session: &str) -> Result<Answer, Error>
         }
         Poll::Ready(user) => {
             let (token, _) = call.app.auth.create_token(&user, false, Vec::new()).await?;
+            let entry = AuditEntry::new(
+                Some(&user),
+                call.address,
+                Action::TokenCreate,
+                &user,
+                "web login",
+            );
+            call.app.audit.note(entry).await;
             Ok(Answer::json(200, &json!({ "token": token })))
         }
     }

@@ -198,6 +198,7 @@ pub fn needs_second_factor(request: &NpmRequest) -> bool {
             | NpmRequest::UnpublishTarball { .. }
             | NpmRequest::CreateToken
             | NpmRequest::StageApprove { .. }
+            | NpmRequest::StageReject { .. }
     )
 }
 

@@ -186,6 +186,17 @@ impl Auth {
         self.account(user).is_some()
     }
 
+    /// A fingerprint of `user`'s password as kept now (a digest of its hash), or `None` for no
+    /// such user: a console session opened under another fingerprint (the password was reset,
+    /// the user removed) is no longer good.
+    pub fn credential(&self, user: &str) -> Option<String> {
+        if !self.has_user(user) {
+            return None;
+        }
+        self.account(user)
+            .map(|u| sha256_hex(&format!("session\n{}", u.hash)))
+    }
+
     /// Whether `user` administers the registry (the file's role, or one granted in the store).
     pub fn is_admin(&self, user: &str) -> bool {
         self.account(user).is_some_and(|u| u.admin)

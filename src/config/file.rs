@@ -142,6 +142,7 @@ pub(super) struct AuthFile {
     pub users: Option<String>,
     pub read: Option<Read>,
     pub adduser: Option<bool>,
+    pub web_login: Option<bool>,
 }
 
 /// `[publish]`.

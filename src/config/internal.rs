@@ -546,6 +546,9 @@ pub struct AuthConfig {
     pub read: Read,
     /// Whether `npm adduser` may create users.
     pub adduser: bool,
+    /// Whether npm's web login (`npm login`'s default) is offered: it opens the console's login
+    /// page. Off, `POST /-/v1/login` is 404 and npm and pnpm fall back to their prompts.
+    pub web_login: bool,
 }
 
 impl AuthConfig {
@@ -555,6 +558,7 @@ impl AuthConfig {
             users: cx.resolve(file.users.as_deref().unwrap_or("users")),
             read: file.read.unwrap_or(Read::Anonymous),
             adduser: file.adduser.unwrap_or(false),
+            web_login: file.web_login.unwrap_or(true),
         }
     }
 }

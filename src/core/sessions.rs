@@ -31,6 +31,10 @@ pub struct Session {
     pub csrf: String,
     /// When it ends (unix ms).
     pub expires: u64,
+    /// The user's password fingerprint when it was opened (`Auth::credential`): a session
+    /// outlives no password reset.
+    #[serde(default)]
+    pub credential: String,
 }
 
 /// A web login npm waits for.
@@ -120,12 +124,13 @@ impl Sessions {
     }
 
     /// A new session for `user`: its id (the cookie's value) and the session.
-    pub async fn open(&self, user: &str) -> Result<(String, Session), Error> {
+    pub async fn open(&self, user: &str, credential: &str) -> Result<(String, Session), Error> {
         let id = random_hex();
         let session = Session {
             user: user.to_string(),
             csrf: random_hex(),
             expires: now_ms() + SESSION_LIFETIME.as_millis() as u64,
+            credential: credential.to_string(),
         };
         match self
             .store

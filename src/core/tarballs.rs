@@ -175,7 +175,7 @@ pub struct Tarballs {
     /// The records of the unlisted tarballs the store keeps.
     ledger: Arc<Ledger>,
     /// Packages upstream recently answered 404 for an unlisted tarball of.
-    missing: moka::sync::Cache<Arc<str>, ()>,
+    missing: moka::sync::Cache<(Arc<str>, Arc<str>), ()>,
     /// Unlisted tarballs being fetched and recorded.
     unlisted_flights: SingleFlight<DownloadKey, Shared<Record>>,
 }

@@ -335,11 +335,7 @@ fn add(visit: &Visit<'_>) -> Result<Answer, Error> {
         watch: Some(job.progress.clone()),
     };
     let (app, running) = (app.clone(), job.clone());
-    tracing::info!(
-        spec,
-        by = visit.user().unwrap_or(""),
-        "console: add-package"
-    );
+    audit_whitelist(visit, true, &spec);
     tokio::spawn(async move {
         let summary = add_packages(&app, vec![want], &options).await;
         *running.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
@@ -361,12 +357,21 @@ fn remove(visit: &Visit<'_>) -> Result<Answer, Error> {
              stays until the fleet's list is edited)"
         )));
     }
-    tracing::info!(
-        name,
-        by = visit.user().unwrap_or(""),
-        "console: whitelist remove"
-    );
+    audit_whitelist(visit, false, name);
     Ok(redirect("/-/ui/admin"))
+}
+
+/// Record a whitelist change made in the console in the audit log (off the answer's path).
+fn audit_whitelist(visit: &Visit<'_>, added: bool, subject: &str) {
+    use crate::core::audit_log::{Action, AuditEntry};
+    let action = if added {
+        Action::WhitelistAdd
+    } else {
+        Action::WhitelistRemove
+    };
+    let entry = AuditEntry::new(visit.user(), visit.call.address, action, subject, "console");
+    let app = visit.call.app.clone();
+    tokio::spawn(async move { app.audit.note(entry).await });
 }
 
 /// A job's page, or its state as JSON for the page's script.

@@ -156,7 +156,8 @@ async fn log_in(visit: &Visit<'_>) -> Result<Answer, Error> {
             return form(visit, Some("wrong one-time code".into()), 401).await;
         }
     }
-    let (id, _) = visit.call.app.sessions.open(&name).await?;
+    let credential = visit.call.app.auth.credential(&name).unwrap_or_default();
+    let (id, _) = visit.call.app.sessions.open(&name, &credential).await?;
     let set = cookie(
         SESSION_COOKIE,
         &id,

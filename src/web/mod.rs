@@ -115,6 +115,8 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
             .sessions
             .get(id)
             .await?
+            // Good only while the user exists with the password it was opened with.
+            .filter(|s| call.app.auth.credential(&s.user).as_deref() == Some(&s.credential))
             .map(|s| (id.to_string(), s)),
         None => None,
     };

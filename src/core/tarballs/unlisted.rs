@@ -343,7 +343,10 @@ impl Tarballs {
         expected: Option<&Integrity>,
     ) -> Shared<(tokio::fs::File, Integrity, u64)> {
         let what = format!("{name}/-/{file}");
-        if self.missing.contains_key(name) {
+        // Remembered by file, not by package: a request for a made-up version never hides a
+        // real unlisted tarball of the same package.
+        let key: (std::sync::Arc<str>, std::sync::Arc<str>) = (name.into(), file.into());
+        if self.missing.contains_key(&key) {
             return Err(Error::NotFound(format!(
                 "the upstream registry has no tarball {what} (asked recently)"
             )));
@@ -351,7 +354,7 @@ impl Tarballs {
         let upstream = match self.upstream.tarball(name, file, None).await? {
             Some(upstream) => upstream,
             None => {
-                self.missing.insert(name.into(), ());
+                self.missing.insert(key, ());
                 return Err(Error::NotFound(format!(
                     "no version of {name} has the tarball {file}, and the upstream registry has none"
                 )));
