@@ -338,3 +338,27 @@ fn user_names_and_addresses_cannot_be_enumerated() {
     }
     assert_eq!(last.0, 429, "failures for an unknown name count: {last:?}");
 }
+
+#[test]
+fn web_logins_begun_from_one_address_are_bounded() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    let url = format!("{}-/v1/login", sluice.url());
+    for n in 1..=20 {
+        let (status, _, body) = request("POST", &url, &[], b"{}".to_vec());
+        assert_eq!(
+            status,
+            200,
+            "web login {n}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let begun: Value = serde_json::from_slice(&body).unwrap();
+        assert!(begun["loginUrl"]
+            .as_str()
+            .unwrap()
+            .contains("/-/ui/login?session="));
+    }
+    // Each pending login is kept in the store: an anonymous client may not add them forever.
+    let (status, _, body) = request("POST", &url, &[], b"{}".to_vec());
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&body));
+}
