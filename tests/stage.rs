@@ -117,7 +117,13 @@ fn listed(sluice: &Sluice, name: &str) -> Vec<String> {
 
 /// Every file under the store's folder.
 fn store_files(sluice: &Sluice) -> Vec<std::path::PathBuf> {
-    let mut files = support::paths_under(&sluice.dir.path().join("data"));
+    // The search index beside the store changes on its own (segments merge): it is not the
+    // store, and a refused staging must leave the store alone.
+    let index = sluice.dir.path().join("data").join("search-index");
+    let mut files: Vec<_> = support::paths_under(&sluice.dir.path().join("data"))
+        .into_iter()
+        .filter(|path| !path.starts_with(&index))
+        .collect();
     files.sort();
     files
 }

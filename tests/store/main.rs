@@ -323,6 +323,14 @@ fn status_and_metrics_do_not_walk_the_store() {
     let sluice = support::Sluice::start(&upstream, "left\n", "[publish]\nscopes = [\"@acme\"]\n");
     let (status, _, _) = sluice.get("/left", &[]);
     assert_eq!(status, 200);
+    // The search index of a new store is built from a listing of it, once, at start: counted
+    // apart (it is no request's).
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    assert!(
+        support::eventually(60, || app.search.status().state == "ready"),
+        "the search index was never built"
+    );
+    let (_, by_index) = walks(&sluice);
     // While a walk of the store does not end, status and metrics still answer: they do not
     // wait for one. The first request starts one measure and one listing, in the background.
     sluice.store.set(Fault::WalksStall, true);
@@ -330,7 +338,7 @@ fn status_and_metrics_do_not_walk_the_store() {
     assert_eq!(sluice.get("/-/metrics", &[]).0, 200);
     sluice.store.set(Fault::WalksStall, false);
     assert!(
-        support::eventually(30, || walks(&sluice) == (1, 1)),
+        support::eventually(30, || walks(&sluice) == (1, by_index + 1)),
         "the store was not measured and listed once: {:?}",
         walks(&sluice)
     );
@@ -342,7 +350,11 @@ fn status_and_metrics_do_not_walk_the_store() {
         assert_eq!(sluice.get_json("/-/sluice/status").0, 200);
         assert_eq!(sluice.get("/-/metrics", &[]).0, 200);
     }
-    assert_eq!(walks(&sluice), (1, 1), "a request walked the store");
+    assert_eq!(
+        walks(&sluice),
+        (1, by_index + 1),
+        "a request walked the store"
+    );
 }
 
 fn metrics_store_bytes(sluice: &support::Sluice) -> u64 {
