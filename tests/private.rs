@@ -50,43 +50,17 @@ fn login(sluice: &Sluice, name: &str, password: &str) -> Result<String, (u16, Va
 
 /// A project folder whose npm user config carries `token` for `sluice`.
 fn logged_in(sluice: &Sluice, token: &str) -> Project {
-    let project = Project::new();
-    let host = sluice.url().trim_start_matches("http:").to_string();
-    std::fs::write(
-        project.path().join(".npmrc-empty"),
-        format!("{host}:_authToken={token}\n"),
-    )
-    .unwrap();
-    project
+    Project::logged_in(&sluice.url(), token)
 }
 
-/// A package folder for `@acme/widget@version`.
+/// The package folder of `@acme/widget@version` in `project`.
 fn package(project: &Project, version: &str) {
-    std::fs::write(
-        project.path().join("package.json"),
-        json!({
-            "name": "@acme/widget", "version": version, "main": "index.js", "license": "MIT",
-            "files": ["index.js"],
-        })
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        project.path().join("index.js"),
-        format!("module.exports = \"@acme/widget@{version}\";\n"),
-    )
-    .unwrap();
+    project.acme_widget(version);
 }
 
+/// Run npm; its stdout, or a panic with all it said.
 fn npm_ok(project: &Project, sluice: &Sluice, args: &[&str]) -> String {
-    let out = project.npm(&sluice.url(), args);
-    assert!(
-        out.status.success(),
-        "npm {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    project.npm_ok(&sluice.url(), args)
 }
 
 #[test]

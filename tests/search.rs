@@ -142,26 +142,13 @@ fn login(sluice: &Sluice, name: &str, password: &str) -> String {
     })
 }
 
-/// A project whose npm user config carries `token` for `sluice`.
+/// A project folder whose npm user config carries `token` for `sluice`.
 fn logged_in(sluice: &Sluice, token: &str) -> Project {
-    let project = Project::new();
-    let host = sluice.url().trim_start_matches("http:").to_string();
-    std::fs::write(
-        project.path().join(".npmrc-empty"),
-        format!("{host}:_authToken={token}\n"),
-    )
-    .unwrap();
-    project
+    Project::logged_in(&sluice.url(), token)
 }
 
 fn npm_ok(project: &Project, sluice: &Sluice, args: &[&str]) {
-    let out = project.npm(&sluice.url(), args);
-    assert!(
-        out.status.success(),
-        "npm {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    project.npm_ok(&sluice.url(), args);
 }
 
 /// `npm publish` of `name@version` described as `description` from `project`'s folder.

@@ -479,40 +479,17 @@ fn staged_required_refuses_a_direct_publish_with_the_way_to_stage() {
 
 /// A project folder whose npm user config carries `token` for `sluice`.
 fn logged_in(sluice: &Sluice, token: &str) -> Project {
-    let project = Project::new();
-    let host = sluice.url().trim_start_matches("http:").to_string();
-    std::fs::write(
-        project.path().join(".npmrc-empty"),
-        format!("{host}:_authToken={token}\n"),
-    )
-    .unwrap();
-    project
+    Project::logged_in(&sluice.url(), token)
 }
 
 /// The package folder of `@acme/widget@version` in `project`.
 fn package(project: &Project, version: &str) {
-    let manifest = json!({
-        "name": "@acme/widget", "version": version, "main": "index.js", "license": "MIT",
-        "files": ["index.js"],
-    });
-    std::fs::write(project.path().join("package.json"), manifest.to_string()).unwrap();
-    std::fs::write(
-        project.path().join("index.js"),
-        format!("module.exports = \"@acme/widget@{version}\";\n"),
-    )
-    .unwrap();
+    project.acme_widget(version);
 }
 
 /// Run npm; its stdout, or a panic with all it said.
 fn npm_ok(project: &Project, sluice: &Sluice, args: &[&str]) -> String {
-    let out = project.npm(&sluice.url(), args);
-    assert!(
-        out.status.success(),
-        "npm {args:?}:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    project.npm_ok(&sluice.url(), args)
 }
 
 /// The stage id `npm stage publish` printed (`+ name@version (staged with id <id>)`).

@@ -188,6 +188,44 @@ pub struct Project {
 }
 
 impl Project {
+    /// A project whose npm user config carries `token` for the registry at `url`.
+    pub fn logged_in(url: &str, token: &str) -> Project {
+        let project = Project::new();
+        let host = url.trim_start_matches("http:").to_string();
+        std::fs::write(
+            project.path().join(".npmrc-empty"),
+            format!("{host}:_authToken={token}\n"),
+        )
+        .unwrap();
+        project
+    }
+
+    /// Make this folder the package `@acme/widget@version` (a main file saying its version).
+    pub fn acme_widget(&self, version: &str) {
+        let manifest = serde_json::json!({
+            "name": "@acme/widget", "version": version, "main": "index.js", "license": "MIT",
+            "files": ["index.js"],
+        });
+        std::fs::write(self.path().join("package.json"), manifest.to_string()).unwrap();
+        std::fs::write(
+            self.path().join("index.js"),
+            format!("module.exports = \"@acme/widget@{version}\";\n"),
+        )
+        .unwrap();
+    }
+
+    /// Run npm against `registry`; its stdout, or a panic with all it said.
+    pub fn npm_ok(&self, registry: &str, args: &[&str]) -> String {
+        let out = self.npm(registry, args);
+        assert!(
+            out.status.success(),
+            "npm {args:?}:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     pub fn new() -> Project {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
