@@ -556,7 +556,7 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
         assert_eq!(post(wrong).await.unwrap().status(), 401);
         let done = post(format!("{credentials}&csrf={csrf}")).await.unwrap();
         assert_eq!(done.status(), 200);
-        let (_, attributes) = set_cookie(done.headers(), "sluice_session");
+        let (session_cookie, attributes) = set_cookie(done.headers(), "sluice_session");
         assert!(attributes.contains("HttpOnly") && attributes.contains("SameSite=Strict"));
         assert!(attributes.contains("Max-Age=") && !attributes.contains("Secure"));
         // npm's next poll gets a token, once.
@@ -580,5 +580,39 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
         // The login page of a login that is done says so.
         let used = client.get(&login_url).send().await.unwrap();
         assert_eq!(used.status(), 404);
+        // The console session is carol's until her password changes: a session opened with a
+        // password an attacker knew ends with it.
+        let home = || async {
+            client
+                .get(format!("{url}-/ui/"))
+                .header("cookie", session_cookie.clone())
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        };
+        assert!(home().await.contains("<span class=\"who\">carol</span>"));
+        support::publishing::user_cli(
+            &sluice.config_path,
+            "passwd",
+            "carol",
+            "carol-password-2",
+            &[],
+        );
+        // Once the server has re-read the users file (its watcher), the session is gone.
+        let mut ended = false;
+        for _ in 0..300 {
+            if !home().await.contains("<span class=\"who\">carol</span>") {
+                ended = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            ended,
+            "the console session outlived carol's password change"
+        );
     });
 }
