@@ -20,6 +20,7 @@
 mod owner;
 pub mod query;
 pub mod schema;
+mod threads;
 
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -114,6 +115,8 @@ pub struct SearchIndex {
     /// Queries run at once: half the cores, so searches never take the cores packument and
     /// tarball answers need (on 2 cores, one query at a time).
     queries: tokio::sync::Semaphore,
+    /// Where they run: threads of their own at a lower priority.
+    threads: threads::QueryThreads,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -139,9 +142,8 @@ impl SearchIndex {
             applied: tokio::sync::watch::channel(0).0,
             flush: AtomicBool::new(false),
             rebuild: AtomicBool::new(false),
-            queries: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
-            ),
+            queries: tokio::sync::Semaphore::new(query_threads()),
+            threads: threads::QueryThreads::new(query_threads()),
         }
     }
 
@@ -215,17 +217,18 @@ impl SearchIndex {
         let fields = self.fields.clone();
         let text = text.to_string();
         let limit = limit.min(DEEPEST);
-        let found =
-            tokio::task::spawn_blocking(move || run_query(&reader, &fields, &text, limit, admit))
-                .await;
+        let found = self
+            .threads
+            .run(move || run_query(&reader, &fields, &text, limit, admit))
+            .await;
         match found {
-            Ok(Ok(found)) => found,
-            Ok(Err(error)) => {
+            Some(Ok(found)) => found,
+            Some(Err(error)) => {
                 tracing::error!(%error, "search index: the query failed");
                 Found::default()
             }
-            Err(error) => {
-                tracing::error!(%error, "search index: the query panicked");
+            None => {
+                tracing::error!("search index: the query panicked");
                 Found::default()
             }
         }
@@ -246,6 +249,11 @@ impl SearchIndex {
         let _ =
             tokio::time::timeout(WAIT_FOR_CHANGES, applied.wait_for(|seq| *seq >= target)).await;
     }
+}
+
+/// Queries at once: half the cores (at least one).
+fn query_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 fn run_query(
