@@ -332,8 +332,10 @@ fn init_logs(format: LogFormat, level: &str) -> tracing_appender::non_blocking::
             64 << 10,
             std::io::stderr(),
         ));
+    // Colour codes only for a terminal: a log file or journal gets plain lines.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
