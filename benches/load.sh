@@ -16,7 +16,9 @@
 # count or several, "2000 5000"; each measured on a freshly started sluice), ONLY (an extended
 # regular expression: only the throughput targets whose names match), KEEP=1 keeps the work
 # folder, SKIP_BUILD=1 uses the existing release build. INSTALL_RUNS=0, BURST=0, HOLD=0 and
-# SEED=0 skip their phases.
+# SEED=0 skip their phases. Logging is each peer's shipped default with its access log on: sluice
+# at `info` (SLUICE_LOG overrides: `warn` has no access log), nginx with a buffered access log
+# (`buffer=64k flush=1s`; NGINX_ACCESS_LOG=off turns it off).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -114,6 +116,8 @@ NG=$(free_port)
 NGS=$(free_port)
 mkdir -p "$WORK/nginx/cache" "$WORK/nginx/tmp"
 USER_LINE=""
+if [ "${NGINX_ACCESS_LOG:-on}" = off ]; then NGINX_ACCESS_LOG=off
+else NGINX_ACCESS_LOG="$WORK/nginx/access.log combined buffer=64k flush=1s"; fi
 [ "$(id -u)" = 0 ] && USER_LINE="user $(id -un) $(id -gn);"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 $USER_LINE
@@ -123,7 +127,7 @@ pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 8192; }
 http {
-    access_log off;
+    access_log $NGINX_ACCESS_LOG;
     client_body_temp_path $WORK/nginx/tmp/body;
     proxy_temp_path $WORK/nginx/tmp/proxy;
     fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
@@ -206,7 +210,7 @@ EOF
 }
 write_sluice_conf "$WORK/sluice.toml" "$SL" "$WORK/sluice-store"
 log "starting sluice on 127.0.0.1:$SL"
-RUST_LOG=${SLUICE_LOG:-warn} "$SLUICE" serve --config "$WORK/sluice.toml" 2>"$WORK/sluice.log" &
+RUST_LOG=${SLUICE_LOG:-info} "$SLUICE" serve --config "$WORK/sluice.toml" 2>"$WORK/sluice.log" &
 SL_PID=$!
 PIDS+=("$SL_PID")
 wait_http "http://127.0.0.1:$SL/-/ping"
@@ -215,7 +219,7 @@ SLS=$(free_port)
 write_sluice_conf "$WORK/sluice-tls.toml" "$SLS" "$WORK/sluice-store"
 sed -i "s#^public_url = .*#public_url = \"https://127.0.0.1:$SLS/\"\ntls_cert = \"$WORK/tls.crt\"\ntls_key = \"$WORK/tls.key\"#" "$WORK/sluice-tls.toml"
 log "starting sluice over TLS on 127.0.0.1:$SLS"
-RUST_LOG=${SLUICE_LOG:-warn} "$SLUICE" serve --config "$WORK/sluice-tls.toml" 2>"$WORK/sluice-tls.log" &
+RUST_LOG=${SLUICE_LOG:-info} "$SLUICE" serve --config "$WORK/sluice-tls.toml" 2>"$WORK/sluice-tls.log" &
 SLS_PID=$!
 PIDS+=("$SLS_PID")
 until curl -skf -o /dev/null --max-time 2 "https://127.0.0.1:$SLS/-/ping"; do sleep 0.05; done
