@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod admin;
 pub mod answer;
 pub mod audit;
+pub mod profile;
 pub mod publish;
 pub mod reads;
 pub mod stage;
