@@ -480,6 +480,26 @@ fn account_page_enrolls_two_factor_and_then_logins_and_npm_12s_web_login_ask_for
         visit(&page, &format!("{url}-/ui/account")).await;
         assert!(text(&page, "#two-factor-state").await.contains("is on"));
         assert!(all_text(&page, "#recovery-codes code").await.is_empty());
+        // Every form needs its token; with it, a second factor is not replaced by a new
+        // enrollment (that would skip the code turning it off needs).
+        let post = |path: &str, token: bool| {
+            let csrf = if token {
+                "'csrf=' + encodeURIComponent(document.querySelector('input[name=csrf]').value)"
+            } else {
+                "''"
+            };
+            format!(
+                "fetch('/-/ui/account/{path}', {{method: 'POST', headers: {{'content-type': \
+                 'application/x-www-form-urlencoded'}}, body: {csrf}}}).then(r => r.status)"
+            )
+        };
+        for form in ["2fa/begin", "2fa/disable", "password"] {
+            let status: u32 = eval(&page, &post(form, false)).await;
+            assert_eq!(status, 403, "{form} without its token");
+        }
+        let status: u32 = eval(&page, &post("2fa/begin", true)).await;
+        assert_eq!(status, 409);
+        assert!(enrolled().await.unwrap());
 
         // A new password needs the current one, and the session goes on under the new one.
         fill(&page, "#current-password", "not-my-password").await;
