@@ -559,6 +559,25 @@ fn account_page_enrolls_two_factor_and_then_logins_and_npm_12s_web_login_ask_for
         submit(&page, "form[action$='2fa/disable'] button", "/-/ui/account").await;
         assert!(text(&page, ".notice").await.contains("is off"));
         assert!(!enrolled().await.unwrap());
+        // Each change is in the audit log, by dave, as the command line's are.
+        let log = app.audit.page(None, 100).await.unwrap().entries;
+        use sluice::core::audit_log::Action;
+        let changes: Vec<(Action, &str)> = log
+            .iter()
+            .rev()
+            .filter(|e| e.actor.as_deref() == Some("dave") && e.subject == "dave")
+            .filter(|e| matches!(e.action, Action::TwoFactor | Action::PasswordReset))
+            .map(|e| (e.action, e.detail.as_str()))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (Action::TwoFactor, "enrolled"),
+                (Action::PasswordReset, ""),
+                (Action::TwoFactor, "removed")
+            ],
+            "{log:?}"
+        );
         chromium.close().await;
     });
 }
