@@ -10,7 +10,8 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::{sluice_cli, FakeRegistry, Sluice};
+use support::terminal::Authenticator;
+use support::{sluice_cli, FakeRegistry, Project, Sluice};
 
 const PRIVATE: &str = "[policy]\nwhitelist = \"whitelist\"\n\n[auth]\nusers = \"users\"\n\n\
                        [publish]\nscopes = [\"@acme\"]\n";
@@ -70,6 +71,31 @@ impl Client {
         });
         let path = format!("-/user/org.couchdb.user:{name}");
         self.send(reqwest::Method::PUT, &path, None, Some(body))
+    }
+
+    /// npm's legacy login with the one-time code `otp` (`npm-otp`): the status, the
+    /// `WWW-Authenticate` header and the answer.
+    fn login_otp(&self, name: &str, password: &str, otp: Option<&str>) -> (u16, String, Value) {
+        let body = json!({ "name": name, "password": password, "type": "user", "roles": [] });
+        let url = format!("{}-/user/org.couchdb.user:{name}", self.base);
+        self.runtime.block_on(async {
+            let mut request = self.http.put(url).json(&body);
+            if let Some(otp) = otp {
+                request = request.header("npm-otp", otp);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            (
+                status,
+                challenge,
+                response.json().await.unwrap_or(Value::Null),
+            )
+        })
     }
 
     /// `GET /-/whoami` with Basic credentials: the status.
@@ -264,5 +290,96 @@ fn the_users_file_is_written_owner_only_and_check_warns_when_others_can_read_it(
             stderr.contains(&users.display().to_string()) && stderr.contains("chmod 600"),
             "mode {loose:o}: {stderr}"
         );
+    }
+}
+
+/// `sluice user 2fa NAME`: the enrollment's URI and its recovery codes.
+fn enroll(sluice: &Sluice, name: &str) -> (String, Vec<String>) {
+    let out = sluice_cli(&sluice.config_path, &["user", "2fa", name]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{said}");
+    let uri = said.lines().next().unwrap().to_string();
+    let recovery = said
+        .lines()
+        .skip_while(|l| !l.starts_with("recovery codes"))
+        .skip(1)
+        .map(|l| l.trim().to_string())
+        .collect();
+    (uri, recovery)
+}
+
+#[test]
+fn with_two_factor_npm_login_and_publish_ask_for_the_code_at_the_terminal() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", PRIVATE);
+    user_cli(&sluice.config_path, "add", "alice", "correct horse");
+    let (uri, recovery) = enroll(&sluice, "alice");
+    let app = Authenticator::scan(&uri);
+    let client = Client::new(&sluice, "127.0.0.1");
+
+    // The legacy login: a wrong password is only that (it tells nothing of the second
+    // factor); the right one without a code is asked for one as npm understands it.
+    let (status, challenge, _) = client.login_otp("alice", "wrong horse", None);
+    assert_eq!(status, 401);
+    assert!(!challenge.contains("OTP"), "{challenge}");
+    let (status, challenge, answer) = client.login_otp("alice", "correct horse", None);
+    assert_eq!((status, challenge.as_str()), (401, "OTP"), "{answer}");
+    assert!(answer.get("token").is_none(), "{answer}");
+    let wrong = app.wrong_code();
+    let (status, challenge, _) = client.login_otp("alice", "correct horse", Some(&wrong));
+    assert_eq!((status, challenge.as_str()), (401, "OTP"));
+    // A recovery code stands in for a code, once.
+    let (status, _, answer) = client.login_otp("alice", "correct horse", Some(&recovery[0]));
+    assert_eq!(status, 201, "{answer}");
+    assert!(answer["token"].as_str().unwrap().starts_with("sluice_"));
+    let (status, _, _) = client.login_otp("alice", "correct horse", Some(&recovery[0]));
+    assert_eq!(status, 401);
+
+    // npm 11 (Node 20's) as alice and npm 12 (Node 24's) as bob, each at a terminal with no
+    // --otp: the login and the publish each ask for a code, and go through with the one the
+    // user's app shows.
+    user_cli(&sluice.config_path, "add", "bob", "battery staple");
+    let apps = [app, Authenticator::scan(&enroll(&sluice, "bob").0)];
+    let node24 = support::node24_path();
+    let clients = [
+        ("11.", None, "alice", "correct horse", "@acme/widget"),
+        (
+            "12.",
+            node24.as_ref(),
+            "bob",
+            "battery staple",
+            "@acme/gadget",
+        ),
+    ];
+    for ((major, path, user, password, package), mut app) in clients.into_iter().zip(apps) {
+        if major == "12." && path.is_none() {
+            continue;
+        }
+        let project = Project::new();
+        let url = sluice.url();
+        let version = project
+            .npm_in_terminal(&url, &["--version"], path)
+            .succeeds();
+        assert!(version.trim().starts_with(major), "npm {version}");
+        let mut login = project.npm_in_terminal(&url, &["login", "--auth-type=legacy"], path);
+        login.expect("Username:");
+        login.type_line(user);
+        login.expect("Password:");
+        login.type_line(password);
+        login.expect("Enter OTP:");
+        login.type_line(&app.code());
+        login.succeeds();
+        let whoami = project.npm_in_terminal(&url, &["whoami"], path).succeeds();
+        assert!(whoami.trim().ends_with(user), "{whoami}");
+
+        let manifest = json!({ "name": package, "version": "1.0.0", "license": "MIT" });
+        std::fs::write(project.path().join("package.json"), manifest.to_string()).unwrap();
+        let mut publish = project.npm_in_terminal(&url, &["publish"], path);
+        publish.expect("Enter OTP:");
+        publish.type_line(&app.code());
+        publish.succeeds();
+        let (status, doc) = sluice.get_json(&format!("/{}", package.replace('/', "%2f")));
+        assert_eq!(status, 200, "npm {major}");
+        assert_eq!(doc["dist-tags"]["latest"], "1.0.0", "npm {major}");
     }
 }

@@ -15,6 +15,7 @@ use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use support::publishing::add_user;
+use support::terminal::Authenticator;
 use support::{cannot_run, FakeRegistry, Sluice};
 
 /// How long the browser gets for anything the test waits for (generous: CI machines are slow).
@@ -383,38 +384,12 @@ fn npm_web_login_completes_when_the_browser_logs_in() {
     let upstream = FakeRegistry::start();
     let sluice = Sluice::start(&upstream, "", "");
     add_user(&sluice, "alice", "alice-password-1");
-    let home = tempfile::tempdir().unwrap();
-    let npmrc = home.path().join(".npmrc");
-    std::fs::write(&npmrc, "").unwrap();
     let url = sluice.url();
     let Some(executable) = chromium_path() else {
         return;
     };
-    let npm = Command::new("npm")
-        .args(["login", "--auth-type=web", "--registry", &url])
-        .arg("--userconfig")
-        .arg(&npmrc)
-        .arg("--cache")
-        .arg(home.path().join("cache"))
-        .arg("--no-update-notifier")
-        .env_remove("npm_config_registry")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("npm runs (install Node.js and npm)");
-    let mut npm = support::Reaped(npm);
-    // npm prints "Login at:" and the URL, then polls until the browser logged in.
-    let stdout = npm.0.stdout.take().unwrap();
-    let login_url = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|line| line.starts_with("http"))
-        .expect("npm prints the login URL");
-    assert!(
-        login_url.starts_with(&format!("{url}-/ui/login?session=")),
-        "{login_url}"
-    );
+    let npm = NpmLogin::start(&url, &["--auth-type=web"], None);
+    let login_url = npm.login_url.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -433,29 +408,262 @@ fn npm_web_login_completes_when_the_browser_logs_in() {
         review(&page, "npm-logged-in").await;
         chromium.close().await;
     });
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = npm.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "npm login never finished");
-        std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(npm.finish(), "alice");
+}
+
+/// The texts (trimmed) of the elements `selector` finds in `page`.
+async fn all_text(page: &Page, selector: &str) -> Vec<String> {
+    eval(
+        page,
+        &format!("[...document.querySelectorAll({selector:?})].map(e => e.textContent.trim())"),
+    )
+    .await
+}
+
+#[test]
+fn account_page_enrolls_two_factor_and_then_logins_and_npm_12s_web_login_ask_for_a_code() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "dave", "dave-password-1");
+    let (url, app) = (sluice.url(), sluice.server.as_ref().unwrap().app.clone());
+    let Some(node24) = support::node24_path() else {
+        return;
     };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut npm.0.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "npm login failed: {stderr}");
-    let rc = std::fs::read_to_string(&npmrc).unwrap();
-    assert!(rc.contains(":_authToken=sluice_"), "{rc}");
-    let whoami = Command::new("npm")
-        .args(["whoami", "--registry", &url])
-        .arg("--userconfig")
-        .arg(&npmrc)
-        .arg("--cache")
-        .arg(home.path().join("cache"))
-        .env_remove("npm_config_registry")
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&whoami.stdout).trim(), "alice");
+    with_browser(|chromium| async move {
+        let enrolled = || sluice::api::admin::login_needs_second_factor(&app, "dave");
+        let page = chromium.page().await;
+        // The account page is a logged-in user's.
+        visit(&page, &format!("{url}-/ui/account")).await;
+        assert!(page
+            .url()
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("/-/ui/login?next="));
+        fill(&page, "#login-name", "dave").await;
+        fill(&page, "#login-password", "dave-password-1").await;
+        submit(&page, "form.stack button", "/-/ui/account").await;
+        review(&page, "account").await;
+        assert!(text(&page, "#two-factor-state").await.contains("off"));
+        submit(&page, "form[action$='2fa/begin'] button", "/-/ui/account").await;
+        review(&page, "account-2fa-setup").await;
+        // The QR code is an SVG drawn on the server (the page runs no script of its own).
+        let drawn: bool = eval(
+            &page,
+            "(document.querySelector('figure.qr svg path')?.getAttribute('d') || '').length > 100",
+        )
+        .await;
+        assert!(drawn);
+        let uri = text(&page, "#otpauth-uri").await;
+        assert!(
+            uri.starts_with("otpauth://totp/") && uri.contains("secret="),
+            "{uri}"
+        );
+        let mut authenticator = Authenticator::scan(&uri);
+        // A wrong code turns nothing on.
+        fill(&page, "#confirm-otp", &authenticator.wrong_code()).await;
+        submit(&page, "form[action$='2fa/confirm'] button", "/-/ui/account").await;
+        assert!(text(&page, ".error").await.contains("nothing changed"));
+        assert!(!enrolled().await.unwrap());
+        assert_eq!(
+            text(&page, "#otpauth-uri").await,
+            uri,
+            "the same secret waits"
+        );
+        fill(&page, "#confirm-otp", &authenticator.code()).await;
+        submit(&page, "form[action$='2fa/confirm'] button", "/-/ui/account").await;
+        review(&page, "account-recovery-codes").await;
+        let recovery = all_text(&page, "#recovery-codes code").await;
+        assert_eq!(recovery.len(), 8, "{recovery:?}");
+        assert!(enrolled().await.unwrap());
+        // Shown once: the page shows them no more.
+        visit(&page, &format!("{url}-/ui/account")).await;
+        assert!(text(&page, "#two-factor-state").await.contains("is on"));
+        assert!(all_text(&page, "#recovery-codes code").await.is_empty());
+        // Every form needs its token; with it, a second factor is not replaced by a new
+        // enrollment (that would skip the code turning it off needs).
+        let post = |path: &str, token: bool| {
+            let csrf = if token {
+                "'csrf=' + encodeURIComponent(document.querySelector('input[name=csrf]').value)"
+            } else {
+                "''"
+            };
+            format!(
+                "fetch('/-/ui/account/{path}', {{method: 'POST', headers: {{'content-type': \
+                 'application/x-www-form-urlencoded'}}, body: {csrf}}}).then(r => r.status)"
+            )
+        };
+        for form in ["2fa/begin", "2fa/disable", "password"] {
+            let status: u32 = eval(&page, &post(form, false)).await;
+            assert_eq!(status, 403, "{form} without its token");
+        }
+        let status: u32 = eval(&page, &post("2fa/begin", true)).await;
+        assert_eq!(status, 409);
+        assert!(enrolled().await.unwrap());
+
+        // A new password needs the current one, and the session goes on under the new one.
+        fill(&page, "#current-password", "not-my-password").await;
+        fill(&page, "#new-password", "dave-password-2").await;
+        fill(&page, "#again-password", "dave-password-2").await;
+        submit(&page, "form[action$='password'] button", "/-/ui/account").await;
+        assert!(text(&page, ".error")
+            .await
+            .contains("current password is wrong"));
+        fill(&page, "#current-password", "dave-password-1").await;
+        fill(&page, "#new-password", "dave-password-2").await;
+        fill(&page, "#again-password", "dave-password-2").await;
+        submit(&page, "form[action$='password'] button", "/-/ui/account").await;
+        assert!(text(&page, ".notice").await.contains("password is changed"));
+        assert_eq!(text(&page, "span.who").await, "dave");
+
+        // The console's login now asks for a code.
+        submit(&page, "header form.inline button", "/-/ui/").await;
+        visit(&page, &format!("{url}-/ui/login")).await;
+        fill(&page, "#login-name", "dave").await;
+        fill(&page, "#login-password", "dave-password-2").await;
+        submit(&page, "form.stack button", "/-/ui/login").await;
+        assert!(text(&page, ".error").await.contains("one-time code"));
+        fill(&page, "#login-name", "dave").await;
+        fill(&page, "#login-password", "dave-password-2").await;
+        fill(&page, "#login-otp", &authenticator.code()).await;
+        submit(&page, "form.stack button", "/-/ui/").await;
+        assert_eq!(text(&page, "span.who").await, "dave");
+        submit(&page, "header form.inline button", "/-/ui/").await;
+
+        // npm 12's login (its default, the web flow): the browser logs in on the page npm
+        // gave, with a recovery code for the second factor.
+        let login_url = url.clone();
+        let npm =
+            tokio::task::spawn_blocking(move || NpmLogin::start(&login_url, &[], Some(node24)))
+                .await
+                .unwrap();
+        visit(&page, &npm.login_url).await;
+        assert_eq!(text(&page, "h1").await, "Log in to npm");
+        fill(&page, "#login-name", "dave").await;
+        fill(&page, "#login-password", "dave-password-2").await;
+        fill(&page, "#login-otp", &recovery[0]).await;
+        submit(&page, "form.stack button", "/-/ui/login").await;
+        assert_eq!(text(&page, "h1").await, "npm is logged in");
+        let who = tokio::task::spawn_blocking(move || npm.finish())
+            .await
+            .unwrap();
+        assert_eq!(who, "dave");
+
+        // Turning two-factor authentication off needs a good code: a used one is not.
+        visit(&page, &format!("{url}-/ui/account")).await;
+        fill(&page, "#disable-otp", &recovery[0]).await;
+        submit(&page, "form[action$='2fa/disable'] button", "/-/ui/account").await;
+        assert!(text(&page, ".error").await.contains("still on"));
+        assert!(enrolled().await.unwrap());
+        fill(&page, "#disable-otp", &recovery[1]).await;
+        submit(&page, "form[action$='2fa/disable'] button", "/-/ui/account").await;
+        assert!(text(&page, ".notice").await.contains("is off"));
+        assert!(!enrolled().await.unwrap());
+        // Each change is in the audit log, by dave, as the command line's are.
+        let log = app.audit.page(None, 100).await.unwrap().entries;
+        use sluice::core::audit_log::Action;
+        let changes: Vec<(Action, &str)> = log
+            .iter()
+            .rev()
+            .filter(|e| e.actor.as_deref() == Some("dave") && e.subject == "dave")
+            .filter(|e| matches!(e.action, Action::TwoFactor | Action::PasswordReset))
+            .map(|e| (e.action, e.detail.as_str()))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                (Action::TwoFactor, "enrolled"),
+                (Action::PasswordReset, ""),
+                (Action::TwoFactor, "removed")
+            ],
+            "{log:?}"
+        );
+        chromium.close().await;
+    });
+}
+
+/// `npm login` against a registry, waiting for a browser.
+struct NpmLogin {
+    npm: support::Reaped,
+    home: tempfile::TempDir,
+    url: String,
+    path: Option<std::ffi::OsString>,
+    /// The page npm asks the browser to log in on.
+    login_url: String,
+}
+
+impl NpmLogin {
+    /// `npm login` with `args` against `url` (`path` as `$PATH` for another npm), once it
+    /// printed the login URL.
+    fn start(url: &str, args: &[&str], path: Option<std::ffi::OsString>) -> NpmLogin {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::write(home.path().join(".npmrc"), "").unwrap();
+        let mut command = Self::npm(&home, url, path.as_ref());
+        command
+            .arg("login")
+            .args(args)
+            .arg("--no-update-notifier")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut npm = support::Reaped(command.spawn().expect("npm runs (install Node.js and npm)"));
+        // npm prints "Login at:" and the URL, then polls until the browser logged in.
+        let stdout = npm.0.stdout.take().unwrap();
+        let login_url = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.starts_with("http"))
+            .expect("npm prints the login URL");
+        assert!(
+            login_url.starts_with(&format!("{url}-/ui/login?session=")),
+            "{login_url}"
+        );
+        NpmLogin {
+            npm,
+            home,
+            url: url.to_string(),
+            path,
+            login_url,
+        }
+    }
+
+    /// npm with this login's user config and cache.
+    fn npm(home: &tempfile::TempDir, url: &str, path: Option<&std::ffi::OsString>) -> Command {
+        let mut command = Command::new("npm");
+        command
+            .args(["--registry", url])
+            .arg("--userconfig")
+            .arg(home.path().join(".npmrc"))
+            .arg("--cache")
+            .arg(home.path().join("cache"))
+            .env_remove("npm_config_registry");
+        if let Some(path) = path {
+            command.env("PATH", path);
+        }
+        command
+    }
+
+    /// Wait for npm to finish logging in: who `npm whoami` says it is then.
+    fn finish(mut self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = self.npm.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "npm login never finished");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut self.npm.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(status.success(), "npm login failed: {stderr}");
+        let rc = std::fs::read_to_string(self.home.path().join(".npmrc")).unwrap();
+        assert!(rc.contains(":_authToken=sluice_"), "{rc}");
+        let whoami = Self::npm(&self.home, &self.url, self.path.as_ref())
+            .arg("whoami")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&whoami.stdout).trim().to_string()
+    }
 }
 
 /// The value of the hidden field `name` in `html`.

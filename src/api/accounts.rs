@@ -24,7 +24,8 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
         NpmRequest::WebLoginDone { session } => return web_login_done(call, session).await,
         NpmRequest::Login { name } => {
             let address = call.address.map(|a| a.to_string());
-            let reply = login(auth, name, &call.body, address.as_deref()).await;
+            let at = (address.as_deref(), call.otp.as_deref());
+            let reply = login(auth, name, &call.body, at).await;
             if reply.is_ok() {
                 let entry = AuditEntry::new(
                     Some(name),
@@ -170,8 +171,14 @@ fn user_document(call: &Call<'_>, name: &str) -> Reply {
     Ok((200, document))
 }
 
-/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`.
-async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> Reply {
+/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`, with the
+/// one-time code `otp` (`npm-otp`) for a user who enrolled a second factor.
+async fn login(
+    auth: &Auth,
+    name: &str,
+    body: &[u8],
+    (address, otp): (Option<&str>, Option<&str>),
+) -> Reply {
     auth.users_ready().await;
     if auth.locked_out(name, address) {
         return Err(AuthError::Locked.into());
@@ -215,6 +222,16 @@ async fn login(auth: &Auth, name: &str, body: &[u8], address: Option<&str>) -> R
     } else if !auth.check_password(name, password) {
         auth.failed(name, address, "wrong password").await;
         return Err(wrong_password());
+    } else {
+        // Asked only once the password is right: the 401 with `WWW-Authenticate: OTP` makes
+        // npm prompt for the code and send the login again with it (`npm-otp`).
+        let who = Identity {
+            user: name.to_string(),
+            readonly: false,
+            token_hash: None,
+            admin: false,
+        };
+        auth.require_second_factor(&who, otp, address).await?;
     }
     match auth.create_token(name, false, Vec::new()).await {
         Ok((token, _)) => Ok((

@@ -3,7 +3,8 @@
 //! [`accounts`] (login, whoami, logout, tokens, user documents), [`publish`] (publish,
 //! unpublish, dist-tags, attestations) and [`stage`] (staged publishes); and [`admin`], what the
 //! console and the command line administer (users, roles, tokens, second factors, live
-//! settings, the audit log), each action recorded in the audit log. Each handler takes a
+//! settings, the audit log), each action recorded in the audit log, and [`profile`], what a
+//! user changes of their own account (password, second factor). Each handler takes a
 //! [`Call`] — a request the front
 //! already read, routed, identified and admitted — asks the core, and gives an [`Answer`] or
 //! the core's [`Error`]; the front (`crate::proxy`) turns either into HTTP.
@@ -12,6 +13,7 @@ pub mod accounts;
 pub mod admin;
 pub mod answer;
 pub mod audit;
+pub mod profile;
 pub mod publish;
 pub mod reads;
 pub mod stage;

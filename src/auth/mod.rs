@@ -27,7 +27,7 @@ pub use directory::{StoredUser, StoredUsers, UserSource, UserSummary};
 pub use identity::{AuthError, Identity};
 pub use limits::{failure_delay, FailureHook};
 pub use tokens::{address_allowed, parse_cidr, TokenInfo};
-pub use two_factor::Enrolled;
+pub use two_factor::{Begun, Enrolled};
 pub use users::{
     edit_users, hash_password, load_users, users_file_exposed, valid_email, valid_user_name, User,
     Users,

@@ -48,8 +48,40 @@ pub struct Enrolled {
     pub recovery_codes: Vec<String>,
 }
 
+/// An enrollment begun and not confirmed, as the store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    /// The secret offered, base32.
+    secret: String,
+    /// When it was begun (unix ms).
+    begun: u64,
+}
+
+/// How long an enrollment begun waits for its confirmation: 1 hour.
+const PENDING_LIFETIME_MS: u64 = 3_600_000;
+
+/// An enrollment begun: what an authenticator app needs, shown until it is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Begun {
+    /// `otpauth://totp/…?secret=…` (what a QR code shows apps).
+    pub uri: String,
+    /// The secret, base32, for typing into an app by hand.
+    pub secret: String,
+}
+
 fn key(user: &str) -> String {
     format!("auth/2fa/{}", sha256_hex(user))
+}
+
+fn pending_key(user: &str) -> String {
+    format!("auth/2fa-pending/{}", sha256_hex(user))
+}
+
+/// A new shared secret: 160 random bits (RFC 4226's recommendation), base32.
+fn new_secret() -> String {
+    let mut raw = [0u8; 20];
+    OsRng.fill_bytes(&mut raw);
+    Secret::Raw(raw.to_vec()).to_encoded().to_string()
 }
 
 fn totp(secret: &str, user: &str, issuer: &str) -> Result<TOTP, AuthError> {
@@ -114,6 +146,119 @@ impl Auth {
         user: &str,
         issuer: &str,
     ) -> Result<Enrolled, AuthError> {
+        self.may_change_two_factor(by, user)?;
+        self.activate(user, &new_secret(), 0, issuer).await
+    }
+
+    /// Begin `user`'s enrollment, by the user themself or an admin: a new secret kept aside
+    /// until [`Auth::confirm_two_factor`] sees a code of it (an app that scanned it), so a
+    /// secret nobody holds never guards the account. Refused while `user` has a second factor:
+    /// replacing one must not skip the current code that removing it needs.
+    pub async fn begin_two_factor(
+        &self,
+        by: &Identity,
+        user: &str,
+        issuer: &str,
+    ) -> Result<Begun, AuthError> {
+        self.may_change_two_factor(by, user)?;
+        if self.two_factor_enrolled(user).await? {
+            return Err(AuthError::Conflict(format!(
+                "{user} has two-factor authentication already: disable it first"
+            )));
+        }
+        let pending = Pending {
+            secret: new_secret(),
+            begun: now_ms(),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&pending).unwrap_or_default());
+        let held = self.store.state(&pending_key(user)).await?;
+        let expect = Expect::from_read(held.as_ref().map(|(_, t)| t));
+        match self
+            .store
+            .put_state(&pending_key(user), bytes, expect)
+            .await?
+        {
+            Written::Stored(_) => Ok(Begun {
+                uri: totp(&pending.secret, user, issuer)?.get_url(),
+                secret: pending.secret,
+            }),
+            Written::Conflict => Err(AuthError::Conflict(format!(
+                "{user}'s two-factor enrollment changed meanwhile: try again"
+            ))),
+        }
+    }
+
+    /// `user`'s enrollment begun and not confirmed yet (nor expired), if any.
+    pub async fn pending_two_factor(
+        &self,
+        user: &str,
+        issuer: &str,
+    ) -> Result<Option<Begun>, AuthError> {
+        let Some((pending, _)) = self.pending(user).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Begun {
+            uri: totp(&pending.secret, user, issuer)?.get_url(),
+            secret: pending.secret,
+        }))
+    }
+
+    /// Finish `user`'s enrollment with `code`, a current code of the secret begun: the second
+    /// factor is on from now, and its recovery codes are shown once. `None` (and nothing
+    /// changes) when the code is not good.
+    pub async fn confirm_two_factor(
+        &self,
+        by: &Identity,
+        user: &str,
+        code: &str,
+        issuer: &str,
+    ) -> Result<Option<Enrolled>, AuthError> {
+        self.may_change_two_factor(by, user)?;
+        if self.two_factor_enrolled(user).await? {
+            return Err(AuthError::Conflict(format!(
+                "{user} has two-factor authentication already"
+            )));
+        }
+        let Some((pending, token)) = self.pending(user).await? else {
+            return Err(AuthError::NotFound(
+                "no two-factor enrollment is waiting (or it expired): set it up again".into(),
+            ));
+        };
+        let mut trial = Enrollment {
+            secret: pending.secret,
+            recovery: Vec::new(),
+            last_step: 0,
+            enrolled: 0,
+        };
+        // Digits only: the recovery codes do not exist yet.
+        if !code.trim().bytes().all(|b| b.is_ascii_digit())
+            || !spend(&mut trial, user, code.trim())?
+        {
+            return Ok(None);
+        }
+        // The pending secret is spent first, so two confirmations cannot both activate (and
+        // show recovery codes of which only the last would work).
+        let spent = self
+            .store
+            .put_state(
+                &pending_key(user),
+                Bytes::from_static(b"{}"),
+                Expect::Version(token),
+            )
+            .await?;
+        if matches!(spent, Written::Conflict) {
+            return Err(AuthError::Conflict(format!(
+                "{user}'s two-factor enrollment changed meanwhile: set it up again"
+            )));
+        }
+        // The confirming code's step counts as used: it is not good a second time.
+        self.activate(user, &trial.secret, trial.last_step, issuer)
+            .await
+            .map(Some)
+    }
+
+    /// Whether `by` may change `user`'s second factor: the user themself, or an admin.
+    fn may_change_two_factor(&self, by: &Identity, user: &str) -> Result<(), AuthError> {
         if by.user != user || by.readonly {
             by.require_admin()?;
         }
@@ -122,15 +267,38 @@ impl Auth {
                 "{user} is not a user of this registry"
             )));
         }
-        let mut raw = [0u8; 20];
-        OsRng.fill_bytes(&mut raw);
-        let secret = Secret::Raw(raw.to_vec()).to_encoded().to_string();
-        let uri = totp(&secret, user, issuer)?.get_url();
+        Ok(())
+    }
+
+    /// The enrollment begun for `user`, unless it expired.
+    async fn pending(
+        &self,
+        user: &str,
+    ) -> Result<Option<(Pending, crate::store::Token)>, AuthError> {
+        let held = self.store.state(&pending_key(user)).await?;
+        Ok(held.and_then(|(bytes, token)| {
+            serde_json::from_slice::<Pending>(&bytes)
+                .ok()
+                .filter(|p| now_ms().saturating_sub(p.begun) < PENDING_LIFETIME_MS)
+                .map(|p| (p, token))
+        }))
+    }
+
+    /// Make `secret` `user`'s second factor, with new recovery codes; codes of steps up to
+    /// `last_step` count as used.
+    async fn activate(
+        &self,
+        user: &str,
+        secret: &str,
+        last_step: u64,
+        issuer: &str,
+    ) -> Result<Enrolled, AuthError> {
+        let uri = totp(secret, user, issuer)?.get_url();
         let codes: Vec<String> = (0..RECOVERY_CODES).map(|_| recovery_code()).collect();
         let enrollment = Enrollment {
-            secret: secret.clone(),
+            secret: secret.to_string(),
             recovery: codes.iter().map(|c| sha256_hex(c)).collect(),
-            last_step: 0,
+            last_step,
             enrolled: now_ms(),
         };
         let bytes = Bytes::from(serde_json::to_vec(&enrollment).unwrap_or_default());
@@ -139,7 +307,7 @@ impl Auth {
         match self.store.put_state(&key(user), bytes, expect).await? {
             Written::Stored(_) => Ok(Enrolled {
                 uri,
-                secret,
+                secret: secret.to_string(),
                 recovery_codes: codes,
             }),
             Written::Conflict => Err(AuthError::Conflict(format!(
@@ -151,9 +319,7 @@ impl Auth {
     /// Take `user`'s second factor away, by the user themself or an admin; whether there was
     /// one.
     pub async fn remove_two_factor(&self, by: &Identity, user: &str) -> Result<bool, AuthError> {
-        if by.user != user || by.readonly {
-            by.require_admin()?;
-        }
+        self.may_change_two_factor(by, user)?;
         let Some((_, token)) = self.enrollment(user).await? else {
             return Ok(false);
         };

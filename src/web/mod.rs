@@ -12,6 +12,7 @@
 //! so every node of a fleet accepts it; every form carries the session's CSRF token (the login
 //! form a cookie's), and a post without it is refused.
 
+mod account;
 mod admin;
 mod forms;
 mod login;
@@ -162,6 +163,7 @@ async fn route(visit: &Visit<'_>) -> Result<Answer, Error> {
         "" if !visit.post => pages::home(visit).await,
         "search" if !visit.post => pages::search(visit).await,
         _ if path.starts_with("admin") => admin::handle(visit).await,
+        _ if path == "account" || path.starts_with("account/") => account::handle(visit).await,
         _ => match path.strip_prefix("package/") {
             Some(name) if !visit.post => package::page(visit, name).await,
             _ => Err(Error::NotFound(format!("no console page at /-/ui/{path}"))),

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod process;
 pub mod publishing;
 pub mod seaweed;
+pub mod terminal;
 pub mod tls;
 pub mod upstream_faults;
 
@@ -243,8 +244,17 @@ impl Project {
 
     /// Run npm with `args` against `registry`, with this project's own cache.
     pub fn npm(&self, registry: &str, args: &[&str]) -> Output {
+        self.npm_command(registry, args)
+            .output()
+            .expect("npm runs (install Node.js and npm)")
+    }
+
+    /// The command running npm with `args` against `registry`, with this project's own cache
+    /// and user config.
+    pub fn npm_command(&self, registry: &str, args: &[&str]) -> Command {
         let cache = self.dir.path().join(".npm-cache");
-        Command::new("npm")
+        let mut command = Command::new("npm");
+        command
             .args(args)
             .arg("--registry")
             .arg(registry)
@@ -261,9 +271,8 @@ impl Project {
                 self.dir.path().join(".npmrc-empty"),
             )
             .env_remove("npm_config_registry")
-            .current_dir(self.dir.path())
-            .output()
-            .expect("npm runs (install Node.js and npm)")
+            .current_dir(self.dir.path());
+        command
     }
 
     /// `npm install <packages>`; panics with npm's output when it fails.
