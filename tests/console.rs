@@ -14,8 +14,12 @@ use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use sluice::core::audit_log::{Action, AuditEntry};
 use support::publishing::add_user;
 use support::{cannot_run, FakeRegistry, Sluice};
+
+/// Entries put in the audit log before the admin test's own.
+const OLD_ENTRIES: usize = 60;
 
 /// How long the browser gets for anything the test waits for (generous: CI machines are slow).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -316,7 +320,14 @@ fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_toke
     add_user(&sluice, "bob", "bob-password-1");
     let (url, whitelist) = (sluice.url(), sluice.whitelist_path());
     let upstream = &upstream;
+    let app = sluice.server.as_ref().unwrap().app.clone();
     with_browser(|chromium| async move {
+        // Entries older than this test's own, so that the audit log has two pages.
+        for i in 0..OLD_ENTRIES {
+            let subject = format!("old-{i:02}");
+            let entry = AuditEntry::new(Some("ci"), None, Action::Publish, subject, "");
+            app.audit.record(entry).await.unwrap();
+        }
         let page = chromium.page().await;
         // Every page but the login page needs a session.
         visit(&page, &format!("{url}-/ui/admin")).await;
@@ -572,6 +583,19 @@ async fn users_and_settings(page: &Page, url: &str, upstream: &FakeRegistry) -> 
         !log.contains("soon"),
         "a refused change is not a change: {log}"
     );
+    // 50 entries a page, newest first; the older ones follow, down to the log's first.
+    let old = |line: &&str| line.contains("\tci\t—\tpublish\told-");
+    assert_eq!(lines.len(), 1 + 50, "a header and 50 entries: {log}");
+    let ours = lines[1..].iter().filter(|l| !old(l)).count();
+    submit(page, "a[rel=next]", "/-/ui/admin/audit").await;
+    review(page, "audit-older").await;
+    let older = shown(page, "table.audit").await;
+    let rows: Vec<&str> = older.lines().skip(1).collect();
+    assert!(rows.iter().all(old), "{older}");
+    assert_eq!(rows.len(), OLD_ENTRIES - (50 - ours), "{older}");
+    assert!(rows.last().unwrap().contains("\told-00\t"), "{older}");
+    let links: u32 = eval(page, "document.querySelectorAll('a[rel=next]').length").await;
+    assert_eq!(links, 0, "the log's first page has no older one");
     token
 }
 
