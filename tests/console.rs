@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use sluice::core::audit_log::{Action, AuditEntry};
 use support::publishing::add_user;
-use support::{cannot_run, FakeRegistry, Sluice};
+use support::{cannot_run, FakeRegistry, Project, Sluice};
 
 /// Entries put in the audit log before the admin test's own.
 const OLD_ENTRIES: usize = 60;
@@ -506,8 +506,14 @@ async fn users_and_settings(page: &Page, url: &str, upstream: &FakeRegistry) -> 
     let (status, body) = npm_call("PUT", &user_url, None, Some(login)).await;
     assert_eq!(status, 201, "{body}");
     let token = body["token"].as_str().unwrap().to_string();
-    let (status, _) = npm_call("GET", &format!("{url}lodash"), Some(&token), None).await;
-    assert_eq!(status, 200);
+    let project = Project::logged_in(url, &token);
+    let registry = url.to_string();
+    let version = tokio::task::spawn_blocking(move || {
+        project.npm_ok(&registry, &["view", "lodash", "version"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(version.trim(), "4.17.21");
     // Read-through off: a package off the whitelist is refused at once, upstream never asked.
     set_read_through(page, url, "off").await;
     review(page, "settings-live").await;
