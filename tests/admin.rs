@@ -179,6 +179,11 @@ fn roles_come_from_the_cli_and_users_made_in_the_store_log_in() {
     let carol = login(&sluice, "carol", "newpass").unwrap();
     block(admin::set_admin(as_root, "carol", true)).unwrap();
     assert!(identity(&sluice, &carol).admin);
+    // No admin locks themself out: another admin (or the command line) does it.
+    let own = block(admin::set_admin(as_root, "root", false)).unwrap_err();
+    assert_eq!(own.fault(), sluice::core::Fault::Forbidden, "{own}");
+    assert!(block(admin::remove_user(as_root, "root")).is_err());
+    assert!(app.auth.is_admin("root"));
 
     // The command line sees the store's users and grants roles there too.
     let list = cli_ok(&sluice, &["user", "list"]);
@@ -344,6 +349,27 @@ fn settings_changed_live_take_effect_at_once_and_check_shows_their_source() {
         text(&out.stderr)
     );
     assert!(!app.settings.read_through());
+    // Several at once (the console's form): one bad value writes none of them.
+    let both = [("read_through", "on"), ("refresh", "soon")];
+    let refused = block(admin::set_settings(actor, &both)).unwrap_err();
+    assert_eq!(refused.fault(), sluice::core::Fault::Client, "{refused}");
+    assert!(!app.settings.read_through());
+    // Values already in force are left alone; only the others are set (and audited).
+    let same_and_new = [("read_through", "on"), ("mode", "whitelist")];
+    let changed = block(admin::set_settings(actor, &same_and_new)).unwrap();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(
+        (changed[0].key, changed[0].value.as_str()),
+        ("read_through", "on")
+    );
+    assert!(app.settings.read_through());
+    let mode = app
+        .settings
+        .effective()
+        .into_iter()
+        .find(|e| e.key == "mode")
+        .unwrap();
+    assert_eq!(mode.source, sluice::core::settings::Source::Default);
 }
 
 /// The code `uri`'s authenticator shows now.

@@ -14,9 +14,13 @@ use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures::StreamExt;
 use serde_json::{json, Value};
+use sluice::core::audit_log::{Action, AuditEntry};
 use support::publishing::add_user;
 use support::terminal::Authenticator;
-use support::{cannot_run, FakeRegistry, Sluice};
+use support::{cannot_run, FakeRegistry, Project, Sluice};
+
+/// Entries put in the audit log before the admin test's own.
+const OLD_ENTRIES: usize = 60;
 
 /// How long the browser gets for anything the test waits for (generous: CI machines are slow).
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -302,16 +306,29 @@ fn search_package_page_install_line_and_an_inert_readme() {
 }
 
 #[test]
-fn admin_adds_and_removes_whitelist_entries_and_forms_need_their_token() {
+fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_token() {
     let upstream = FakeRegistry::start();
     upstream.publish("tiny", "1.0.0", &[]);
     upstream.publish("lodash", "4.17.21", &[("tiny", "^1.0.0")]);
-    let sluice = Sluice::start(&upstream, "widget\n", "[auth]\nread = \"authenticated\"\n");
+    upstream.publish("leftpad", "1.0.0", &[]);
+    let sluice = Sluice::start(
+        &upstream,
+        "widget\n",
+        "[auth]\nread = \"authenticated\"\n[policy]\nread_through = true\n",
+    );
     add_user(&sluice, "root", "root-password-1");
     make_admin(&sluice, "root");
     add_user(&sluice, "bob", "bob-password-1");
     let (url, whitelist) = (sluice.url(), sluice.whitelist_path());
+    let upstream = &upstream;
+    let app = sluice.server.as_ref().unwrap().app.clone();
     with_browser(|chromium| async move {
+        // Entries older than this test's own, so that the audit log has two pages.
+        for i in 0..OLD_ENTRIES {
+            let subject = format!("old-{i:02}");
+            let entry = AuditEntry::new(Some("ci"), None, Action::Publish, subject, "");
+            app.audit.record(entry).await.unwrap();
+        }
         let page = chromium.page().await;
         // Every page but the login page needs a session.
         visit(&page, &format!("{url}-/ui/admin")).await;
@@ -363,20 +380,230 @@ fn admin_adds_and_removes_whitelist_entries_and_forms_need_their_token() {
         submit(&page, "button[aria-label='Remove tiny']", "/-/ui/admin").await;
         let listed = std::fs::read_to_string(&whitelist).unwrap();
         assert!(!listed.lines().any(|l| l == "tiny"), "{listed}");
-        visit(&page, &format!("{url}-/ui/admin/settings")).await;
-        review(&page, "settings").await;
-        // Someone who is not an admin gets 403.
+        let token = users_and_settings(&page, &url, upstream).await;
+        // Someone who is not an admin gets 403 on every admin page; no one logged in is sent
+        // to the login page.
         submit(&page, "header form.inline button", "/-/ui/").await;
-        visit(&page, &format!("{url}-/ui/login")).await;
+        visit(&page, &format!("{url}-/ui/admin/users")).await;
+        assert!(page
+            .url()
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("/-/ui/login?next="));
         fill(&page, "#login-name", "bob").await;
         fill(&page, "#login-password", "bob-password-1").await;
-        submit(&page, "form.stack button", "/-/ui/").await;
-        let status: u32 = eval(&page, "fetch('/-/ui/admin').then(r => r.status)").await;
+        submit(&page, "form.stack button", "/-/ui/admin/users").await;
+        for path in [
+            "admin",
+            "admin/settings",
+            "admin/users",
+            "admin/users/dave",
+            "admin/audit",
+        ] {
+            let status: u32 =
+                eval(&page, &format!("fetch('/-/ui/{path}').then(r => r.status)")).await;
+            assert_eq!(status, 403, "{path}");
+        }
+        // Not even with the session's own token can bob change a setting.
+        let status: u32 = eval(
+            &page,
+            "fetch('/-/ui/admin/settings', {method: 'POST', headers: \
+             {'content-type': 'application/x-www-form-urlencoded'}, body: 'read_through=off&csrf=' \
+             + document.querySelector('input[name=csrf]').value}).then(r => r.status)",
+        )
+        .await;
         assert_eq!(status, 403);
         visit(&page, &format!("{url}-/ui/admin")).await;
         review(&page, "forbidden").await;
         chromium.close().await;
+        // The token revoked in the console is refused.
+        let (status, _) = npm_call("GET", &format!("{url}lodash"), Some(&token), None).await;
+        assert_eq!(status, 401);
     });
+}
+
+/// `method url` as npm sends it, with `token` and a JSON `body`: the status and the JSON answer.
+async fn npm_call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Choose `value` in the select (or type it in the field) `selector`.
+async fn set_field(page: &Page, selector: &str, value: &str) {
+    let js = format!("document.querySelector({selector:?}).value = {value:?}");
+    page.evaluate(js.as_str()).await.unwrap();
+}
+
+/// The text of the element `selector`, read in the page (a node handle taken just after a
+/// navigation can go stale).
+async fn shown(page: &Page, selector: &str) -> String {
+    let js = format!(
+        "(e => e ? e.innerText : 'nothing matches ' + {selector:?} + ' at ' + location.href + ': ' + document.body.innerText)(document.querySelector({selector:?}))"
+    );
+    eval(page, &js).await
+}
+
+/// The text of a live setting's `cell` (value, source) on the settings page.
+async fn setting(page: &Page, key: &str, cell: &str) -> String {
+    shown(page, &format!("#setting-{key} .{cell}")).await
+}
+
+/// Set read-through `on` or `off` on the settings page; the page says it is in force.
+async fn set_read_through(page: &Page, url: &str, value: &str) {
+    visit(page, &format!("{url}-/ui/admin/settings")).await;
+    set_field(page, "#set-read_through", value).await;
+    submit(page, "#settings-form button", "/-/ui/admin/settings").await;
+    assert!(shown(page, ".notice").await.contains("in force"));
+    assert_eq!(setting(page, "read_through", "value").await, value);
+    assert!(setting(page, "read_through", "source")
+        .await
+        .contains("by root"));
+}
+
+/// As the admin root: the live settings, a user made in the console reading with npm's
+/// login and a token revoked, the audit log of it all, and forms without their token refused.
+/// Returns the revoked token.
+async fn users_and_settings(page: &Page, url: &str, upstream: &FakeRegistry) -> String {
+    visit(page, &format!("{url}-/ui/admin/settings")).await;
+    assert_eq!(setting(page, "read_through", "value").await, "on");
+    assert!(setting(page, "read_through", "source")
+        .await
+        .contains("configuration file"));
+    review(page, "settings").await;
+    // A bad value is explained on the page and nothing is written, not even the good one.
+    set_field(page, "#set-read_through", "off").await;
+    set_field(page, "#set-refresh", "soon").await;
+    submit(page, "#settings-form button", "/-/ui/admin/settings").await;
+    assert!(shown(page, ".error")
+        .await
+        .contains("refresh is a duration"));
+    assert_eq!(setting(page, "read_through", "value").await, "on");
+    review(page, "settings-refused").await;
+    // A user made in the console logs in as npm does, and reads.
+    visit(page, &format!("{url}-/ui/admin/users")).await;
+    fill(page, "#new-name", "dave").await;
+    fill(page, "#new-email", "dave@example.com").await;
+    fill(page, "#new-password", "dave-password-1").await;
+    submit(page, "#create-user-form button", "/-/ui/admin/users/dave").await;
+    assert!(shown(page, ".notice").await.contains("Created"));
+    let login = json!({"_id": "org.couchdb.user:dave", "name": "dave",
+                       "password": "dave-password-1", "type": "user", "roles": []});
+    let user_url = format!("{url}-/user/org.couchdb.user:dave");
+    let (status, body) = npm_call("PUT", &user_url, None, Some(login)).await;
+    assert_eq!(status, 201, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let project = Project::logged_in(url, &token);
+    let registry = url.to_string();
+    let version = tokio::task::spawn_blocking(move || {
+        project.npm_ok(&registry, &["view", "lodash", "version"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(version.trim(), "4.17.21");
+    // Read-through off: a package off the whitelist is refused at once, upstream never asked.
+    set_read_through(page, url, "off").await;
+    review(page, "settings-live").await;
+    let (status, _) = npm_call("GET", &format!("{url}leftpad"), Some(&token), None).await;
+    assert_eq!(status, 403);
+    assert_eq!(upstream.count("/leftpad"), 0);
+    // A post without the form's token changes nothing.
+    let status: u32 = eval(
+        page,
+        "fetch('/-/ui/admin/settings', {method: 'POST', headers: \
+         {'content-type': 'application/x-www-form-urlencoded'}, body: 'read_through=on'}) \
+         .then(r => r.status)",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = npm_call("GET", &format!("{url}leftpad"), Some(&token), None).await;
+    assert_eq!(status, 403);
+    set_read_through(page, url, "on").await;
+    let (status, _) = npm_call("GET", &format!("{url}leftpad"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(upstream.count("/leftpad") > 0);
+    // The users list marks where each user is defined.
+    visit(page, &format!("{url}-/ui/admin/users")).await;
+    review(page, "users").await;
+    let listed = shown(page, "table.users").await;
+    assert!(listed.contains("root\t\tadmin\tusers file"), "{listed}");
+    assert!(
+        listed.contains("dave\tdave@example.com\tuser\tstore"),
+        "{listed}"
+    );
+    let status: u32 = eval(
+        page,
+        "fetch('/-/ui/admin/users', {method: 'POST', headers: \
+         {'content-type': 'application/x-www-form-urlencoded'}, \
+         body: 'name=mallory&password=mallory-password-1&admin=1'}).then(r => r.status)",
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert!(!shown(page, "table.users").await.contains("mallory"));
+    visit(page, &format!("{url}-/ui/admin/users/root")).await;
+    assert!(shown(page, "#file-user").await.contains("users file"));
+    // dave's token is listed by its id, never itself, and revoked from the console.
+    visit(page, &format!("{url}-/ui/admin/users/dave")).await;
+    review(page, "user").await;
+    let html: String = eval(page, "document.documentElement.outerHTML").await;
+    assert!(!html.contains(&token));
+    let id = shown(page, "table.tokens code").await;
+    submit(
+        page,
+        &format!("button[aria-label='Revoke token {id}']"),
+        "/-/ui/admin/users/dave",
+    )
+    .await;
+    assert!(shown(page, ".notice").await.contains("revoked"));
+    let (status, _) = npm_call("GET", &format!("{url}lodash"), Some(&token), None).await;
+    assert_eq!(status, 401);
+    // The audit log tells who changed what, from where, newest first.
+    visit(page, &format!("{url}-/ui/admin/audit")).await;
+    review(page, "audit").await;
+    let log = shown(page, "table.audit").await;
+    let lines: Vec<&str> = log.lines().collect();
+    let find = |what: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what} in\n{log}"))
+    };
+    let revoked = find("\troot\t127.0.0.1\ttoken-revoke\tdave");
+    let back_on = find("\troot\t127.0.0.1\tsettings\tread_through\toff (store) -> on");
+    let created = find("\troot\t127.0.0.1\tuser-create\tdave");
+    assert!(revoked < back_on && back_on < created, "{log}");
+    assert!(
+        !log.contains("soon"),
+        "a refused change is not a change: {log}"
+    );
+    // 50 entries a page, newest first; the older ones follow, down to the log's first.
+    let old = |line: &&str| line.contains("\tci\t—\tpublish\told-");
+    assert_eq!(lines.len(), 1 + 50, "a header and 50 entries: {log}");
+    let ours = lines[1..].iter().filter(|l| !old(l)).count();
+    submit(page, "a[rel=next]", "/-/ui/admin/audit").await;
+    review(page, "audit-older").await;
+    let older = shown(page, "table.audit").await;
+    let rows: Vec<&str> = older.lines().skip(1).collect();
+    assert!(rows.iter().all(old), "{older}");
+    assert_eq!(rows.len(), OLD_ENTRIES - (50 - ours), "{older}");
+    assert!(rows.last().unwrap().contains("\told-00\t"), "{older}");
+    let links: u32 = eval(page, "document.querySelectorAll('a[rel=next]').length").await;
+    assert_eq!(links, 0, "the log's first page has no older one");
+    token
 }
 
 #[test]

@@ -188,9 +188,34 @@ pub fn settings(app: &App) -> Vec<Effective> {
 pub async fn set_setting(actor: Actor<'_>, key: &str, value: &str) -> Result<Effective, Error> {
     actor.require_admin()?;
     let (before, after) = actor.app.settings.set(key, value, &actor.who.user).await?;
-    let detail = format!("{} ({}) -> {}", before.value, before.source, after.value);
-    actor.audit(Action::Settings, after.key, &detail).await;
+    actor
+        .audit(Action::Settings, after.key, &set_detail(&before, &after))
+        .await;
     Ok(after)
+}
+
+/// Set several live settings at once (an admin; the console's settings form): all checked
+/// before any is written, written together, each change audited; values equal to those in
+/// force are left alone. The settings that changed, as in force now.
+pub async fn set_settings(
+    actor: Actor<'_>,
+    changes: &[(&str, &str)],
+) -> Result<Vec<Effective>, Error> {
+    actor.require_admin()?;
+    let changed = actor.app.settings.set_all(changes, &actor.who.user).await?;
+    let mut after_all = Vec::with_capacity(changed.len());
+    for (before, after) in changed {
+        actor
+            .audit(Action::Settings, after.key, &set_detail(&before, &after))
+            .await;
+        after_all.push(after);
+    }
+    Ok(after_all)
+}
+
+/// What the audit log says of a setting set live.
+fn set_detail(before: &Effective, after: &Effective) -> String {
+    format!("{} ({}) -> {}", before.value, before.source, after.value)
 }
 
 /// Drop the live value of `key` (an admin): the file's value is in force again.

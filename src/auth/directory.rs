@@ -92,6 +92,17 @@ impl Identity {
     }
 }
 
+/// Refuse an admin's `act` on their own account: it would lock them out, with no other
+/// admin to notice; another admin (or `sluice user` at the machine) can do it.
+fn not_oneself(by: &Identity, name: &str, act: &str) -> Result<(), AuthError> {
+    if by.user == name {
+        return Err(AuthError::Forbidden(format!(
+            "{name} cannot {act}: another admin can, or sluice user on the server"
+        )));
+    }
+    Ok(())
+}
+
 impl Auth {
     /// The stored users as last read.
     pub(super) fn stored(&self) -> Arc<StoredUsers> {
@@ -216,6 +227,9 @@ impl Auth {
     /// Grant `name` the admin role (or take it back), by admin `by`.
     pub async fn set_admin(&self, by: &Identity, name: &str, admin: bool) -> Result<(), AuthError> {
         by.require_admin()?;
+        if !admin {
+            not_oneself(by, name, "take back their own admin role")?;
+        }
         self.known(name)?;
         self.edit_stored(|users| {
             users.entry(name.to_string()).or_default().admin = Some(admin);
@@ -227,6 +241,7 @@ impl Auth {
     /// Remove the store's user `name` (a user of the users file stays one), by admin `by`.
     pub async fn remove_stored_user(&self, by: &Identity, name: &str) -> Result<bool, AuthError> {
         by.require_admin()?;
+        not_oneself(by, name, "remove their own account")?;
         let mut found = false;
         self.edit_stored(|users| {
             found = users.remove(name).is_some();

@@ -124,6 +124,15 @@ fn normalize(key: &str, value: &str) -> Result<String, Error> {
     }
 }
 
+/// The entry keeping `value` for `key`, set by `by` now (the value checked and normalized).
+fn stored(key: &str, value: &str, by: &str) -> Result<Stored, Error> {
+    Ok(Stored {
+        value: normalize(key, value)?,
+        by: by.to_string(),
+        at: now_ms(),
+    })
+}
+
 impl Settings {
     /// The settings of `policy` (the file's), followed in `store`.
     pub fn new(store: SharedStore, policy: &PolicyConfig) -> Self {
@@ -203,38 +212,75 @@ impl Settings {
         by: &str,
     ) -> Result<(Effective, Effective), Error> {
         let key = canonical(key)?;
-        let value = normalize(key, value)?;
-        let entry = Stored {
-            value,
-            by: by.to_string(),
-            at: now_ms(),
-        };
-        self.edit(key, Some(entry)).await
+        let entry = stored(key, value, by)?;
+        let mut changed = self.edit(vec![(key, Some(entry))], false).await?;
+        changed
+            .pop()
+            .ok_or_else(|| Error::Internal("a live setting was set without a trace".into()))
+    }
+
+    /// Set several settings live at once, by `by` (a form that shows them all): every value
+    /// is checked before anything is written, so one bad value writes none, and the changes
+    /// go in one write. A value equal to the one in force is left as it is (its source too).
+    /// Returns each setting changed, before and after.
+    pub async fn set_all(
+        &self,
+        changes: &[(&str, &str)],
+        by: &str,
+    ) -> Result<Vec<(Effective, Effective)>, Error> {
+        let mut entries = Vec::with_capacity(changes.len());
+        for (key, value) in changes {
+            let key = canonical(key)?;
+            entries.push((key, Some(stored(key, value, by)?)));
+        }
+        self.edit(entries, true).await
     }
 
     /// Drop the live value of `key`: the file's (or the default) is in force again.
     pub async fn unset(&self, key: &str) -> Result<(Effective, Effective), Error> {
         let key = canonical(key)?;
-        self.edit(key, None).await
+        let mut changed = self.edit(vec![(key, None)], false).await?;
+        changed
+            .pop()
+            .ok_or_else(|| Error::Internal("a live setting was unset without a trace".into()))
     }
 
+    /// Write `changes` (a value, or `None` to drop it) in one conditional put; with
+    /// `skip_same`, values equal to those in force are left out (and nothing is written when
+    /// none is left).
     async fn edit(
         &self,
-        key: &'static str,
-        entry: Option<Stored>,
-    ) -> Result<(Effective, Effective), Error> {
+        changes: Vec<(&'static str, Option<Stored>)>,
+        skip_same: bool,
+    ) -> Result<Vec<(Effective, Effective)>, Error> {
         for _ in 0..32 {
             let (mut map, expect) = self.read().await?;
             self.apply(map.clone());
-            let before = self.one(key);
-            match &entry {
-                Some(entry) => map.insert(key.to_string(), entry.clone()),
-                None => map.remove(key),
-            };
+            let mut before = Vec::new();
+            for (key, entry) in &changes {
+                let now = self.one(key);
+                if skip_same && entry.as_ref().is_some_and(|e| e.value == now.value) {
+                    continue;
+                }
+                match entry {
+                    Some(entry) => map.insert(key.to_string(), entry.clone()),
+                    None => map.remove(*key),
+                };
+                before.push(now);
+            }
+            if before.is_empty() {
+                return Ok(Vec::new());
+            }
             let bytes = Bytes::from(serde_json::to_vec(&map).unwrap_or_default());
             if let Written::Stored(_) = self.store.put_state(STATE_KEY, bytes, expect).await? {
                 self.apply(map);
-                return Ok((before, self.one(key)));
+                return Ok(before
+                    .into_iter()
+                    .map(|b| {
+                        let after = self.one(b.key);
+                        (b, after)
+                    })
+                    .collect());
             }
         }
         Err(Error::store("the live settings kept changing: try again"))

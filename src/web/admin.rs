@@ -1,6 +1,12 @@
 //! The admin pages, for users with the admin role (403 for anyone else): health, the mirror,
 //! store usage, the hit ratio, the whitelist (filter, add with the dependency closure as a
-//! background job shown live, remove) and the settings in force.
+//! background job shown live, remove); the live settings ([`settings`]), users and their
+//! tokens ([`users`]) and the audit log ([`audit`]). Every change goes through
+//! [`crate::api::admin`], which checks the role and audits it, as the command line's do.
+
+mod audit;
+mod settings;
+mod users;
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
@@ -10,8 +16,10 @@ use serde_json::json;
 
 use super::pages::{when, Layout};
 use super::{html, redirect, Visit};
+use crate::api::admin::Actor;
 use crate::api::Answer;
 use crate::app::App;
+use crate::auth::Identity;
 use crate::core::sessions::random_hex;
 use crate::core::Error;
 use crate::jobs::closure::{add_packages, parse_spec, AddOptions, Progress, Summary};
@@ -98,6 +106,7 @@ pub struct JobLine {
 #[template(path = "admin.html")]
 struct Overview {
     layout: Layout,
+    tab: &'static str,
     facts: Vec<(String, String)>,
     has_whitelist: bool,
     jobs: Vec<JobLine>,
@@ -105,15 +114,6 @@ struct Overview {
     entries: Vec<String>,
     shown: usize,
     total: usize,
-}
-
-/// The settings page.
-#[derive(Template)]
-#[template(path = "settings.html")]
-struct Settings {
-    layout: Layout,
-    source: String,
-    rows: Vec<(String, String)>,
 }
 
 /// A job's page.
@@ -146,14 +146,45 @@ pub async fn handle(visit: &Visit<'_>) -> Result<Answer, Error> {
     }
     match (visit.path, visit.post) {
         ("admin", false) => overview(visit).await,
-        ("admin/settings", false) => settings(visit),
         ("admin/whitelist/add", true) => add(visit),
         ("admin/whitelist/remove", true) => remove(visit),
         (path, false) if path.starts_with("admin/jobs/") => job(visit, &path[11..]),
-        _ => Err(Error::NotFound(format!(
-            "no console page at /-/ui/{}",
-            visit.path
-        ))),
+        ("admin/audit", false) => audit::page(visit).await,
+        (path, _) if path == "admin/settings" || path.starts_with("admin/settings/") => {
+            settings::handle(visit).await
+        }
+        (path, _) if path == "admin/users" || path.starts_with("admin/users/") => {
+            users::handle(visit).await
+        }
+        _ => Err(not_here(visit)),
+    }
+}
+
+/// There is no such admin page (or it takes no post).
+fn not_here(visit: &Visit<'_>) -> Error {
+    Error::NotFound(format!("no console page at /-/ui/{}", visit.path))
+}
+
+/// The logged-in admin as an identity for [`crate::api::admin`]: a console session is a
+/// password login, read-write.
+fn identity(visit: &Visit<'_>) -> Result<Identity, Error> {
+    let user = visit
+        .user()
+        .ok_or_else(|| Error::Unauthenticated("log in first".into()))?;
+    Ok(Identity {
+        user: user.to_string(),
+        readonly: false,
+        token_hash: None,
+        admin: is_admin(visit.call.app, user),
+    })
+}
+
+/// Who acts, for [`crate::api::admin`]: `who` from the visit's address.
+fn actor<'a>(visit: &'a Visit<'_>, who: &'a Identity) -> Actor<'a> {
+    Actor {
+        app: visit.call.app,
+        who,
+        address: visit.call.address,
     }
 }
 
@@ -173,6 +204,7 @@ async fn overview(visit: &Visit<'_>) -> Result<Answer, Error> {
         .collect();
     let page = Overview {
         layout: visit.layout("Administration"),
+        tab: "overview",
         facts,
         has_whitelist: app.whitelist().is_some(),
         jobs,
@@ -268,41 +300,6 @@ async fn facts(app: &App) -> Vec<(String, String)> {
         ));
     }
     facts
-}
-
-fn settings(visit: &Visit<'_>) -> Result<Answer, Error> {
-    let config = &visit.call.app.config;
-    let policy = &config.policy;
-    let rows = vec![
-        (
-            "Replication policy".to_string(),
-            match policy.mode {
-                crate::config::Mode::Whitelist => "whitelist".to_string(),
-                crate::config::Mode::Mirror => "mirror".to_string(),
-            },
-        ),
-        (
-            "Read-through".into(),
-            if policy.read_through { "on" } else { "off" }.into(),
-        ),
-        (
-            "Refresh interval".into(),
-            humantime::format_duration(policy.refresh).to_string(),
-        ),
-        (
-            "Reads".into(),
-            match config.auth.read {
-                crate::config::Read::Authenticated => "users only".into(),
-                _ => "anyone".into(),
-            },
-        ),
-    ];
-    let page = Settings {
-        layout: visit.layout("Settings"),
-        source: config.source.clone(),
-        rows,
-    };
-    html(200, &page)
 }
 
 /// Start adding a spec and its closure in the background; show its page.
