@@ -1,6 +1,6 @@
-//! Staged publishing (`npm stage …`, issue 25 item 6): a version staged is checked as a
-//! publish is, invisible and uninstallable until a maintainer approves it, and the stage API
-//! refuses what a hostile or confused caller sends.
+//! Staged publishing (`npm stage …` and `pnpm stage …` with pnpm 11 and 12, issue 25 item 6):
+//! a version staged is checked as a publish is, invisible and uninstallable until a maintainer
+//! approves it, and the stage API refuses what a hostile or confused caller sends.
 #![allow(clippy::unwrap_used)]
 
 mod support;
