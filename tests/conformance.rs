@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 
 use sluice::server::free_port;
-use support::Sluice;
+use support::{publishing, Sluice};
 
 /// The unscoped names the battery publishes at run time (`e2e-<word>-<id>`, `verdaccio-<id>`…),
 /// as `[publish] packages` patterns: every `e2e-*` but the proxied `e2e-uplink-*`.
@@ -130,6 +130,7 @@ fn battery(
     adapters: &[String],
     extra: &[&str],
     home: &Path,
+    env: &[(&str, &str)],
 ) -> (bool, String) {
     let node = support::tool_in("node24/node_modules/node/bin/node").unwrap();
     let cli = support::tool_in("e2e/node_modules/@verdaccio/e2e-cli/bin/e2e-cli.js").unwrap();
@@ -157,6 +158,7 @@ fn battery(
         .env_remove("npm_config_registry")
         .env_remove("NPM_CONFIG_REGISTRY")
         .env_remove("E2E_PENDING_CONTRACT_CHECKS")
+        .envs(env.iter().copied())
         .output()
         .expect("node runs the battery");
     let text = format!(
@@ -183,6 +185,44 @@ fn assert_passed(ok: bool, output: &str, expected: &[(&str, usize)]) {
         );
     }
     assert!(ok, "the battery exited with an error:\n{output}");
+}
+
+/// The Yarn plugins the battery imports for yarn 4 (tests/yarn-plugins), as the packages it
+/// packs: `@verdaccio/yarn-plugin-<name>`, holding `bundles/@yarnpkg/plugin-<name>.js`.
+const YARN_PLUGINS: &[(&str, &str)] = &[
+    (
+        "npm-deprecate",
+        include_str!("yarn-plugins/plugin-npm-deprecate.js"),
+    ),
+    (
+        "npm-login",
+        include_str!("yarn-plugins/plugin-npm-login.js"),
+    ),
+    ("npm-ping", include_str!("yarn-plugins/plugin-npm-ping.js")),
+];
+
+/// Publish [`YARN_PLUGINS`] to `sluice` (`@verdaccio` is published here), as a user signed up
+/// for it.
+fn publish_yarn_plugins(sluice: &Sluice) {
+    let token = publishing::login(sluice, "yarn-plugins", "correct horse");
+    for (name, bundle) in YARN_PLUGINS {
+        let package = format!("@verdaccio/yarn-plugin-{name}");
+        let manifest = serde_json::json!({
+            "name": package, "version": "1.0.0", "license": "MIT",
+            "main": format!("bundles/@yarnpkg/plugin-{name}.js"),
+        });
+        let tgz = publishing::tarball_of(&[
+            ("package/package.json", manifest.to_string().as_bytes()),
+            (
+                &format!("package/bundles/@yarnpkg/plugin-{name}.js"),
+                bundle.as_bytes(),
+            ),
+        ]);
+        let body = publishing::publish_body(&manifest, &tgz);
+        let path = publishing::doc_path(&package);
+        let (status, answer) = publishing::send(sluice, "PUT", &path, Some(&token), Some(&body));
+        assert_eq!(status, 200, "publishing {package}: {answer}");
+    }
 }
 
 #[test]
@@ -217,7 +257,7 @@ fn verdaccio_s_e2e_battery_passes() {
         pm("bun", &paths[5]),
         pm("deno", &paths[6]),
     ];
-    let (ok, output) = battery(&registry, uplink, &adapters, &[], home.path());
+    let (ok, output) = battery(&registry, uplink, &adapters, &[], home.path(), &[]);
     // The counts this battery version runs for each (the rest it skips as not applying).
     assert_passed(
         ok,
@@ -244,16 +284,31 @@ fn verdaccio_s_e2e_battery_passes() {
         );
     }
 
-    // yarn 4 on its own run: its deprecate, login and ping tests first fetch Yarn plugins
-    // (`@verdaccio/yarn-plugin-npm-*`) from the public registry with `npm pack`, which is
-    // not hermetic (and those packages are not published there). tests/clients.rs drives
-    // yarn 4's login and publish itself.
+    // yarn 4 on its own run. Its deprecate, login and ping tests first `npm pack`
+    // `@verdaccio/yarn-plugin-npm-{deprecate,login,ping}` and import the Yarn plugin each holds;
+    // those packages are not on the registry the project reaches, so tests/yarn-plugins' own
+    // plugins are published here under those names and the battery's npm asks this sluice.
+    publish_yarn_plugins(&sluice);
     let adapters = vec![pm("yarn-modern", &paths[4])];
-    let skips = ["deprecate", "login", "ping"]
-        .iter()
-        .flat_map(|t| ["--skip-test", t])
-        .collect::<Vec<_>>();
-    let (ok, output) = battery(&registry, uplink, &adapters, &skips, home.path());
-    assert_passed(ok, &output, &[("yarn-modern@4.", 6)]);
+    let npm_registry = [("npm_config_registry", registry.as_str())];
+    let (ok, output) = battery(
+        &registry,
+        uplink,
+        &adapters,
+        &[],
+        home.path(),
+        &npm_registry,
+    );
+    assert_passed(ok, &output, &[("yarn-modern@4.", 9)]);
+    // A test with sub-tests ends in `PASS name`, one without in `✓ name`.
+    let plain = strip_colors(&output);
+    for test in ["deprecate", "login", "ping"] {
+        let passed = plain.lines().map(str::trim).any(|line| {
+            [format!("PASS {test} "), format!("✓ {test} ")]
+                .iter()
+                .any(|mark| line.starts_with(mark.as_str()))
+        });
+        assert!(passed, "yarn 4's {test} did not run and pass:\n{output}");
+    }
     drop(sluice);
 }

@@ -525,6 +525,25 @@ fn npm_login_prompts_work_through_the_legacy_flow_and_adduser_and_owners_apply()
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(npm_ok(&project, &sluice, &["whoami"]).trim(), "bob");
+    // bob logs in again elsewhere: with sign-ups open, the password alone is a sign-up for a
+    // taken name (409), and npm retries with it as Basic credentials, as with CouchDB.
+    let again = Project::new();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(NPM_LOGIN)
+        .arg(sluice.url())
+        .args(["bob", "secret-pass"])
+        .arg(again.path().join(".npmrc-empty"))
+        .current_dir(again.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "npm login again:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(npm_ok(&again, &sluice, &["whoami"]).trim(), "bob");
     let users = std::fs::read_to_string(sluice.dir.path().join("users")).unwrap();
     assert!(users.starts_with("bob:$argon2id$"), "{users}");
     // What `npm adduser` sends carries the e-mail address it asked for: it is kept, shown in

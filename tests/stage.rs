@@ -1,6 +1,6 @@
-//! Staged publishing (`npm stage …`, issue 25 item 6): a version staged is checked as a
-//! publish is, invisible and uninstallable until a maintainer approves it, and the stage API
-//! refuses what a hostile or confused caller sends.
+//! Staged publishing (`npm stage …` and `pnpm stage …` with pnpm 11 and 12, issue 25 item 6):
+//! a version staged is checked as a publish is, invisible and uninstallable until a maintainer
+//! approves it, and the stage API refuses what a hostile or confused caller sends.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -601,4 +601,186 @@ fn a_fleet_shares_what_is_staged_one_node_stages_another_approves() {
     assert_eq!((status, served), (200, tarball));
     let (_, list) = json_call(&a, "GET", "/-/stage", Some(&alice));
     assert_eq!(list["total"], 0, "{list}");
+}
+
+/// A pnpm (11 on Node 24, or 12, its own runtime) with a home of its own whose user config
+/// carries a token for one sluice.
+struct Pnpm {
+    name: &'static str,
+    program: std::path::PathBuf,
+    path: Option<std::ffi::OsString>,
+    home: tempfile::TempDir,
+    registry: String,
+}
+
+impl Pnpm {
+    /// pnpm 11 (`node24`) or 12 (`pnpm12`) logged in to `sluice` with `token`; `None` after
+    /// saying it cannot run (a failure under CI).
+    fn logged_in(major: u8, sluice: &Sluice, token: &str) -> Option<Pnpm> {
+        let (name, program, path) = match major {
+            11 => (
+                "pnpm 11",
+                support::tool_in("node24/node_modules/.bin/pnpm")?,
+                Some(support::node24_path()?),
+            ),
+            _ => (
+                "pnpm 12",
+                support::tool_in("pnpm12/node_modules/.bin/pnpm")?,
+                None,
+            ),
+        };
+        let home = tempfile::tempdir().unwrap();
+        let registry = sluice.url();
+        let host = registry.trim_start_matches("http:");
+        let rc = format!("registry={registry}\n{host}:_authToken={token}\n");
+        std::fs::write(home.path().join(".npmrc"), &rc).unwrap();
+        // pnpm 11 reads its user settings from here, and no longer from ~/.npmrc.
+        let config = home.path().join(".config/pnpm");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("auth.ini"), &rc).unwrap();
+        let pnpm = Pnpm {
+            name,
+            program,
+            path,
+            home,
+            registry,
+        };
+        let version = pnpm.run(pnpm.home.path(), &["--version"]);
+        let said = String::from_utf8_lossy(&version.stdout).to_string();
+        assert!(said.starts_with(&format!("{major}.")), "{name}: {said}");
+        Some(pnpm)
+    }
+
+    /// Run it in `dir` against its registry.
+    fn run(&self, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(&self.program);
+        command.args(args).current_dir(dir);
+        if !args.contains(&"--version") {
+            command.args(["--registry", &self.registry]);
+        }
+        if let Some(path) = &self.path {
+            command.env("PATH", path);
+        }
+        let home = self.home.path();
+        command
+            .env("HOME", home)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("npm_config_userconfig", home.join(".npmrc"))
+            .env_remove("npm_config_registry")
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    }
+
+    /// Run it; its stdout, or a panic with all it said.
+    fn ok(&self, dir: &std::path::Path, args: &[&str]) -> String {
+        let out = self.run(dir, args);
+        assert!(
+            out.status.success(),
+            "{} {args:?}:\n{}\n{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Run it, which must fail; all it said.
+    fn fails(&self, dir: &std::path::Path, args: &[&str]) -> String {
+        let out = self.run(dir, args);
+        let said = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "{} {args:?} succeeded:\n{said}",
+            self.name
+        );
+        said
+    }
+}
+
+/// `pnpm stage` end to end: a direct publish refused with the way to stage, stage (twice:
+/// 409), list, view, download, approve (then installable), stage and reject.
+fn pnpm_stages_lists_views_downloads_approves_and_rejects(major: u8) {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "staged = \"required\"\n");
+    let Some(pnpm) = Pnpm::logged_in(major, &sluice, &alice) else {
+        return;
+    };
+    let author = Project::new();
+    let dir = author.path();
+    package(&author, "1.0.0");
+    let said = pnpm.fails(dir, &["publish", "--no-git-checks"]);
+    assert!(said.contains("stage publish"), "{said}");
+    assert!(listed(&sluice, "@acme/widget").is_empty());
+
+    let id = printed_id(&pnpm.ok(dir, &["stage", "publish", "--no-git-checks"]));
+    assert_eq!(id.len(), 36, "{id}");
+    let said = pnpm.fails(dir, &["stage", "publish", "--no-git-checks"]);
+    assert!(said.contains("409"), "{said}");
+
+    // Not installable while staged.
+    let user = Project::new();
+    let out = user.npm(&sluice.url(), &["install", "@acme/widget@1.0.0"]);
+    assert!(!out.status.success(), "a staged version installed");
+    assert!(listed(&sluice, "@acme/widget").is_empty());
+
+    let list: Value = serde_json::from_str(&pnpm.ok(dir, &["stage", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    assert_eq!(list[0]["packageName"], "@acme/widget", "{list}");
+    assert_eq!(list[0]["version"], "1.0.0", "{list}");
+    let list: Value =
+        serde_json::from_str(&pnpm.ok(dir, &["stage", "list", "@acme/widget", "--json"])).unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let none = pnpm.ok(dir, &["stage", "list", "@acme/other"]);
+    assert!(none.contains("No staged versions"), "{none}");
+    let view: Value =
+        serde_json::from_str(&pnpm.ok(dir, &["stage", "view", &id, "--json"])).unwrap();
+    assert_eq!(view["version"], "1.0.0", "{view}");
+    assert_eq!(view["actor"], "alice", "{view}");
+    let fetched = tempfile::tempdir().unwrap();
+    pnpm.ok(fetched.path(), &["stage", "download", &id]);
+    let downloaded: Vec<_> = support::paths_under(fetched.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tgz"))
+        .collect();
+    assert_eq!(downloaded.len(), 1, "{downloaded:?}");
+    let staged_bytes = std::fs::read(&downloaded[0]).unwrap();
+
+    let said = pnpm.ok(dir, &["stage", "approve", &id]);
+    assert!(said.contains("approved"), "{said}");
+    assert_eq!(listed(&sluice, "@acme/widget"), ["1.0.0"]);
+    user.install(&sluice.url(), &["@acme/widget@1.0.0"]);
+    assert_eq!(user.require("@acme/widget"), "@acme/widget@1.0.0");
+    let (_, _, served) = sluice.get("/@acme%2fwidget/-/widget-1.0.0.tgz", &[]);
+    assert_eq!(served, staged_bytes);
+    let (_, doc) = sluice.get_json("/@acme%2fwidget");
+    assert_eq!(
+        doc["versions"]["1.0.0"]["_npmUser"]["name"], "alice",
+        "{doc}"
+    );
+
+    package(&author, "1.1.0");
+    let id = printed_id(&pnpm.ok(dir, &["stage", "publish", "--no-git-checks"]));
+    let said = pnpm.ok(dir, &["stage", "reject", &id]);
+    assert!(said.contains("rejected"), "{said}");
+    let out = pnpm.ok(dir, &["stage", "list"]);
+    assert!(out.contains("No staged packages"), "{out}");
+    assert_eq!(listed(&sluice, "@acme/widget"), ["1.0.0"]);
+}
+
+#[test]
+fn pnpm_11_stages_lists_views_downloads_approves_and_rejects() {
+    pnpm_stages_lists_views_downloads_approves_and_rejects(11);
+}
+
+#[test]
+fn pnpm_12_stages_lists_views_downloads_approves_and_rejects() {
+    pnpm_stages_lists_views_downloads_approves_and_rejects(12);
 }

@@ -25,7 +25,7 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
         NpmRequest::Login { name } => {
             let address = call.address.map(|a| a.to_string());
             let at = (address.as_deref(), call.otp.as_deref());
-            let reply = login(auth, name, &call.body, at).await;
+            let reply = login(auth, name, who, &call.body, at).await;
             if reply.is_ok() {
                 let entry = AuditEntry::new(
                     Some(name),
@@ -144,13 +144,18 @@ fn wrong_password() -> Error {
 }
 
 /// `GET /-/user/org.couchdb.user:{name}`: the whole document (with the e-mail address) to
-/// that user; the name alone to another user (`npm owner add` checks that the name exists);
-/// nothing to an anonymous client, whether the name exists or not.
+/// that user; the name alone to another user (`npm owner add` checks that the name exists).
+/// An anonymous client learns nothing of the name: with sign-ups open it gets the name-only
+/// document for any name (what npm reads between the 409 and the Basic retry of a login, see
+/// [`login`]), otherwise a 401.
 fn user_document(call: &Call<'_>, name: &str) -> Reply {
     let auth = &call.app.auth;
     // Looked up first, for every caller: an anonymous answer takes as long for any name.
     let known = auth.has_user(name);
     let Some(who) = call.who else {
+        if auth.adduser {
+            return Ok((200, name_only(name)));
+        }
         return Err(login_first());
     };
     if !known {
@@ -158,24 +163,37 @@ fn user_document(call: &Call<'_>, name: &str) -> Reply {
             "{name} is not a user of this registry"
         )));
     }
-    let mut document = json!({
-        "_id": format!("org.couchdb.user:{name}"),
-        "_rev": "1-0",
-        "name": name,
-        "type": "user",
-        "roles": [],
-    });
+    let mut document = name_only(name);
     if who.user == name {
         document["email"] = Value::String(auth.email(name).unwrap_or_default());
     }
     Ok((200, document))
 }
 
-/// `PUT /-/user/org.couchdb.user:{name}` with `{name, password, …}`, from `address`, with the
-/// one-time code `otp` (`npm-otp`) for a user who enrolled a second factor.
+/// A user document with nothing but the name.
+fn name_only(name: &str) -> Value {
+    json!({
+        "_id": format!("org.couchdb.user:{name}"),
+        "_rev": "1-0",
+        "name": name,
+        "type": "user",
+        "roles": [],
+    })
+}
+
+/// `PUT /-/user/org.couchdb.user:{name}[/-rev/{rev}]` with `{name, password, …}`, from
+/// `address`, by `who` (its `Authorization`, when good), with the one-time code `otp`
+/// (`npm-otp`) for a user who enrolled a second factor.
+///
+/// With sign-ups open (`auth.adduser`), a PUT that does not come with `name`'s own credentials
+/// is a sign-up, and an existing name is taken: 409 once the password is right (a wrong one is
+/// a failed login, 401), as CouchDB and Verdaccio answer. npm and Yarn then read the user
+/// document and retry with the password as Basic credentials; pnpm sends those at once. With
+/// sign-ups closed a PUT can only be a login, and the password in its body logs in.
 async fn login(
     auth: &Auth,
     name: &str,
+    who: Option<&Identity>,
     body: &[u8],
     (address, otp): (Option<&str>, Option<&str>),
 ) -> Reply {
@@ -222,6 +240,10 @@ async fn login(
     } else if !auth.check_password(name, password) {
         auth.failed(name, address, "wrong password").await;
         return Err(wrong_password());
+    } else if auth.adduser && who.is_none_or(|w| w.user != name) {
+        return Err(Error::Conflict(format!(
+            "the user {name} exists: log in with its password as Basic credentials"
+        )));
     } else {
         // Asked only once the password is right: the 401 with `WWW-Authenticate: OTP` makes
         // npm prompt for the code and send the login again with it (`npm-otp`).
