@@ -225,6 +225,14 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     let user = Project::new();
     let out = user.npm(&sluice.url(), &["install", "@acme/w@1.1.0"]);
     assert!(!out.status.success(), "a staged version installed");
+    // The console's package page says why 1.1.0 is not served.
+    let (status, _, page) = sluice.get("/-/ui/package/@acme%2fw", &[("accept", "text/html")]);
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("1.1.0") && page.contains("staged by alice and not approved yet"),
+        "{page}"
+    );
 
     // bob sees none of it: not listed for him, 404 for its id (not even 403).
     let (_, list) = json_call(&sluice, "GET", "/-/stage", Some(&bob));
@@ -336,6 +344,14 @@ fn a_first_version_can_be_staged_and_its_approver_maintains_the_package() {
     let (sluice, alice, bob) = started(&upstream, "");
     let id = staged(&sluice, &alice, "@acme/fresh", "0.1.0");
     assert!(listed(&sluice, "@acme/fresh").is_empty());
+    // Only staged: the console's page lists it as waiting rather than 404.
+    let (status, _, page) = sluice.get("/-/ui/package/@acme%2ffresh", &[]);
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("0.1.0") && page.contains("not approved yet"),
+        "{page}"
+    );
     assert_eq!(sluice.get("/@acme%2ffresh/-/fresh-0.1.0.tgz", &[]).0, 404);
     // With no maintainers yet, any user who may publish the name may review it.
     let (_, list) = json_call(&sluice, "GET", "/-/stage", Some(&bob));

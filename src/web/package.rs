@@ -98,13 +98,48 @@ pub async fn page(visit: &Visit<'_>, name: &str) -> Result<Answer, Error> {
             return html(403, &page);
         }
     }
-    let (doc, _) = app.packuments.get(name).await?;
+    let staged = if private {
+        app.publisher.staged_versions(name).await?
+    } else {
+        Vec::new()
+    };
+    let (doc, _) = match app.packuments.get(name).await {
+        Ok(found) => found,
+        // Only staged so far: the page says so rather than 404.
+        Err(Error::NotFound(_)) if !staged.is_empty() => {
+            page.versions = staged_rows(staged);
+            return html(200, &page);
+        }
+        Err(error) => return Err(error),
+    };
     let parsed = parse_document(&doc.bytes, name)?;
     let hidden = app.host.hidden(&parsed, SystemTime::now())?;
     fill(&mut page, &parsed, |version| {
         hidden.reasons.get(version).cloned()
     });
+    let mut waiting = staged_rows(staged);
+    waiting.append(&mut page.versions);
+    page.versions = waiting;
     html(200, &page)
+}
+
+/// Rows for staged versions: not served until a maintainer approves them.
+fn staged_rows(staged: Vec<(String, String, String)>) -> Vec<Row> {
+    staged
+        .into_iter()
+        .rev()
+        .map(|(version, at, by)| Row {
+            version,
+            date: at,
+            size: "—".to_string(),
+            integrity: "—".to_string(),
+            deprecated: None,
+            hidden: Some(format!(
+                "staged by {by} and not approved yet (a maintainer approves it with \
+                 `npm stage approve`)"
+            )),
+        })
+        .collect()
 }
 
 /// Fill `page` from the document as upstream (or the publisher) wrote it; `why_hidden` says

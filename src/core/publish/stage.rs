@@ -326,6 +326,21 @@ impl Publisher {
         Ok(json!({ "items": items, "page": page, "perPage": per_page, "total": total }))
     }
 
+    /// The versions of `package` staged and waiting for a maintainer, as (version, staged at,
+    /// by whom), oldest first: what the console's package page says is not served yet.
+    pub async fn staged_versions(
+        &self,
+        package: &str,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        let (index, _) = self.stage_index().await?;
+        Ok(index
+            .items
+            .into_iter()
+            .filter(|item| item.package_name == package)
+            .map(|item| (item.version, item.created_at, item.actor))
+            .collect())
+    }
+
     /// `GET /-/stage/{id}`.
     pub async fn staged_item(&self, id: &str, who: &Identity) -> Result<Value, Error> {
         let item = self.find_staged(id, who).await?;
