@@ -634,8 +634,17 @@ fn reindex(config: Config) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let runtime = tokio::runtime::Runtime::new()?;
+    // In a fleet the new index records the journal position it covers, so the server that
+    // opens it next follows the journal from there.
+    let journal = (config.storage.backend == sluice::config::Backend::S3).then(|| {
+        std::sync::Arc::new(sluice::core::fleet::Fleet::new(
+            store.clone(),
+            &config.cluster.node,
+        )) as std::sync::Arc<dyn sluice::search::Journal>
+    });
     let done = runtime.block_on(sluice::search::reindex(
         store,
+        journal,
         &config.storage.dir,
         &|progress| {
             if progress.total > 0 {
