@@ -128,6 +128,13 @@ fn store_files(sluice: &Sluice) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Whether a file of the store holds exactly `bytes`.
+fn holds(sluice: &Sluice, bytes: &[u8]) -> bool {
+    store_files(sluice)
+        .iter()
+        .any(|path| std::fs::read(path).is_ok_and(|held| held == bytes))
+}
+
 #[test]
 fn anonymous_callers_get_401_from_every_stage_route() {
     let upstream = FakeRegistry::start();
@@ -306,8 +313,25 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     let (status, _) = stage(&sluice, Some(&alice), "@acme/w", "1.1.0");
     assert_eq!(status, 409);
 
+    // Approved: the staged copy's name is gone; the version's own file serves the bytes.
+    use sluice::store::Store as _;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = |file: String| {
+        runtime
+            .block_on(sluice.store.has_tarball("@acme/w", &file))
+            .unwrap()
+    };
+    assert!(!stored(format!(".stage-{id}.tgz")), "the staged copy stays");
+    assert!(stored("w-1.1.0.tgz".into()));
+
     // Rejected: gone, never listed, and the version may be staged again.
+    let rejected = version_of("@acme/w", "1.2.0").1;
     let id = staged(&sluice, &alice, "@acme/w", "1.2.0");
+    assert!(stored(format!(".stage-{id}.tgz")));
+    assert!(
+        holds(&sluice, &rejected),
+        "the staged bytes are not in the store"
+    );
     let (status, body) = call(
         &sluice,
         "DELETE",
@@ -326,6 +350,15 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
         404
     );
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);
+    // No tarball left behind: neither its name nor its bytes.
+    assert!(
+        !stored(format!(".stage-{id}.tgz")),
+        "the rejected tarball stays"
+    );
+    assert!(
+        !holds(&sluice, &rejected),
+        "the rejected bytes stay in the store"
+    );
     let again = staged(&sluice, &alice, "@acme/w", "1.2.0");
     assert_ne!(again, id);
 }

@@ -7,6 +7,8 @@
 //! verified as `<name>/-/.stage-<id>.tgz`. No packument lists that file and routing refuses a
 //! tarball name that starts with a dot, so only `GET /-/stage/<id>/tarball` serves it. Approving
 //! stores it under the version's own file name and lists the version: the publish's last steps.
+//! Once its item is off the index (approved or rejected), the staged file is deleted from the
+//! store (the store keeps each content once, so an approved version's bytes stay).
 
 use std::collections::HashMap;
 
@@ -18,7 +20,9 @@ use serde_json::{json, Map, Value};
 use ssri::Integrity;
 
 use super::upload::{self, Upload};
-use super::{bad, check_maintainer, new_versions, one_new_version, publish_body, Publisher};
+use super::{
+    bad, check_maintainer, new_versions, one_new_version, publish_body, tarball_file, Publisher,
+};
 use crate::auth::Identity;
 use crate::core::tarballs::{Served, TarballStream};
 use crate::core::Error;
@@ -393,6 +397,8 @@ impl Publisher {
         self.list(name, who, email, version, manifest, &record.extras)
             .await?;
         self.unstage(id).await?;
+        self.drop_staged_tarball(name, id, &tarball_file(name, version))
+            .await;
         tracing::info!(
             package = name,
             version,
@@ -403,12 +409,13 @@ impl Publisher {
         Ok(json!({ "message": format!("{name}@{version} approved and published") }))
     }
 
-    /// `DELETE /-/stage/{id}` by a maintainer: the item off the index, its record dropped.
-    /// The staged tarball stays in the store, unreachable (the store deletes no tarball).
+    /// `DELETE /-/stage/{id}` by a maintainer: the item off the index, its record dropped,
+    /// its tarball deleted.
     pub async fn reject(&self, id: &str, who: &Identity) -> Result<(), Error> {
         let item = self.find_staged(id, who).await?;
         self.check_writer(&item.package_name, who)?;
         self.unstage(id).await?;
+        self.drop_staged_tarball(&item.package_name, id, "").await;
         tracing::info!(
             package = item.package_name,
             version = item.version,
@@ -441,6 +448,19 @@ impl Publisher {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Delete the staged tarball of `id` (off the index now: nothing reaches it), unless it is
+    /// the file `keep` (what approval stored the version under). A failure leaves a file no
+    /// route serves, not a wrong answer: logged, not returned.
+    async fn drop_staged_tarball(&self, name: &str, id: &str, keep: &str) {
+        let file = staged_file(id);
+        if file == keep {
+            return;
+        }
+        if let Err(error) = self.store.delete_tarball(name, &file).await {
+            tracing::warn!(package = name, id, %error, "the staged tarball was not deleted");
+        }
     }
 
     /// Whether `who` may review `name`'s staged versions: they may publish it (`[publish]
