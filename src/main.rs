@@ -524,7 +524,7 @@ fn migrate(
         std::io::stderr().is_terminal(),
     ))?;
     println!(
-        "{} -> {}: {} packuments written, {} already there; {} tarballs copied and verified ({:.1} MB), {} already there; {} state objects; in {:.1}s",
+        "{} -> {}: {} packuments written, {} already there; {} tarballs copied and verified ({:.1} MB), {} already there; {} staged versions listed; {} state objects; in {:.1}s",
         from.location(),
         into.location(),
         done.packuments,
@@ -532,6 +532,7 @@ fn migrate(
         done.tarballs,
         done.bytes as f64 / 1e6,
         done.tarballs_kept,
+        done.staged,
         done.state,
         done.elapsed.as_secs_f64()
     );

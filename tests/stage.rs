@@ -635,3 +635,74 @@ fn a_fleet_shares_what_is_staged_one_node_stages_another_approves() {
     let (_, list) = json_call(&a, "GET", "/-/stage", Some(&alice));
     assert_eq!(list["total"], 0, "{list}");
 }
+
+#[test]
+fn migrate_copies_staged_versions_with_their_tarballs() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let (status, body) = publish(&sluice, &alice, "@acme/w", "1.0.0");
+    assert_eq!(status, 200, "{body}");
+    let next = staged(&sluice, &alice, "@acme/w", "1.1.0");
+    // A first version staged: its package has no document yet.
+    let first = staged(&sluice, &alice, "@acme/first", "1.0.0");
+    let dir = sluice.stop();
+    let from = dir.path().join("sluice.toml");
+    let back = dir.path().join("back.toml");
+    std::fs::write(
+        &back,
+        format!(
+            "[upstream]\nregistry = \"{}\"\n[storage]\ndir = \"back\"\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["migrate", "--to"])
+            .arg(&back)
+            .arg("--config")
+            .arg(&from)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(summary.contains("2 staged versions listed"), "{summary}");
+    // Again: nothing new to list.
+    let summary = String::from_utf8_lossy(&migrate().stdout).to_string();
+    assert!(summary.contains("0 staged versions listed"), "{summary}");
+
+    // A server on the copy lists both, serves their tarballs and approves them.
+    let sluice = Sluice::start_in(
+        dir,
+        &upstream,
+        &format!("{PRIVATE}[storage]\ndir = \"back\"\n"),
+    );
+    let alice = login(&sluice, "alice", "correct horse");
+    let (status, list) = json_call(&sluice, "GET", "/-/stage", Some(&alice));
+    assert_eq!((status, list["total"].clone()), (200, json!(2)), "{list}");
+    for (id, name, version) in [
+        (&next, "@acme/w", "1.1.0"),
+        (&first, "@acme/first", "1.0.0"),
+    ] {
+        let path = format!("/-/stage/{id}/tarball");
+        let (status, tarball) = call(&sluice, "GET", &path, Some(&alice), None);
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(tarball, version_of(name, version).1, "{name}");
+        let (status, body) = json_call(
+            &sluice,
+            "POST",
+            &format!("/-/stage/{id}/approve"),
+            Some(&alice),
+        );
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);
+    assert_eq!(listed(&sluice, "@acme/first"), ["1.0.0"]);
+}

@@ -26,7 +26,7 @@ use super::{
 use crate::auth::Identity;
 use crate::core::tarballs::{Served, TarballStream};
 use crate::core::Error;
-use crate::store::{Expect, Token, Written};
+use crate::store::{Expect, SharedStore, StoreError, Token, Written};
 
 /// The state object listing every staged version.
 const INDEX: &str = "stage/index";
@@ -38,13 +38,69 @@ const PER_PACKAGE: usize = 100;
 const IN_ALL: usize = 5000;
 
 /// The state object keeping what approving `id` lists.
-fn record_key(id: &str) -> String {
+pub fn record_key(id: &str) -> String {
     format!("stage/item/{id}")
 }
 
 /// The tarball file a staged version is stored under: no tarball route reaches it.
-fn staged_file(id: &str) -> String {
+pub fn staged_file(id: &str) -> String {
     format!(".stage-{id}.tgz")
+}
+
+/// The integrity a staged version's tarball is checked against, from its stored record.
+pub fn recorded_integrity(record: &[u8]) -> Option<Integrity> {
+    serde_json::from_slice::<StagedRecord>(record)
+        .ok()?
+        .integrity
+        .parse()
+        .ok()
+}
+
+/// Every staged version `store` lists, newest first.
+pub async fn staged_items(store: &SharedStore) -> Result<Vec<StagedItem>, StoreError> {
+    Ok(read_index(store).await?.0.items)
+}
+
+/// List `items` in the index of `store` too (those it does not list yet), keeping it newest
+/// first; answers how many were added. `sluice migrate` lists what it copied.
+pub async fn list_staged(store: &SharedStore, items: &[StagedItem]) -> Result<u64, StoreError> {
+    for _ in 0..32 {
+        let (mut index, token) = read_index(store).await?;
+        let before = index.items.len();
+        for item in items {
+            if !index.items.iter().any(|i| i.id == item.id) {
+                index.items.push(item.clone());
+            }
+        }
+        let added = (index.items.len() - before) as u64;
+        if added == 0 {
+            return Ok(0);
+        }
+        index.items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let bytes = serde_json::to_vec(&index).map_err(|e| index_error(store, e))?;
+        let expect = Expect::from_read(token.as_ref());
+        if let Written::Stored(_) = store.put_state(INDEX, Bytes::from(bytes), expect).await? {
+            return Ok(added);
+        }
+    }
+    Err(index_error(store, "it kept changing: try again"))
+}
+
+fn index_error(store: &SharedStore, error: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        location: store.location(),
+        message: format!("the index of staged versions: {error}"),
+    }
+}
+
+/// The index of staged versions in `store` and its stored version.
+async fn read_index(store: &SharedStore) -> Result<(Index, Option<Token>), StoreError> {
+    match store.state(INDEX).await? {
+        Some((bytes, token)) => serde_json::from_slice(&bytes)
+            .map(|index| (index, Some(token)))
+            .map_err(|e| index_error(store, e)),
+        None => Ok((Index::default(), None)),
+    }
 }
 
 /// A staged version as npm's stage API shows it (`npm stage list`, `npm stage view`).
@@ -502,12 +558,7 @@ impl Publisher {
 
     /// The index of staged versions and its stored version.
     async fn stage_index(&self) -> Result<(Index, Option<Token>), Error> {
-        match self.store.state(INDEX).await? {
-            Some((bytes, token)) => serde_json::from_slice(&bytes)
-                .map(|index| (index, Some(token)))
-                .map_err(|e| Error::store(format!("the index of staged versions: {e}"))),
-            None => Ok((Index::default(), None)),
-        }
+        Ok(read_index(&self.store).await?)
     }
 
     /// Change the index with `edit` (read → edit → conditional put → on conflict again).
