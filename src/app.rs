@@ -285,8 +285,11 @@ impl App {
         let Some(fleet) = &self.fleet else {
             return;
         };
-        if let Err(error) = fleet.publish().await {
-            tracing::warn!(%error, "fleet: cannot publish this node's changes");
+        match fleet.publish().await {
+            // The search index follows the journal from its own position: it reads it again.
+            Ok(true) => self.search.journal_moved(),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "fleet: cannot publish this node's changes"),
         }
         match fleet.news().await {
             Ok(News::Names(names)) => {
@@ -295,17 +298,17 @@ impl App {
                     self.packuments.changed_elsewhere(name);
                     self.hot.invalidate_packument(name);
                     self.indexes.invalidate(name);
-                    self.search.changed(name);
                 }
                 if !names.is_empty() {
                     tracing::debug!(?names, "fleet: changed by other nodes");
+                    self.search.journal_moved();
                 }
             }
             Ok(News::Everything) => {
                 self.store.forget_all();
                 self.hot.invalidate_all();
                 self.indexes.invalidate_all();
-                self.search.rebuild();
+                self.search.journal_moved();
             }
             Err(error) => tracing::warn!(%error, "fleet: cannot read the change journal"),
         }

@@ -526,7 +526,7 @@ fn migrate(
         std::io::stderr().is_terminal(),
     ))?;
     println!(
-        "{} -> {}: {} packuments written, {} already there; {} tarballs copied and verified ({:.1} MB), {} already there; {} state objects; in {:.1}s",
+        "{} -> {}: {} packuments written, {} already there; {} tarballs copied and verified ({:.1} MB), {} already there; {} staged versions listed; {} state objects; in {:.1}s",
         from.location(),
         into.location(),
         done.packuments,
@@ -534,6 +534,7 @@ fn migrate(
         done.tarballs,
         done.bytes as f64 / 1e6,
         done.tarballs_kept,
+        done.staged,
         done.state,
         done.elapsed.as_secs_f64()
     );
@@ -636,8 +637,17 @@ fn reindex(config: Config) -> anyhow::Result<ExitCode> {
     };
     let started = std::time::Instant::now();
     let runtime = tokio::runtime::Runtime::new()?;
+    // In a fleet the new index records the journal position it covers, so the server that
+    // opens it next follows the journal from there.
+    let journal = (config.storage.backend == sluice::config::Backend::S3).then(|| {
+        std::sync::Arc::new(sluice::core::fleet::Fleet::new(
+            store.clone(),
+            &config.cluster.node,
+        )) as std::sync::Arc<dyn sluice::search::Journal>
+    });
     let done = runtime.block_on(sluice::search::reindex(
         store,
+        journal,
         &config.storage.dir,
         &|progress| {
             if progress.total > 0 {

@@ -523,3 +523,121 @@ fn a_fleet_node_finds_another_nodes_publish_within_cluster_sync() {
     let hit = eventually_found(&b, "remade", "@acme/fleet-widget");
     assert_eq!(hit["package"]["version"], "1.1.0");
 }
+
+/// The bucket under `prefix`, as a store.
+fn bucket_of(seaweed: &Seaweed, prefix: &str) -> sluice::store::SharedStore {
+    let text = format!(
+        "[upstream]\nregistry = \"http://127.0.0.1:9/\"\n{}",
+        seaweed.storage("data", prefix)
+    );
+    let config =
+        sluice::config::Config::parse(&text, "bucket.toml", std::path::Path::new("/tmp")).unwrap();
+    std::sync::Arc::new(
+        sluice::store::S3Store::connect(
+            &config.storage.s3.unwrap(),
+            "test",
+            Duration::from_secs(3),
+            Duration::from_secs(10),
+        )
+        .unwrap(),
+    )
+}
+
+/// The fleet's journal as the bucket under `prefix` holds it, as text.
+fn journal_text(seaweed: &Seaweed, prefix: &str) -> String {
+    let store = bucket_of(seaweed, prefix);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(store.state("fleet/journal"))
+        .unwrap()
+        .map(|(bytes, _)| String::from_utf8_lossy(&bytes).to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_fleet_node_that_was_down_catches_up_its_index_from_the_journal() {
+    let Some(seaweed) = Seaweed::start() else {
+        return;
+    };
+    let upstream = FakeRegistry::start();
+    described(&upstream, "left", "1.0.0", "an old description");
+    let node = |name: &str| {
+        format!(
+            "{}\n[policy]\nwhitelist = \"whitelist\"\nrefresh = \"1h\"\n\n[cluster]\nnode = \"{name}\"\nsync = \"1s\"\n\n{USERS}",
+            seaweed.storage("data", "catch-up/")
+        )
+    };
+    let a = Sluice::start(&upstream, "left\n", &node("a"));
+    let b = Sluice::start(&upstream, "left\n", &node("b"));
+    assert_eq!(a.get_json("/left").0, 200);
+    // b's index hears of it from the journal and records how far it followed it.
+    eventually_found(&b, "old", "left");
+    let dir = b.stop();
+
+    // While b is down: a publishes a private package and refreshes a packument.
+    add_user(&a, "alice", "correct horse");
+    let author = logged_in(&a, &login(&a, "alice", "correct horse"));
+    npm_publish(
+        &author,
+        &a,
+        "@acme/late-widget",
+        "1.0.0",
+        "published meanwhile",
+    );
+    described(&upstream, "left", "1.1.0", "a fresh description");
+    let app = a.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(app.packuments.mark_stale("left")).unwrap();
+    runtime.block_on(app.packuments.fetch("left")).0.unwrap();
+    eventually_found(&a, "fresh", "left");
+    // Both changes are in the journal before b starts again.
+    let mut journal = String::new();
+    let journaled = eventually(WAIT, || {
+        journal = journal_text(&seaweed, "catch-up/");
+        journal.contains("\"@acme/late-widget\"") && journal.matches("\"left\"").count() >= 2
+    });
+    assert!(journaled, "{journal}");
+
+    // b, started again on its index (no reindex), replays the journal from its position.
+    let b = Sluice::start_in(dir, &upstream, &node("b"));
+    let hit = eventually_found(&b, "meanwhile", "@acme/late-widget");
+    assert_eq!(hit["package"]["version"], "1.0.0");
+    let hit = eventually_found(&b, "fresh", "left");
+    assert_eq!(hit["package"]["version"], "1.1.0");
+    assert!(names(&search(&b, "old")).is_empty());
+
+    // b down again; meanwhile the journal no longer reaches back to b's position (entries
+    // dropped), and a package was stored that it does not list: b rebuilds from the store.
+    let dir = b.stop();
+    let bucket = bucket_of(&seaweed, "catch-up/");
+    let doc = json!({
+        "_id": "@acme/trimmed-gem", "name": "@acme/trimmed-gem",
+        "dist-tags": {"latest": "1.0.0"},
+        "versions": {"1.0.0": {"name": "@acme/trimmed-gem", "version": "1.0.0",
+                     "description": "stored while entries were dropped",
+                     "dist": {"tarball": "http://x/t/-/trimmed-gem-1.0.0.tgz"}}},
+        "time": {"1.0.0": "2024-01-01T00:00:00.000Z"}
+    });
+    let meta = sluice::store::PackumentMeta {
+        fetched_at: sluice::store::now_ms(),
+        ..Default::default()
+    };
+    runtime
+        .block_on(bucket.put_packument(
+            "@acme/trimmed-gem",
+            doc.to_string().into(),
+            &meta,
+            sluice::store::Expect::Absent,
+        ))
+        .unwrap();
+    let trimmed = json!({"next": 5000, "entries": [{"seq": 4999, "name": "left", "node": "a"}]});
+    let held = runtime.block_on(bucket.state("fleet/journal")).unwrap();
+    let expect = sluice::store::Expect::from_read(held.as_ref().map(|(_, t)| t));
+    let written = runtime
+        .block_on(bucket.put_state("fleet/journal", trimmed.to_string().into(), expect))
+        .unwrap();
+    assert!(matches!(written, sluice::store::Written::Stored(_)));
+    let b = Sluice::start_in(dir, &upstream, &node("b"));
+    eventually_found(&b, "dropped", "@acme/trimmed-gem");
+    eventually_found(&b, "meanwhile", "@acme/late-widget");
+}

@@ -128,6 +128,13 @@ fn store_files(sluice: &Sluice) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Whether a file of the store holds exactly `bytes`.
+fn holds(sluice: &Sluice, bytes: &[u8]) -> bool {
+    store_files(sluice)
+        .iter()
+        .any(|path| std::fs::read(path).is_ok_and(|held| held == bytes))
+}
+
 #[test]
 fn anonymous_callers_get_401_from_every_stage_route() {
     let upstream = FakeRegistry::start();
@@ -314,8 +321,25 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     let (status, _) = stage(&sluice, Some(&alice), "@acme/w", "1.1.0");
     assert_eq!(status, 409);
 
+    // Approved: the staged copy's name is gone; the version's own file serves the bytes.
+    use sluice::store::Store as _;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stored = |file: String| {
+        runtime
+            .block_on(sluice.store.has_tarball("@acme/w", &file))
+            .unwrap()
+    };
+    assert!(!stored(format!(".stage-{id}.tgz")), "the staged copy stays");
+    assert!(stored("w-1.1.0.tgz".into()));
+
     // Rejected: gone, never listed, and the version may be staged again.
+    let rejected = version_of("@acme/w", "1.2.0").1;
     let id = staged(&sluice, &alice, "@acme/w", "1.2.0");
+    assert!(stored(format!(".stage-{id}.tgz")));
+    assert!(
+        holds(&sluice, &rejected),
+        "the staged bytes are not in the store"
+    );
     let (status, body) = call(
         &sluice,
         "DELETE",
@@ -334,6 +358,15 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
         404
     );
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);
+    // No tarball left behind: neither its name nor its bytes.
+    assert!(
+        !stored(format!(".stage-{id}.tgz")),
+        "the rejected tarball stays"
+    );
+    assert!(
+        !holds(&sluice, &rejected),
+        "the rejected bytes stay in the store"
+    );
     let again = staged(&sluice, &alice, "@acme/w", "1.2.0");
     assert_ne!(again, id);
 }
@@ -799,4 +832,75 @@ fn pnpm_11_stages_lists_views_downloads_approves_and_rejects() {
 #[test]
 fn pnpm_12_stages_lists_views_downloads_approves_and_rejects() {
     pnpm_stages_lists_views_downloads_approves_and_rejects(12);
+}
+
+#[test]
+fn migrate_copies_staged_versions_with_their_tarballs() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let (status, body) = publish(&sluice, &alice, "@acme/w", "1.0.0");
+    assert_eq!(status, 200, "{body}");
+    let next = staged(&sluice, &alice, "@acme/w", "1.1.0");
+    // A first version staged: its package has no document yet.
+    let first = staged(&sluice, &alice, "@acme/first", "1.0.0");
+    let dir = sluice.stop();
+    let from = dir.path().join("sluice.toml");
+    let back = dir.path().join("back.toml");
+    std::fs::write(
+        &back,
+        format!(
+            "[upstream]\nregistry = \"{}\"\n[storage]\ndir = \"back\"\n",
+            upstream.url()
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["migrate", "--to"])
+            .arg(&back)
+            .arg("--config")
+            .arg(&from)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = migrate();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(summary.contains("2 staged versions listed"), "{summary}");
+    // Again: nothing new to list.
+    let summary = String::from_utf8_lossy(&migrate().stdout).to_string();
+    assert!(summary.contains("0 staged versions listed"), "{summary}");
+
+    // A server on the copy lists both, serves their tarballs and approves them.
+    let sluice = Sluice::start_in(
+        dir,
+        &upstream,
+        &format!("{PRIVATE}[storage]\ndir = \"back\"\n"),
+    );
+    let alice = login(&sluice, "alice", "correct horse");
+    let (status, list) = json_call(&sluice, "GET", "/-/stage", Some(&alice));
+    assert_eq!((status, list["total"].clone()), (200, json!(2)), "{list}");
+    for (id, name, version) in [
+        (&next, "@acme/w", "1.1.0"),
+        (&first, "@acme/first", "1.0.0"),
+    ] {
+        let path = format!("/-/stage/{id}/tarball");
+        let (status, tarball) = call(&sluice, "GET", &path, Some(&alice), None);
+        assert_eq!(status, 200, "{name}");
+        assert_eq!(tarball, version_of(name, version).1, "{name}");
+        let (status, body) = json_call(
+            &sluice,
+            "POST",
+            &format!("/-/stage/{id}/approve"),
+            Some(&alice),
+        );
+        assert_eq!(status, 201, "{name}: {body}");
+    }
+    assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);
+    assert_eq!(listed(&sluice, "@acme/first"), ["1.0.0"]);
 }

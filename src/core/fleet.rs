@@ -155,14 +155,15 @@ impl Fleet {
         .await
     }
 
-    /// Put the packuments this node changed since the last call into the journal.
-    pub async fn publish(&self) -> Result<(), StoreError> {
+    /// Put the packuments this node changed since the last call into the journal; answers
+    /// whether it wrote any.
+    pub async fn publish(&self) -> Result<bool, StoreError> {
         let names: Vec<String> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
                 .into_iter()
                 .collect();
         if names.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let restore = |names: Vec<String>| {
             self.pending
@@ -195,7 +196,7 @@ impl Fleet {
             let bytes = Bytes::from(serde_json::to_vec(&journal).unwrap_or_default());
             let expect = Expect::from_read(held.as_ref().map(|(_, t)| t));
             match self.store.put_state(JOURNAL, bytes, expect).await {
-                Ok(Written::Stored(_)) => return Ok(()),
+                Ok(Written::Stored(_)) => return Ok(true),
                 Ok(Written::Conflict) => {}
                 Err(error) => {
                     restore(names);
@@ -205,7 +206,7 @@ impl Fleet {
         }
         // Lost too many races: try again next time.
         restore(names);
-        Ok(())
+        Ok(false)
     }
 
     /// The packuments other nodes changed since the last call.
@@ -233,6 +234,27 @@ impl Fleet {
             .map(|e| e.name)
             .collect();
         Ok(News::Names(names.into_iter().collect()))
+    }
+}
+
+/// The search index follows the journal itself, from the position its own commits record.
+#[async_trait::async_trait]
+impl crate::search::Journal for Fleet {
+    async fn read(&self) -> Result<crate::search::JournalView, StoreError> {
+        let journal: Journal = self
+            .store
+            .state(JOURNAL)
+            .await?
+            .and_then(|(b, _)| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(crate::search::JournalView {
+            next: journal.next,
+            entries: journal
+                .entries
+                .into_iter()
+                .map(|e| (e.seq, e.name))
+                .collect(),
+        })
     }
 }
 

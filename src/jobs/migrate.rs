@@ -2,7 +2,9 @@
 //! a fleet's shared state) into the store another configuration names — disk to s3 and back.
 //!
 //! Tarballs kept for versions upstream no longer lists are copied with their records (merged
-//! into the destination's, verified against the recorded sha512).
+//! into the destination's, verified against the recorded sha512). Staged versions are copied
+//! with their records and tarballs (verified against the record), and listed in the
+//! destination's index of staged versions only once both are there.
 //!
 //! Every tarball goes through the destination's verifying sink, so nothing unverified lands
 //! there. A packument the destination already has is merged, never overwritten (no version is
@@ -17,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use sluice_plugin_api::Packument;
 
+use crate::core::publish::stage::{self, StagedItem};
 use crate::core::published_integrity;
 use crate::core::tarballs::Ledger;
 use crate::packument;
@@ -40,6 +43,8 @@ pub struct Migrated {
     pub bytes: u64,
     /// State objects copied.
     pub state: u64,
+    /// Staged versions newly listed in the destination.
+    pub staged: u64,
     /// What could not be copied.
     pub failures: Vec<String>,
     /// Wall time.
@@ -94,6 +99,7 @@ pub async fn migrate(
         .await;
     bar.finish_and_clear();
     copy_unlisted(from, to, &counts, &failures).await?;
+    let staged = copy_staged(from, to, &counts, &failures).await?;
     let mut state = 0;
     for key in STATE {
         if let Some((bytes, _)) = from.state(key).await? {
@@ -114,6 +120,7 @@ pub async fn migrate(
         tarballs_kept: load(3),
         bytes: load(4),
         state,
+        staged,
         failures: failures.into_inner().unwrap_or_else(|p| p.into_inner()),
         elapsed: started.elapsed(),
     })
@@ -203,6 +210,62 @@ async fn copy_unlisted(
                 .unwrap_or_else(|p| p.into_inner())
                 .push(format!("{name}/-/{file} (unlisted): {error}"));
         }
+    }
+    Ok(())
+}
+
+/// Copy every staged version `from` lists (record and tarball) and list those copied in
+/// `to`'s index of staged versions; answers how many were newly listed there.
+async fn copy_staged(
+    from: &SharedStore,
+    to: &SharedStore,
+    counts: &[AtomicU64; 5],
+    failures: &std::sync::Mutex<Vec<String>>,
+) -> Result<u64, StoreError> {
+    let mut copied = Vec::new();
+    for item in stage::staged_items(from).await? {
+        match copy_staged_item(from, to, &item, counts).await {
+            Ok(()) => copied.push(item),
+            Err(error) => failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "{}@{} (staged {}): {error}",
+                    item.package_name, item.version, item.id
+                )),
+        }
+    }
+    stage::list_staged(to, &copied).await
+}
+
+/// Copy the record and the tarball of one staged version (the tarball verified against the
+/// record's integrity).
+async fn copy_staged_item(
+    from: &SharedStore,
+    to: &SharedStore,
+    item: &StagedItem,
+    counts: &[AtomicU64; 5],
+) -> Result<(), String> {
+    let key = stage::record_key(&item.id);
+    let (record, _) = from
+        .state(&key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("its record is gone")?;
+    let integrity = stage::recorded_integrity(&record).ok_or("its record has no integrity")?;
+    let (name, file) = (&item.package_name, stage::staged_file(&item.id));
+    copy_verified(from, to, name, &file, Some(integrity), counts).await?;
+    if !to
+        .has_tarball(name, &file)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Err("its tarball is missing".into());
+    }
+    if to.state(&key).await.map_err(|e| e.to_string())?.is_none() {
+        to.put_state(&key, record, Expect::Absent)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

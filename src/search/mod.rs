@@ -16,6 +16,13 @@
 //! the journal keeps) writes a new folder from the store's listing and then replaces `CURRENT`
 //! by a rename, so searches go on from the old index meanwhile, or from what the new one holds
 //! so far when there is none.
+//!
+//! In a fleet the owner follows the fleet's change journal ([`Journal`]) itself: each commit
+//! records, in the same tantivy commit (its payload), the journal position through which every
+//! change is in the index. At start the owner reads the journal from that position, so a node
+//! that was stopped catches up on what other nodes changed meanwhile; an index that records no
+//! position (written before positions were kept, or without a fleet), or a journal that no
+//! longer reaches back to it, is rebuilt from the store in the background.
 
 mod owner;
 pub mod query;
@@ -32,6 +39,7 @@ use std::time::Duration;
 use tantivy::schema::Value as _;
 use tantivy::{IndexReader, TantivyDocument};
 
+use crate::store::StoreError;
 pub use owner::{reindex, Reindexed};
 pub use query::Admit;
 use schema::Fields;
@@ -86,12 +94,49 @@ impl Default for SearchStatus {
     }
 }
 
+/// Where an index hears of changes other processes sharing its store made: a fleet's journal
+/// of changed packuments, each entry numbered.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync {
+    /// The journal as stored now.
+    async fn read(&self) -> Result<JournalView, StoreError>;
+}
+
+/// A journal as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalView {
+    /// The position of the next entry to be written.
+    pub next: u64,
+    /// The entries still kept, oldest first: (position, package name).
+    pub entries: Vec<(u64, String)>,
+}
+
+impl JournalView {
+    /// The names changed at or after position `from`; `None` when the journal no longer
+    /// reaches back that far (entries dropped, or a journal started over).
+    pub fn since(&self, from: u64) -> Option<Vec<&str>> {
+        let oldest = self.entries.first().map_or(self.next, |(seq, _)| *seq);
+        if oldest > from || self.next < from {
+            return None;
+        }
+        Some(
+            self.entries
+                .iter()
+                .filter(|(seq, _)| *seq >= from)
+                .map(|(_, name)| name.as_str())
+                .collect(),
+        )
+    }
+}
+
 #[derive(Default)]
 struct Inbox {
     names: Vec<String>,
     pending: HashSet<String>,
     /// Changes ever pushed.
     seq: u64,
+    /// The journal position through which changed names were pushed.
+    journal: Option<u64>,
 }
 
 /// The search index of one store folder, as this process sees it.
@@ -110,8 +155,8 @@ pub struct SearchIndex {
     applied: tokio::sync::watch::Sender<u64>,
     /// A search waits for a change: commit now.
     flush: AtomicBool,
-    /// A whole rebuild was asked for.
-    rebuild: AtomicBool,
+    /// The journal moved: the owner reads it.
+    journal_moved: AtomicBool,
     /// Queries run at once: half the cores, so searches never take the cores packument and
     /// tarball answers need (on 2 cores, one query at a time).
     queries: tokio::sync::Semaphore,
@@ -141,7 +186,7 @@ impl SearchIndex {
             documents: AtomicU64::new(0),
             applied: tokio::sync::watch::channel(0).0,
             flush: AtomicBool::new(false),
-            rebuild: AtomicBool::new(false),
+            journal_moved: AtomicBool::new(false),
             queries: tokio::sync::Semaphore::new(query_threads()),
             threads: threads::QueryThreads::new(query_threads()),
         }
@@ -167,9 +212,9 @@ impl SearchIndex {
         }
     }
 
-    /// Rebuild the whole index from the store (more changed than can be followed one by one).
-    pub fn rebuild(&self) {
-        self.rebuild.store(true, Ordering::Release);
+    /// The fleet's journal has new entries: the owner reads it and takes in what it has not.
+    pub fn journal_moved(&self) {
+        self.journal_moved.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -287,4 +332,28 @@ fn run_query(
         total: found.total,
         hits,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JournalView;
+
+    fn view(next: u64, first: u64) -> JournalView {
+        JournalView {
+            next,
+            entries: (first..next).map(|seq| (seq, format!("p{seq}"))).collect(),
+        }
+    }
+
+    #[test]
+    fn a_journal_reaches_back_only_as_far_as_it_keeps_entries() {
+        assert_eq!(view(5, 2).since(3), Some(vec!["p3", "p4"]));
+        assert_eq!(view(5, 2).since(2), Some(vec!["p2", "p3", "p4"]));
+        assert_eq!(view(5, 2).since(5), Some(vec![]));
+        // Entries before 2 were dropped: what changed at 1 is unknown.
+        assert_eq!(view(5, 2).since(1), None);
+        // A journal started over (behind the position).
+        assert_eq!(view(5, 2).since(7), None);
+        assert_eq!(view(0, 0).since(0), Some(vec![]));
+    }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::schema::{extract, register_tokenizers, Fields, SCHEMA_VERSION};
-use super::SearchIndex;
+use super::{Journal, JournalView, SearchIndex};
 use crate::store::{all_names, now_ms, SharedStore, StoreError};
 
 /// The pointer file: which generation is the complete, current index.
@@ -41,6 +41,21 @@ const BATCH: usize = 512;
 const READS_AT_ONCE: usize = 16;
 /// The writer's indexing memory (one indexing thread: the machine's cores serve requests).
 const WRITER_MEMORY: usize = 64 << 20;
+
+/// What a generation's commit records beside its documents (tantivy's commit payload, written
+/// in the same atomic step as the commit).
+#[derive(Debug, Serialize, Deserialize)]
+struct Recorded {
+    /// Every change the fleet's journal lists before this position is in the index.
+    journal: u64,
+}
+
+fn recorded_of(index: &Index) -> Option<u64> {
+    let payload = index.load_metas().ok()?.payload?;
+    serde_json::from_str::<Recorded>(&payload)
+        .ok()
+        .map(|r| r.journal)
+}
 
 /// What `CURRENT` says.
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,6 +89,8 @@ struct Generation {
     reader: IndexReader,
     dirty: bool,
     last_commit: Instant,
+    /// The journal position its last commit recorded.
+    recorded: Option<u64>,
 }
 
 impl Generation {
@@ -97,7 +114,8 @@ impl Generation {
                 "another schema than this version's".into(),
             ));
         }
-        let generation = Self::from_index(name.to_string(), &index)?;
+        let mut generation = Self::from_index(name.to_string(), &index)?;
+        generation.recorded = recorded_of(&index);
         let searcher = generation.reader.searcher();
         for segment in searcher.segment_readers() {
             segment.fast_fields().str("name")?;
@@ -118,6 +136,7 @@ impl Generation {
             reader,
             dirty: false,
             last_commit: Instant::now(),
+            recorded: None,
         })
     }
 
@@ -133,11 +152,24 @@ impl Generation {
         self.dirty = true;
     }
 
-    fn commit(&mut self) -> tantivy::Result<()> {
-        if self.dirty {
-            self.writer.commit()?;
+    /// Whether a commit recording `journal` would change what is stored.
+    fn changed(&self, journal: Option<u64>) -> bool {
+        self.dirty || journal != self.recorded
+    }
+
+    /// Commit what was applied, recording the journal position `journal` in the same commit.
+    fn commit(&mut self, journal: Option<u64>) -> tantivy::Result<()> {
+        if self.changed(journal) {
+            let mut prepared = self.writer.prepare_commit()?;
+            if let Some(position) = journal {
+                let payload = serde_json::to_string(&Recorded { journal: position })
+                    .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
+                prepared.set_payload(&payload);
+            }
+            prepared.commit()?;
             self.reader.reload()?;
             self.dirty = false;
+            self.recorded = journal;
         }
         self.last_commit = Instant::now();
         Ok(())
@@ -153,7 +185,9 @@ struct Build {
     into: Generation,
     /// The store's names once listed.
     names: Option<Vec<String>>,
-    listing: Option<tokio::task::JoinHandle<Result<Vec<String>, StoreError>>>,
+    listing: Option<tokio::task::JoinHandle<Result<Listed, StoreError>>>,
+    /// The journal position read before the listing: every change before it is listed.
+    listed_at: Option<u64>,
     next: usize,
     /// Names changed since the build began: read again before the swap, so no document
     /// written from an older read survives.
@@ -163,11 +197,43 @@ struct Build {
     last_report: Instant,
 }
 
+/// A store's listing, and the journal position read just before it.
+type Listed = (Option<u64>, Vec<String>);
+
+/// List the store, after reading the journal's position (so every change before it is listed).
+async fn list(store: SharedStore, journal: Option<Arc<dyn Journal>>) -> Result<Listed, StoreError> {
+    let at = match journal {
+        Some(journal) => Some(journal.read().await?.next),
+        None => None,
+    };
+    Ok((at, all_names(store.as_ref()).await?))
+}
+
+/// Where the owner is in the fleet's journal.
+#[derive(Default)]
+struct Following {
+    /// The journal position through which changed names went into the inbox (`None`: not
+    /// known, until a build lists the store).
+    queued: Option<u64>,
+    /// The journal position through which changed names are applied.
+    applied: Option<u64>,
+    /// The current generation holds every change before `applied` (its commits record it).
+    current: bool,
+    /// Reading the journal failed: read it again at the next tick.
+    retry: bool,
+    /// Names whose packument could not be read: taken in again at the next tick (the
+    /// position does not move past them meanwhile).
+    failed: HashSet<String>,
+}
+
 /// The owner's state.
 struct Owner {
     index: Arc<SearchIndex>,
     store: SharedStore,
     _lock: File,
+    /// The fleet's journal, in a fleet.
+    journal: Option<Arc<dyn Journal>>,
+    following: Following,
     current: Option<Generation>,
     build: Option<Build>,
     /// A build asked for while another ran (its id).
@@ -241,8 +307,14 @@ async fn read(
 }
 
 impl Owner {
-    /// Own the index with `lock` held: open the current generation, or begin a build.
-    fn start(index: Arc<SearchIndex>, store: SharedStore, lock: File) -> Self {
+    /// Own the index with `lock` held: open the current generation, or begin a build; in a
+    /// fleet, read the `journal` from the position the generation recorded.
+    fn start(
+        index: Arc<SearchIndex>,
+        store: SharedStore,
+        lock: File,
+        journal: Option<Arc<dyn Journal>>,
+    ) -> Self {
         index.owner.store(true, Ordering::Release);
         let root = index.root.clone();
         let current = match read_pointer(&root) {
@@ -264,10 +336,21 @@ impl Owner {
                 None
             }
         };
+        let recorded = current.as_ref().and_then(|c| c.recorded);
+        index
+            .journal_moved
+            .store(journal.is_some(), Ordering::Release);
         let mut owner = Self {
             index,
             store,
             _lock: lock,
+            journal,
+            following: Following {
+                queued: recorded,
+                applied: recorded,
+                current: recorded.is_some(),
+                ..Following::default()
+            },
             current,
             build: None,
             queued: None,
@@ -331,11 +414,12 @@ impl Owner {
         }
         self.index.ready.store(false, Ordering::Release);
         tracing::info!(generation = %into.name, "search index: building from the store");
-        let store = self.store.clone();
+        let (store, journal) = (self.store.clone(), self.journal.clone());
         self.build = Some(Build {
             into,
             names: None,
-            listing: Some(tokio::spawn(async move { all_names(store.as_ref()).await })),
+            listing: Some(tokio::spawn(list(store, journal))),
+            listed_at: None,
             next: 0,
             replay: HashSet::new(),
             started: Instant::now(),
@@ -379,6 +463,7 @@ impl Owner {
         if self.last_housekeeping.elapsed() >= TICK {
             self.housekeeping();
         }
+        self.follow_journal().await;
         self.apply_changes().await;
         self.build_batch().await;
         self.commit_due();
@@ -391,26 +476,38 @@ impl Owner {
     fn housekeeping(&mut self) {
         self.last_housekeeping = Instant::now();
         self.take_spool();
+        for name in std::mem::take(&mut self.following.failed) {
+            self.index.changed(&name);
+        }
+        if std::mem::take(&mut self.following.retry) {
+            self.index.journal_moved.store(true, Ordering::Release);
+        }
         let root = self.index.root.clone();
         if let Ok(id) = std::fs::read_to_string(root.join(REQUEST)) {
             let _ = std::fs::remove_file(root.join(REQUEST));
             tracing::info!("search index: rebuild asked for (sluice reindex)");
             self.start_build(id.trim());
         }
-        if self.index.rebuild.swap(false, Ordering::AcqRel) {
-            self.start_build("rebuild");
-        }
         let Some(build) = &mut self.build else {
             return;
         };
         if let Some(listing) = build.listing.take_if(|l| l.is_finished()) {
             match listing.now_or_never() {
-                Some(Ok(Ok(names))) => build.names = Some(names),
+                Some(Ok(Ok((at, names)))) => {
+                    build.names = Some(names);
+                    build.listed_at = at;
+                    if self.following.queued.is_none() && at.is_some() {
+                        // Followed from here on: what came before is listed.
+                        self.following.queued = at;
+                        self.following.applied = at;
+                        self.index.inbox().journal = at;
+                        self.index.journal_moved.store(true, Ordering::Release);
+                    }
+                }
                 Some(Ok(Err(error))) => {
                     tracing::warn!(%error, "search index: cannot list the store, trying again");
-                    let store = self.store.clone();
-                    build.listing =
-                        Some(tokio::spawn(async move { all_names(store.as_ref()).await }));
+                    let (store, journal) = (self.store.clone(), self.journal.clone());
+                    build.listing = Some(tokio::spawn(list(store, journal)));
                 }
                 Some(Err(error)) => tracing::error!(%error, "search index: the listing failed"),
                 None => {}
@@ -443,23 +540,34 @@ impl Owner {
 
     /// Apply the changed names waiting in the inbox.
     async fn apply_changes(&mut self) {
-        let names = {
+        let (names, covered) = {
             let mut inbox = self.index.inbox();
             let take = inbox.names.len().min(BATCH);
             let names: Vec<String> = inbox.names.drain(..take).collect();
             for name in &names {
                 inbox.pending.remove(name);
             }
+            let mut covered = None;
             if inbox.names.is_empty() {
                 self.seen = inbox.seq;
+                covered = inbox.journal;
             }
-            names
+            (names, covered)
         };
-        if names.is_empty() {
-            return;
-        }
+        let mut unread: HashSet<String> = names.iter().cloned().collect();
         let fields = self.index.fields.clone();
-        for (name, doc) in read(&self.store, &fields, names).await {
+        let docs = read(&self.store, &fields, names).await;
+        for (name, _) in &docs {
+            unread.remove(name);
+        }
+        self.following.failed.extend(unread);
+        if self.following.failed.is_empty() {
+            if let Some(covered) = covered {
+                let applied = self.following.applied.get_or_insert(covered);
+                *applied = (*applied).max(covered);
+            }
+        }
+        for (name, doc) in docs {
             if let Some(current) = &mut self.current {
                 current.apply(&fields, &name, doc.as_ref());
             }
@@ -495,9 +603,11 @@ impl Owner {
         let flush = self.index.flush.swap(false, Ordering::AcqRel);
         let live_is_build = self.current.is_none();
         let mut committed = None;
+        let record = self.recorded();
         if let Some(current) = &mut self.current {
-            if current.dirty && (flush || current.last_commit.elapsed() >= COMMIT_EVERY) {
-                match current.commit() {
+            let due = flush || current.last_commit.elapsed() >= COMMIT_EVERY;
+            if current.changed(record) && due {
+                match current.commit(record) {
                     Ok(()) => committed = Some(current.documents()),
                     Err(error) => tracing::error!(%error, "search index: commit failed"),
                 }
@@ -511,7 +621,7 @@ impl Owner {
             };
             let due = (live_is_build && flush) || build.into.last_commit.elapsed() >= every;
             if build.into.dirty && due {
-                match build.into.commit() {
+                match build.into.commit(None) {
                     Ok(()) if live_is_build => committed = Some(build.into.documents()),
                     Ok(()) => {}
                     Err(error) => tracing::error!(%error, "search index: commit failed"),
@@ -551,9 +661,13 @@ impl Owner {
             generation: build.into.name.clone(),
             schema: SCHEMA_VERSION,
         };
+        // Listed before `listed_at`; what was applied since is replayed into it too.
+        let position = build
+            .listed_at
+            .map(|at| self.following.applied.map_or(at, |a| a.max(at)));
         let swapped = build
             .into
-            .commit()
+            .commit(position)
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 let bytes = serde_json::to_vec(&pointer).map_err(|e| e.to_string())?;
@@ -568,6 +682,12 @@ impl Owner {
         self.publish_live(build.into.reader.clone(), documents);
         if let Some(old) = self.current.replace(build.into) {
             drop(old);
+        }
+        self.following.current = position.is_some();
+        if let Some(position) = position {
+            let following = &mut self.following;
+            following.queued = Some(following.queued.map_or(position, |q| q.max(position)));
+            following.applied = Some(position);
         }
         self.index.ready.store(true, Ordering::Release);
         self.remove_strays();
@@ -592,10 +712,68 @@ impl Owner {
         }
     }
 
+    /// The journal position the current generation's commits record.
+    fn recorded(&self) -> Option<u64> {
+        self.following
+            .applied
+            .filter(|_| self.following.current && self.journal.is_some())
+    }
+
+    /// Read the journal when it moved (and at start), and take in what changed since the
+    /// position followed.
+    async fn follow_journal(&mut self) {
+        let Some(journal) = self.journal.clone() else {
+            return;
+        };
+        if !self.index.journal_moved.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        match journal.read().await {
+            Ok(view) => self.take_journal(&view),
+            Err(error) => {
+                tracing::warn!(%error, "search index: cannot read the fleet's journal, trying again");
+                self.following.retry = true;
+            }
+        }
+    }
+
+    /// Put the names `view` lists since the position followed into the inbox; rebuild when
+    /// that position is not known or the journal no longer reaches back to it.
+    fn take_journal(&mut self, view: &JournalView) {
+        let Some(from) = self.following.queued else {
+            // What the index holds is known once a build lists the store.
+            if self.build.is_none() {
+                tracing::info!(
+                    "search index: it records no journal position, rebuilding it from the store"
+                );
+                self.start_build("journal");
+            }
+            return;
+        };
+        let Some(names) = view.since(from) else {
+            tracing::info!(
+                from,
+                "search index: the journal no longer reaches back to its position, rebuilding it from the store"
+            );
+            self.following.queued = None;
+            self.following.applied = None;
+            self.following.current = false;
+            self.index.inbox().journal = None;
+            self.start_build("journal");
+            return;
+        };
+        for name in names {
+            self.index.changed(name);
+        }
+        self.following.queued = Some(view.next);
+        self.index.inbox().journal = Some(view.next);
+    }
+
     /// Commit whatever is pending (the owner is stopping).
     fn close(&mut self) {
+        let record = self.recorded();
         if let Some(current) = &mut self.current {
-            if let Err(error) = current.commit() {
+            if let Err(error) = current.commit(record) {
                 tracing::warn!(%error, "search index: last commit failed");
             }
         }
@@ -681,6 +859,7 @@ impl SearchIndex {
     pub async fn run(
         self: Arc<Self>,
         store: SharedStore,
+        journal: Option<Arc<dyn Journal>>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         let mut stop = pin!(stop);
@@ -699,7 +878,7 @@ impl SearchIndex {
             }
         };
         drop(follower);
-        let mut owner = Owner::start(self.clone(), store, lock);
+        let mut owner = Owner::start(self.clone(), store, lock, journal);
         loop {
             if owner.busy() {
                 if stop.as_mut().now_or_never().is_some() {
@@ -723,6 +902,7 @@ impl SearchIndex {
 /// process builds it. `progress` hears of each step.
 pub async fn reindex(
     store: SharedStore,
+    journal: Option<Arc<dyn Journal>>,
     storage_dir: &Path,
     progress: &(dyn Fn(&Reindexed) + Send + Sync),
 ) -> anyhow::Result<Reindexed> {
@@ -733,7 +913,7 @@ pub async fn reindex(
     loop {
         if let Some(lock) = take_lock(&root)? {
             let _ = std::fs::remove_file(root.join(REQUEST));
-            return build_here(index, store, lock, &id, progress).await;
+            return build_here(index, store, journal, lock, &id, progress).await;
         }
         if !asked {
             write_atomically(&root, REQUEST, id.as_bytes())?;
@@ -759,11 +939,12 @@ pub async fn reindex(
 async fn build_here(
     index: Arc<SearchIndex>,
     store: SharedStore,
+    journal: Option<Arc<dyn Journal>>,
     lock: File,
     id: &str,
     progress: &(dyn Fn(&Reindexed) + Send + Sync),
 ) -> anyhow::Result<Reindexed> {
-    let mut owner = Owner::start(index, store, lock);
+    let mut owner = Owner::start(index, store, lock, journal);
     match &mut owner.build {
         // Started now (there was no index): it lists the store after this request.
         Some(build) => build.id = id.to_string(),

@@ -150,10 +150,15 @@ impl BackgroundService for SearchKeeper {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
+        let journal = self
+            .app
+            .fleet
+            .clone()
+            .map(|fleet| fleet as Arc<dyn crate::search::Journal>);
         self.app
             .search
             .clone()
-            .run(self.app.store.clone(), stop)
+            .run(self.app.store.clone(), journal, stop)
             .await;
     }
 }

@@ -511,6 +511,34 @@ impl Store for DiskStore {
         }))
     }
 
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        let key = tarball_key(name, file);
+        let _lock = self.lock(&key).await?;
+        let Some(entry) = self.find(&key).await? else {
+            return Ok(false);
+        };
+        cacache::remove(&self.dir, &key)
+            .await
+            .map_err(|e| self.fail(e))?;
+        self.checked.invalidate(&key);
+        // cacache keeps each content once, whatever names point at it: freed only when no
+        // other entry does (a walk of the index; deletes are rare).
+        let (dir, integrity) = (self.dir.clone(), entry.integrity.clone());
+        let kept = tokio::task::spawn_blocking(move || {
+            cacache::index::ls(&dir)
+                .filter_map(Result::ok)
+                .any(|other| other.integrity == integrity)
+        })
+        .await
+        .map_err(|e| self.fail(e))?;
+        if !kept {
+            if let Err(error) = cacache::remove_hash(&self.dir, &entry.integrity).await {
+                tracing::warn!(key, %error, "the deleted tarball's content was not removed");
+            }
+        }
+        Ok(true)
+    }
+
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
         let key = state_key(key);
         let Some(entry) = self.find(&key).await? else {

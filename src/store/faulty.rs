@@ -180,6 +180,11 @@ impl Forward for Faulty {
         self.inner.tarball_sink(name, file, integrity, size).await
     }
 
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        self.check_write()?;
+        self.inner.delete_tarball(name, file).await
+    }
+
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
         self.check_read()?;
         self.inner.state(key).await

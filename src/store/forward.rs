@@ -92,6 +92,11 @@ pub trait Forward: Send + Sync + std::fmt::Debug {
         self.inner().tarball_sink(name, file, integrity, size).await
     }
 
+    /// [`Store::delete_tarball`].
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        self.inner().delete_tarball(name, file).await
+    }
+
     /// [`Store::state`].
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
         self.inner().state(key).await
@@ -203,6 +208,10 @@ impl<T: Forward> Store for T {
         size: Option<u64>,
     ) -> Result<Box<dyn TarballSink>, StoreError> {
         Forward::tarball_sink(self, name, file, integrity, size).await
+    }
+
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        Forward::delete_tarball(self, name, file).await
     }
 
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {

@@ -176,6 +176,19 @@ impl Forward for Instrumented {
         result
     }
 
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        let started = Instant::now();
+        let result = self.inner.delete_tarball(name, file).await;
+        self.record("tarball_delete", started, &result, |deleted| {
+            if *deleted {
+                "deleted"
+            } else {
+                "absent"
+            }
+        });
+        result
+    }
+
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {
         let started = Instant::now();
         let result = self.inner.state(key).await;

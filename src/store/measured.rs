@@ -129,6 +129,12 @@ impl Forward for Measured {
         self.inner.tarball_sink(name, file, integrity, size).await
     }
 
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        // Bytes freed: measured again.
+        self.wrote();
+        self.inner.delete_tarball(name, file).await
+    }
+
     async fn put_state(
         &self,
         key: &str,

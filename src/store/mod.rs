@@ -11,7 +11,9 @@
 //! - a tarball is verified against its published integrity while it streams in and becomes
 //!   visible only once it is complete and verified; a stored tarball that fails its check
 //!   while it streams out ends its stream with an error, before its last bytes;
-//! - small state objects (the mirror checkpoint…) have the same conditional put.
+//! - small state objects (the mirror checkpoint…) have the same conditional put;
+//! - a tarball name can be deleted: it is then absent, and its bytes are freed unless another
+//!   name keeps the same content (backends keep each content once).
 
 mod disk;
 mod faulty;
@@ -247,6 +249,12 @@ pub trait Store: Send + Sync + fmt::Debug {
         integrity: &Integrity,
         size: Option<u64>,
     ) -> Result<Box<dyn TarballSink>, StoreError>;
+
+    /// Delete tarball `file` of `name`: afterwards it is absent. Its content is freed too
+    /// unless another name keeps the same bytes (the disk store looks through every name, the
+    /// bucket through the names of the same package: identical bytes under two packages are
+    /// only ever upstream's, which are fetched again). Answers whether there was one.
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError>;
 
     /// The state object `key` and its version.
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError>;

@@ -347,6 +347,41 @@ impl S3Store {
         }
     }
 
+    /// Delete `key`; one already gone is no failure.
+    async fn delete(&self, key: &Path) -> Result<(), StoreError> {
+        match self.bucket.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Whether a tarball name of package `name` points at `content`.
+    async fn names_content(&self, name: &str, content: &Path) -> Result<bool, StoreError> {
+        let prefix = self.key(
+            std::iter::once("tarballs")
+                .chain(name.split('/'))
+                .chain(["-"]),
+        );
+        let names: Vec<Path> = self
+            .bucket
+            .list(Some(&prefix))
+            .map_ok(|entry| entry.location)
+            .try_collect()
+            .await
+            .map_err(|e| self.fail(e))?;
+        for named in names {
+            if let Some(found) = self.get(&named, true).await? {
+                if self
+                    .pointed(&found.attributes)
+                    .is_some_and(|(other, _)| other == *content)
+                {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     async fn put_checked(
         &self,
         key: &Path,
@@ -550,6 +585,22 @@ impl Store for S3Store {
             small: Vec::new(),
             upload,
         }))
+    }
+
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        let named = self.tarball_key(name, file);
+        let Some(found) = self.get(&named, true).await? else {
+            return Ok(false);
+        };
+        let content = self.pointed(&found.attributes).map(|(content, _)| content);
+        // The name first: it never points at content that is gone.
+        self.delete(&named).await?;
+        if let Some(content) = content {
+            if !self.names_content(name, &content).await? {
+                self.delete(&content).await?;
+            }
+        }
+        Ok(true)
     }
 
     async fn state(&self, key: &str) -> Result<Option<(Bytes, Token)>, StoreError> {

@@ -336,6 +336,13 @@ impl Forward for Tiered {
         Ok(Box::new(TeeSink { remote, local }))
     }
 
+    async fn delete_tarball(&self, name: &str, file: &str) -> Result<bool, StoreError> {
+        // The bucket first: a local copy left by a failure there is still a true copy.
+        let deleted = self.remote.delete_tarball(name, file).await?;
+        let local = self.local.delete_tarball(name, file).await?;
+        Ok(deleted || local)
+    }
+
     fn forget(&self, name: &str) {
         self.trusted.invalidate(name);
     }

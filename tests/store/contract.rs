@@ -29,6 +29,12 @@ pub async fn all(backend: &Backend<'_>) {
         &backend.open(),
     )
     .await;
+    eprintln!("{name}: a deleted tarball is gone, its content too unless another name keeps it");
+    a_deleted_tarball_is_gone_and_its_content_too_unless_another_name_keeps_it(
+        name,
+        &backend.open(),
+    )
+    .await;
 }
 
 fn meta(at: u64) -> PackumentMeta {
@@ -441,4 +447,64 @@ async fn tarballs_are_kept_by_content_and_verify_drops_every_name_of_corrupt_con
     );
     let (read, failed) = read_tarball(store, "w", "w-1.tgz").await.unwrap();
     assert!(!failed && read == other, "{backend}");
+}
+
+async fn a_deleted_tarball_is_gone_and_its_content_too_unless_another_name_keeps_it(
+    backend: &str,
+    subject: &Subject,
+) {
+    let (store, twin) = (subject.store.as_ref(), subject.twin.as_ref());
+    let shared: Vec<u8> = (0..100_000usize).map(|i| (i * 7 % 253) as u8).collect();
+    let alone = b"only one name holds these bytes".to_vec();
+    put_tarball(store, "d", "d-1.0.0.tgz", &shared).await;
+    put_tarball(store, "d", ".stage-x.tgz", &shared).await;
+    put_tarball(store, "e", "e-1.0.0.tgz", &alone).await;
+    let kept = subject.copies(&shared).await;
+    assert!(kept > 0 && subject.copies(&alone).await > 0, "{backend}");
+
+    // Another name keeps the same bytes: only the deleted name goes.
+    assert!(
+        store.delete_tarball("d", ".stage-x.tgz").await.unwrap(),
+        "{backend}"
+    );
+    for handle in [store, twin] {
+        assert!(
+            !handle.has_tarball("d", ".stage-x.tgz").await.unwrap(),
+            "{backend}: the deleted name is still there"
+        );
+        assert!(
+            handle.tarball("d", ".stage-x.tgz").await.unwrap().is_none(),
+            "{backend}"
+        );
+    }
+    let (read, failed) = read_tarball(store, "d", "d-1.0.0.tgz").await.unwrap();
+    assert!(
+        !failed && read == shared,
+        "{backend}: the other name lost its bytes"
+    );
+    assert_eq!(subject.copies(&shared).await, kept, "{backend}");
+    assert!(
+        !store.delete_tarball("d", ".stage-x.tgz").await.unwrap(),
+        "{backend}: deleted twice"
+    );
+
+    // The last name of its content: the bytes go too, from every place.
+    assert!(
+        store.delete_tarball("e", "e-1.0.0.tgz").await.unwrap(),
+        "{backend}"
+    );
+    assert!(
+        store.tarball("e", "e-1.0.0.tgz").await.unwrap().is_none(),
+        "{backend}"
+    );
+    assert_eq!(subject.copies(&alone).await, 0, "{backend}: content kept");
+    assert!(
+        store.delete_tarball("d", "d-1.0.0.tgz").await.unwrap(),
+        "{backend}"
+    );
+    assert_eq!(subject.copies(&shared).await, 0, "{backend}: content kept");
+    assert!(
+        !twin.has_tarball("d", "d-1.0.0.tgz").await.unwrap(),
+        "{backend}"
+    );
 }

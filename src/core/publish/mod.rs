@@ -14,7 +14,7 @@
 mod agree;
 mod provenance;
 mod replace;
-mod stage;
+pub mod stage;
 mod tarball;
 mod upload;
 

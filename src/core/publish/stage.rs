@@ -7,6 +7,8 @@
 //! verified as `<name>/-/.stage-<id>.tgz`. No packument lists that file and routing refuses a
 //! tarball name that starts with a dot, so only `GET /-/stage/<id>/tarball` serves it. Approving
 //! stores it under the version's own file name and lists the version: the publish's last steps.
+//! Once its item is off the index (approved or rejected), the staged file is deleted from the
+//! store (the store keeps each content once, so an approved version's bytes stay).
 
 use std::collections::HashMap;
 
@@ -18,11 +20,13 @@ use serde_json::{json, Map, Value};
 use ssri::Integrity;
 
 use super::upload::{self, Upload};
-use super::{bad, check_maintainer, new_versions, one_new_version, publish_body, Publisher};
+use super::{
+    bad, check_maintainer, new_versions, one_new_version, publish_body, tarball_file, Publisher,
+};
 use crate::auth::Identity;
 use crate::core::tarballs::{Served, TarballStream};
 use crate::core::Error;
-use crate::store::{Expect, Token, Written};
+use crate::store::{Expect, SharedStore, StoreError, Token, Written};
 
 /// The state object listing every staged version.
 const INDEX: &str = "stage/index";
@@ -34,13 +38,69 @@ const PER_PACKAGE: usize = 100;
 const IN_ALL: usize = 5000;
 
 /// The state object keeping what approving `id` lists.
-fn record_key(id: &str) -> String {
+pub fn record_key(id: &str) -> String {
     format!("stage/item/{id}")
 }
 
 /// The tarball file a staged version is stored under: no tarball route reaches it.
-fn staged_file(id: &str) -> String {
+pub fn staged_file(id: &str) -> String {
     format!(".stage-{id}.tgz")
+}
+
+/// The integrity a staged version's tarball is checked against, from its stored record.
+pub fn recorded_integrity(record: &[u8]) -> Option<Integrity> {
+    serde_json::from_slice::<StagedRecord>(record)
+        .ok()?
+        .integrity
+        .parse()
+        .ok()
+}
+
+/// Every staged version `store` lists, newest first.
+pub async fn staged_items(store: &SharedStore) -> Result<Vec<StagedItem>, StoreError> {
+    Ok(read_index(store).await?.0.items)
+}
+
+/// List `items` in the index of `store` too (those it does not list yet), keeping it newest
+/// first; answers how many were added. `sluice migrate` lists what it copied.
+pub async fn list_staged(store: &SharedStore, items: &[StagedItem]) -> Result<u64, StoreError> {
+    for _ in 0..32 {
+        let (mut index, token) = read_index(store).await?;
+        let before = index.items.len();
+        for item in items {
+            if !index.items.iter().any(|i| i.id == item.id) {
+                index.items.push(item.clone());
+            }
+        }
+        let added = (index.items.len() - before) as u64;
+        if added == 0 {
+            return Ok(0);
+        }
+        index.items.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        let bytes = serde_json::to_vec(&index).map_err(|e| index_error(store, e))?;
+        let expect = Expect::from_read(token.as_ref());
+        if let Written::Stored(_) = store.put_state(INDEX, Bytes::from(bytes), expect).await? {
+            return Ok(added);
+        }
+    }
+    Err(index_error(store, "it kept changing: try again"))
+}
+
+fn index_error(store: &SharedStore, error: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        location: store.location(),
+        message: format!("the index of staged versions: {error}"),
+    }
+}
+
+/// The index of staged versions in `store` and its stored version.
+async fn read_index(store: &SharedStore) -> Result<(Index, Option<Token>), StoreError> {
+    match store.state(INDEX).await? {
+        Some((bytes, token)) => serde_json::from_slice(&bytes)
+            .map(|index| (index, Some(token)))
+            .map_err(|e| index_error(store, e)),
+        None => Ok((Index::default(), None)),
+    }
 }
 
 /// A staged version as npm's stage API shows it (`npm stage list`, `npm stage view`).
@@ -408,6 +468,8 @@ impl Publisher {
         self.list(name, who, email, version, manifest, &record.extras)
             .await?;
         self.unstage(id).await?;
+        self.drop_staged_tarball(name, id, &tarball_file(name, version))
+            .await;
         tracing::info!(
             package = name,
             version,
@@ -418,12 +480,13 @@ impl Publisher {
         Ok(json!({ "message": format!("{name}@{version} approved and published") }))
     }
 
-    /// `DELETE /-/stage/{id}` by a maintainer: the item off the index, its record dropped.
-    /// The staged tarball stays in the store, unreachable (the store deletes no tarball).
+    /// `DELETE /-/stage/{id}` by a maintainer: the item off the index, its record dropped,
+    /// its tarball deleted.
     pub async fn reject(&self, id: &str, who: &Identity) -> Result<(), Error> {
         let item = self.find_staged(id, who).await?;
         self.check_writer(&item.package_name, who)?;
         self.unstage(id).await?;
+        self.drop_staged_tarball(&item.package_name, id, "").await;
         tracing::info!(
             package = item.package_name,
             version = item.version,
@@ -456,6 +519,19 @@ impl Publisher {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Delete the staged tarball of `id` (off the index now: nothing reaches it), unless it is
+    /// the file `keep` (what approval stored the version under). A failure leaves a file no
+    /// route serves, not a wrong answer: logged, not returned.
+    async fn drop_staged_tarball(&self, name: &str, id: &str, keep: &str) {
+        let file = staged_file(id);
+        if file == keep {
+            return;
+        }
+        if let Err(error) = self.store.delete_tarball(name, &file).await {
+            tracing::warn!(package = name, id, %error, "the staged tarball was not deleted");
+        }
     }
 
     /// Whether `who` may review `name`'s staged versions: they may publish it (`[publish]
@@ -497,12 +573,7 @@ impl Publisher {
 
     /// The index of staged versions and its stored version.
     async fn stage_index(&self) -> Result<(Index, Option<Token>), Error> {
-        match self.store.state(INDEX).await? {
-            Some((bytes, token)) => serde_json::from_slice(&bytes)
-                .map(|index| (index, Some(token)))
-                .map_err(|e| Error::store(format!("the index of staged versions: {e}"))),
-            None => Ok((Index::default(), None)),
-        }
+        Ok(read_index(&self.store).await?)
     }
 
     /// Change the index with `edit` (read → edit → conditional put → on conflict again).
