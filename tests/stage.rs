@@ -446,6 +446,58 @@ fn listing_pages_within_bounds_and_filters_by_package() {
     }
 }
 
+/// `DELETE /-/stage/{id}` as `token` with an optional one-time code: the status and the
+/// `WWW-Authenticate` header.
+fn reject(sluice: &Sluice, id: &str, token: &str, otp: Option<&str>) -> (u16, Option<String>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let url = format!("{}-/stage/{id}", sluice.url());
+        let mut request = reqwest::Client::new().delete(url).bearer_auth(token);
+        if let Some(otp) = otp {
+            request = request.header("npm-otp", otp);
+        }
+        let response = request.send().await.unwrap();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (response.status().as_u16(), challenge)
+    })
+}
+
+#[test]
+fn rejecting_a_stage_needs_the_one_time_code_of_a_user_with_two_factor() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let id = staged(&sluice, &alice, "@acme/w", "1.0.0");
+    let out = support::sluice_cli(&sluice.config_path, &["user", "2fa", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let uri = stdout.lines().next().unwrap().to_string();
+    assert!(uri.starts_with("otpauth://totp/"), "{stdout}");
+    let view = format!("/-/stage/{id}");
+
+    // Without a code: 401 asking npm for one; with a wrong one: 401. Still staged either way.
+    let (status, challenge) = reject(&sluice, &id, &alice, None);
+    assert_eq!((status, challenge.as_deref()), (401, Some("OTP")));
+    let (status, _) = reject(&sluice, &id, &alice, Some("000000"));
+    assert_eq!(status, 401);
+    assert_eq!(json_call(&sluice, "GET", &view, Some(&alice)).0, 200);
+
+    // With the code the authenticator shows: rejected.
+    let code = totp_rs::TOTP::from_url(&uri)
+        .unwrap()
+        .generate_current()
+        .unwrap();
+    let (status, _) = reject(&sluice, &id, &alice, Some(&code));
+    assert_eq!(status, 204);
+    assert_eq!(json_call(&sluice, "GET", &view, Some(&alice)).0, 404);
+}
+
 #[test]
 fn staged_required_refuses_a_direct_publish_with_the_way_to_stage() {
     let upstream = FakeRegistry::start();
