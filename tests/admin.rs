@@ -477,6 +477,55 @@ fn a_whitelist_change_made_in_the_console_is_in_the_audit_log_with_who_and_where
 }
 
 #[test]
+fn the_consoles_whitelist_forms_refuse_hostile_fields_and_change_nothing() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let whitelist = "# mirrored for the build\nleft\n\n# the docs\nright\n";
+    let sluice = Sluice::start(&upstream, whitelist, PRIVATE);
+    add_user(&sluice, "root", "rootpass", &["--admin"]);
+    let url = sluice.url();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (session, csrf) = block(console_session(&url, "root", "rootpass"));
+    let post = |path: &str, field: &str, value: &str| {
+        block(post_form(
+            &client,
+            &url,
+            path,
+            &session,
+            &[("csrf", &csrf), (field, value)],
+        ))
+        .0
+    };
+    let remove = "-/ui/admin/whitelist/remove";
+    let add = "-/ui/admin/whitelist/add";
+    // An empty name matches no entry (not every blank and comment line of the file).
+    for name in ["", "   ", "../whitelist", "l\u{435}ft", "left\u{0}", "*"] {
+        assert_eq!(post(remove, "name", name), 404, "remove {name:?}");
+        assert_eq!(sluice.whitelist(), whitelist, "remove {name:?}");
+    }
+    let long = "a".repeat(10_000);
+    for spec in [
+        "",
+        "../../etc/passwd",
+        "l\u{435}ft",
+        "left\u{0}",
+        "left\r\nright",
+        "@acme/../x",
+        long.as_str(),
+    ] {
+        assert_eq!(post(add, "spec", spec), 400, "add {spec:?}");
+    }
+    // A form larger than any the console sends is refused before it is read.
+    assert_eq!(post(add, "spec", &"a".repeat(100 << 10)), 413);
+    assert_eq!(sluice.whitelist(), whitelist);
+    let logged = cli_ok(&sluice, &["audit-log", "--json"]);
+    assert!(!logged.contains("whitelist-"), "{logged}");
+}
+
+#[test]
 fn settings_changed_live_take_effect_at_once_and_check_shows_their_source() {
     let upstream = FakeRegistry::start();
     support::tree(&upstream);
