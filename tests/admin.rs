@@ -296,6 +296,240 @@ fn the_audit_log_records_writes_failures_and_settings_and_prints_them() {
     assert!(rest.next.is_none());
 }
 
+/// The value of the first hidden `csrf` field of `page`.
+fn csrf_of(page: &str) -> String {
+    let start = page.find(r#"name="csrf" value=""#).unwrap() + r#"name="csrf" value=""#.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+/// The value `response` sets for cookie `name`.
+fn set_cookie(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no {name} cookie set"))
+}
+
+/// A console form `fields` posted to `path` with `cookie`: the status and `Location`.
+async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    path: &str,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> (u16, String) {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| {
+            let v = percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+            format!("{k}={v}")
+        })
+        .collect();
+    let response = client
+        .post(format!("{url}{path}"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.join("&"))
+        .send()
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (response.status().as_u16(), location)
+}
+
+/// Log `name` into the console over plain HTTP: the session cookie and its forms' CSRF token.
+async fn console_session(url: &str, name: &str, password: &str) -> (String, String) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
+    let login_cookie = format!("sluice_login={}", set_cookie(&form, "sluice_login"));
+    let csrf = csrf_of(&form.text().await.unwrap());
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("name", name),
+        ("password", password),
+    ];
+    let response = client
+        .post(format!("{url}-/ui/login"))
+        .header("cookie", &login_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            fields
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("&"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 303, "the console login failed");
+    let session = format!("sluice_session={}", set_cookie(&response, "sluice_session"));
+    let admin = client
+        .get(format!("{url}-/ui/admin"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status().as_u16(), 200);
+    let csrf = csrf_of(&admin.text().await.unwrap());
+    (session, csrf)
+}
+
+#[test]
+fn a_whitelist_change_made_in_the_console_is_in_the_audit_log_with_who_and_where() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    let sluice = Sluice::start(&upstream, "left\n", PRIVATE);
+    add_user(&sluice, "root", "rootpass", &["--admin"]);
+    let url = sluice.url();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (session, csrf) = block(console_session(&url, "root", "rootpass"));
+    let (removed, added, forged) = block(async {
+        let removed = post_form(
+            &client,
+            &url,
+            "-/ui/admin/whitelist/remove",
+            &session,
+            &[("csrf", &csrf), ("name", "left")],
+        )
+        .await;
+        let added = post_form(
+            &client,
+            &url,
+            "-/ui/admin/whitelist/add",
+            &session,
+            &[("csrf", &csrf), ("spec", "right@^1")],
+        )
+        .await;
+        // Without the session's CSRF token nothing changes, and nothing is logged.
+        let forged = post_form(
+            &client,
+            &url,
+            "-/ui/admin/whitelist/remove",
+            &session,
+            &[("csrf", "0".repeat(64).as_str()), ("name", "right")],
+        )
+        .await;
+        (removed, added, forged)
+    });
+    assert_eq!(removed, (303, "/-/ui/admin".to_string()));
+    assert_eq!(added.0, 303);
+    assert!(added.1.starts_with("/-/ui/admin/jobs/"), "{added:?}");
+    assert_eq!(forged.0, 403);
+    assert!(!sluice.whitelist().lines().any(|l| l.trim() == "left"));
+
+    // Written off the answer's path: it is in the log soon after.
+    let entries = || -> Vec<Value> {
+        cli_ok(&sluice, &["audit-log", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|e: &Value| e["action"].as_str().unwrap_or("").starts_with("whitelist"))
+            .collect()
+    };
+    assert!(
+        support::eventually(20, || entries().len() == 2),
+        "{:?}",
+        entries()
+    );
+    let entries = entries();
+    let removal = entries
+        .iter()
+        .find(|e| e["action"] == "whitelist-remove")
+        .unwrap();
+    assert_eq!(
+        (
+            &removal["actor"],
+            &removal["address"],
+            &removal["subject"],
+            &removal["detail"]
+        ),
+        (
+            &json!("root"),
+            &json!("127.0.0.1"),
+            &json!("left"),
+            &json!("console")
+        ),
+        "{removal}"
+    );
+    let addition = entries
+        .iter()
+        .find(|e| e["action"] == "whitelist-add")
+        .unwrap();
+    assert_eq!(
+        (
+            &addition["actor"],
+            &addition["address"],
+            &addition["subject"]
+        ),
+        (&json!("root"), &json!("127.0.0.1"), &json!("right@^1")),
+        "{addition}"
+    );
+}
+
+#[test]
+fn the_consoles_whitelist_forms_refuse_hostile_fields_and_change_nothing() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    let whitelist = "# mirrored for the build\nleft\n\n# the docs\nright\n";
+    let sluice = Sluice::start(&upstream, whitelist, PRIVATE);
+    add_user(&sluice, "root", "rootpass", &["--admin"]);
+    let url = sluice.url();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (session, csrf) = block(console_session(&url, "root", "rootpass"));
+    let post = |path: &str, field: &str, value: &str| {
+        block(post_form(
+            &client,
+            &url,
+            path,
+            &session,
+            &[("csrf", &csrf), (field, value)],
+        ))
+        .0
+    };
+    let remove = "-/ui/admin/whitelist/remove";
+    let add = "-/ui/admin/whitelist/add";
+    // An empty name matches no entry (not every blank and comment line of the file).
+    for name in ["", "   ", "../whitelist", "l\u{435}ft", "left\u{0}", "*"] {
+        assert_eq!(post(remove, "name", name), 404, "remove {name:?}");
+        assert_eq!(sluice.whitelist(), whitelist, "remove {name:?}");
+    }
+    let long = "a".repeat(10_000);
+    for spec in [
+        "",
+        "../../etc/passwd",
+        "l\u{435}ft",
+        "left\u{0}",
+        "left\r\nright",
+        "@acme/../x",
+        long.as_str(),
+    ] {
+        assert_eq!(post(add, "spec", spec), 400, "add {spec:?}");
+    }
+    // A form larger than any the console sends is refused before it is read.
+    assert_eq!(post(add, "spec", &"a".repeat(100 << 10)), 413);
+    assert_eq!(sluice.whitelist(), whitelist);
+    let logged = cli_ok(&sluice, &["audit-log", "--json"]);
+    assert!(!logged.contains("whitelist-"), "{logged}");
+}
+
 #[test]
 fn settings_changed_live_take_effect_at_once_and_check_shows_their_source() {
     let upstream = FakeRegistry::start();

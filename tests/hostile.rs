@@ -198,6 +198,95 @@ fn no_name_published_here_reaches_upstream_through_either_audit() {
 }
 
 #[test]
+fn aliases_and_urls_pointing_at_a_private_package_never_reach_upstream() {
+    let upstream = FakeRegistry::start();
+    upstream.publish("left", "1.0.0", &[]);
+    upstream.publish("right", "1.0.0", &[]);
+    let sluice = Sluice::start(&upstream, "left\nright\nfoo\n", PRIVATE);
+    let base = sluice.url();
+    let json = [("content-type", "application/json")];
+    // Public keys whose values name private packages: npm aliases, and lockfile `version` and
+    // `resolved` fields carrying them, at the top and deeper in the tree.
+    let quick = json!({
+        "name": "app",
+        "version": "1.0.0",
+        "install": ["left@1.0.0", "@acme/widget@1.0.0", "foo@npm:@acme/secret@1.0.0"],
+        "remove": ["@ACME/gone@2.0.0"],
+        "requires": {
+            "left": "^1.0.0",
+            "foo": "npm:@acme/secret@^1",
+            "loud": "NPM:@Acme/Loud@1",
+        },
+        "dependencies": {
+            "left": {
+                "version": "1.0.0",
+                "resolved": format!("{base}left/-/left-1.0.0.tgz"),
+                "requires": { "inner": "npm:@acme/inner@1.0.0", "right": "1.0.0" },
+                "dependencies": {
+                    "inner": { "version": "npm:@acme/inner@1.0.0" },
+                    "right": { "version": "1.0.0" }
+                }
+            },
+            "foo": {
+                "version": "npm:@acme/secret@1.0.0",
+                "integrity": "sha512-AAAA",
+            },
+            "bar": {
+                "version": "1.0.0",
+                "resolved": format!("{base}@acme/hidden/-/hidden-1.0.0.tgz"),
+            },
+            "baz": {
+                "version": "1.0.0",
+                "resolved": format!("{base}@acme%2fencoded/-/encoded-1.0.0.tgz"),
+            },
+            "qux": { "version": "1.0.0", "from": "npm:@acme/from@^1" }
+        }
+    });
+    let url = format!("{base}{}", &QUICK[1..]);
+    let (status, _, body) = request("POST", &url, &json, quick.to_string().into_bytes());
+    // Relayed: the fake upstream answers the quick audit as the public one does now (410).
+    assert_eq!(status, 410, "{}", String::from_utf8_lossy(&body));
+    // The bulk request: a public name with a version that aliases a private package.
+    let bulk = json!({
+        "left": ["1.0.0", "npm:@acme/secret@1.0.0"],
+        "right": ["1.0.0"],
+        "foo": [format!("{base}@acme/secret/-/secret-1.0.0.tgz")],
+    });
+    let url = format!("{base}{}", &BULK[1..]);
+    let (status, _, body) = request("POST", &url, &json, bulk.to_string().into_bytes());
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let posts = upstream.posts();
+    assert_eq!(posts.len(), 2, "both audits reached upstream");
+    for (path, _, body) in &posts {
+        let text = String::from_utf8_lossy(body).to_lowercase();
+        for private in ["acme", "secret", "hidden", "encoded"] {
+            assert!(!text.contains(private), "{path} named {private}: {text}");
+        }
+    }
+    let quick: Value = serde_json::from_slice(&posts[0].2).unwrap();
+    assert_eq!(quick["install"], json!(["left@1.0.0"]), "{quick}");
+    assert_eq!(quick["remove"], json!([]), "{quick}");
+    assert_eq!(quick["requires"], json!({ "left": "^1.0.0" }), "{quick}");
+    let kept: Vec<&String> = quick["dependencies"].as_object().unwrap().keys().collect();
+    assert_eq!(kept, ["left"], "{quick}");
+    let left = &quick["dependencies"]["left"];
+    assert_eq!(left["version"], "1.0.0", "{quick}");
+    assert_eq!(left["resolved"], format!("{base}left/-/left-1.0.0.tgz"));
+    assert_eq!(left["requires"], json!({ "right": "1.0.0" }), "{quick}");
+    assert_eq!(
+        left["dependencies"],
+        json!({ "right": { "version": "1.0.0" } })
+    );
+    let bulk: Value = serde_json::from_slice(&posts[1].2).unwrap();
+    assert_eq!(
+        bulk,
+        json!({ "left": ["1.0.0"], "right": ["1.0.0"], "foo": [] }),
+        "the public versions are still audited"
+    );
+}
+
+#[test]
 fn tokens_never_appear_in_a_log_line() {
     let upstream = FakeRegistry::start();
     upstream.publish("left", "1.0.0", &[]);

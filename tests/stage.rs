@@ -495,6 +495,131 @@ fn listing_pages_within_bounds_and_filters_by_package() {
     }
 }
 
+/// `DELETE /-/stage/{id}` as `token` with an optional one-time code: the status and the
+/// `WWW-Authenticate` header.
+fn reject(sluice: &Sluice, id: &str, token: &str, otp: Option<&str>) -> (u16, Option<String>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let url = format!("{}-/stage/{id}", sluice.url());
+        let mut request = reqwest::Client::new().delete(url).bearer_auth(token);
+        if let Some(otp) = otp {
+            request = request.header("npm-otp", otp);
+        }
+        let response = request.send().await.unwrap();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_string());
+        (response.status().as_u16(), challenge)
+    })
+}
+
+#[test]
+fn rejecting_a_stage_needs_the_one_time_code_of_a_user_with_two_factor() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let id = staged(&sluice, &alice, "@acme/w", "1.0.0");
+    let out = support::sluice_cli(&sluice.config_path, &["user", "2fa", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let uri = stdout.lines().next().unwrap().to_string();
+    assert!(uri.starts_with("otpauth://totp/"), "{stdout}");
+    let view = format!("/-/stage/{id}");
+
+    // Without a code: 401 asking npm for one; with a wrong one: 401. Still staged either way.
+    let (status, challenge) = reject(&sluice, &id, &alice, None);
+    assert_eq!((status, challenge.as_deref()), (401, Some("OTP")));
+    let (status, _) = reject(&sluice, &id, &alice, Some("000000"));
+    assert_eq!(status, 401);
+    assert_eq!(json_call(&sluice, "GET", &view, Some(&alice)).0, 200);
+
+    // With the code the authenticator shows: rejected.
+    let code = totp_rs::TOTP::from_url(&uri)
+        .unwrap()
+        .generate_current()
+        .unwrap();
+    let (status, _) = reject(&sluice, &id, &alice, Some(&code));
+    assert_eq!(status, 204);
+    assert_eq!(json_call(&sluice, "GET", &view, Some(&alice)).0, 404);
+}
+
+#[test]
+fn hostile_stage_requests_are_refused_and_leave_the_store_alone() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    let id = staged(&sluice, &alice, "@acme/w", "1.0.0");
+    let list = |query: &str| json_call(&sluice, "GET", &format!("/-/stage{query}"), Some(&alice));
+    // The last page a u32 names is empty; past it, or negative, or huge, the query is refused.
+    let (status, page) = list("?page=4294967295&perPage=100");
+    assert_eq!((status, page["items"].clone()), (200, json!([])), "{page}");
+    for bad in [
+        "?page=4294967296",
+        "?page=99999999999999999999999999",
+        "?perPage=-100",
+        "?perPage=18446744073709551617",
+        "?package=%00",
+        "?package=l%D0%B5ft",
+        "?package=%40acme%2F..%2Fw",
+        "?package=a%0d%0aSet-Cookie:x",
+    ] {
+        let (status, body) = list(bad);
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let long = format!("?package={}", "a".repeat(5_000));
+    assert!(
+        matches!(list(&long).0, 400 | 414 | 431),
+        "a 5 000-byte name"
+    );
+
+    let before = store_files(&sluice);
+    // Names a publish would refuse: homoglyphs, control characters, dot segments, too long.
+    let long_name = format!("@acme/{}", "w".repeat(300));
+    for name in [
+        "@acme/w\u{456}dget",
+        "@acme/w\u{0}",
+        "@acme/..",
+        long_name.as_str(),
+    ] {
+        let (status, body) = stage(&sluice, Some(&alice), name, "1.0.1");
+        assert!(matches!(status, 400 | 404), "{name:?}: {status} {body}");
+    }
+    // Versions a publish would refuse.
+    for version in [
+        "1.0.1\u{0}",
+        "../1.0.1",
+        "1.0.1\r\nx",
+        "v1.0.1",
+        &"9".repeat(300),
+    ] {
+        let (status, body) = stage(&sluice, Some(&alice), "@acme/w", version);
+        assert_eq!(status, 400, "{version:?}: {body}");
+    }
+    // Ids that are no stage id, and one nobody staged.
+    for path in [
+        "/-/stage/%2e%2e%2f%2e%2e%2fusers",
+        "/-/stage/00000000-0000-0000-0000-000000000000",
+        &format!("/-/stage/{}", id.to_uppercase().replace('-', "\u{2010}")),
+    ] {
+        let (status, _) = json_call(&sluice, "GET", path, Some(&alice));
+        assert!(matches!(status, 400 | 404), "{path}: {status}");
+        let (status, _) = json_call(&sluice, "POST", &format!("{path}/approve"), Some(&alice));
+        assert!(matches!(status, 400 | 404), "{path}/approve: {status}");
+    }
+    assert_eq!(
+        store_files(&sluice),
+        before,
+        "a refused request wrote to the store"
+    );
+    assert_eq!(
+        json_call(&sluice, "GET", "/-/stage", Some(&alice)).1["total"],
+        1
+    );
+}
+
 #[test]
 fn staged_required_refuses_a_direct_publish_with_the_way_to_stage() {
     let upstream = FakeRegistry::start();

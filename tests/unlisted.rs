@@ -275,3 +275,68 @@ fn add_package_lockfile_mirrors_an_unlisted_version_and_refuses_an_integrity_mis
     assert_eq!(body, left);
     assert!(status_counts(&sluice, 1));
 }
+
+#[test]
+fn unlisted_records_are_kept_per_package_and_made_up_names_add_none() {
+    let upstream = FakeRegistry::start();
+    for version in ["1.0.0", "1.1.0", "1.2.0", "2.0.0"] {
+        upstream.publish("left", version, &[]);
+    }
+    upstream.publish("right", "1.0.0", &[]);
+    upstream.publish("right", "2.0.0", &[]);
+    for (name, version) in [
+        ("left", "1.0.0"),
+        ("left", "1.1.0"),
+        ("left", "1.2.0"),
+        ("right", "1.0.0"),
+    ] {
+        upstream.unlist(name, version);
+    }
+    let sluice = Sluice::start(&upstream, "left\nright\n", "");
+    for file in ["left-1.0.0.tgz", "left-1.1.0.tgz", "left-1.2.0.tgz"] {
+        let (status, _, _) = sluice.get(&format!("/left/-/{file}"), &[]);
+        assert_eq!(status, 200, "{file}");
+    }
+    assert_eq!(sluice.get("/right/-/right-1.0.0.tgz", &[]).0, 200);
+    // Made-up versions upstream has no tarball of: remembered in memory, never recorded.
+    for patch in 0..40 {
+        let (status, _, _) = sluice.get(&format!("/left/-/left-9.0.{patch}.tgz"), &[]);
+        assert_eq!(status, 404, "9.0.{patch}");
+    }
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let state = |key: &str| -> Option<Value> {
+        runtime
+            .block_on(app.store.state(key))
+            .unwrap()
+            .map(|(bytes, _)| serde_json::from_slice(&bytes).unwrap())
+    };
+    // Each package's records in an object of its own, holding its own only.
+    let files = |name: &str| -> Vec<String> {
+        let records = state(&format!("unlisted/{name}")).unwrap_or(Value::Null);
+        let tarballs = records["tarballs"].as_object().cloned().unwrap_or_default();
+        assert!(
+            tarballs.values().all(|r| r["name"] == name),
+            "{name}: {records}"
+        );
+        tarballs
+            .values()
+            .map(|r| r["file"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        files("left"),
+        ["left-1.0.0.tgz", "left-1.1.0.tgz", "left-1.2.0.tgz"]
+    );
+    assert_eq!(files("right"), ["right-1.0.0.tgz"]);
+    assert!(
+        state("unlisted-tarballs").is_none(),
+        "no object holds every package's records"
+    );
+    assert!(status_counts(&sluice, 4));
+    // Served from the records with upstream down.
+    upstream.set_down(true);
+    let (status, _, body) = sluice.get("/left/-/left-1.1.0.tgz", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(body, upstream.tarball("left", "1.1.0"));
+}

@@ -1,6 +1,9 @@
 //! The console's sessions and npm's pending web logins, kept as state objects in the store so
-//! that every node of a fleet accepts them. A key is the sha256 of the secret the browser (or
-//! npm) holds: the store never holds a value that opens a session or takes a login's token.
+//! that every node of a fleet accepts them. A session's key is the sha256 of the secret the
+//! browser holds, and a web login keeps only the sha256 of npm's: the store never holds a value
+//! that opens a session or takes a login's token. Pending web logins wait in a fixed set of
+//! slots ([`WEB_LOGIN_SLOTS`] state objects): a new one takes a slot whose login expired or was
+//! used, which sweeps it, so anonymous clients cannot make the store keep more of them.
 
 use std::time::Duration;
 
@@ -17,6 +20,15 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// How long npm's web login waits for the user.
 pub const WEB_LOGIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
+
+/// How many npm web logins may wait at once. Each waits in one of this many state objects
+/// (a new one takes a slot that is free, expired or used), so the store keeps no more of them
+/// however many are begun, and an expired one is gone once its slot is taken again.
+const WEB_LOGIN_SLOTS: u32 = 1 << 16;
+
+/// How many slots a new web login looks at (one after another from a random one) for one it
+/// may take: the work of beginning one is bounded.
+const SLOTS_PROBED: u32 = 8;
 
 /// How long a node trusts a session it read (a logout on another node of a fleet takes effect
 /// within this time; on this node at once).
@@ -40,6 +52,10 @@ pub struct Session {
 /// A web login npm waits for.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 struct Pending {
+    /// The sha256 of its id (its slot is named by the id's first four hex digits, and holds
+    /// later logins once this one is over).
+    #[serde(default)]
+    login: String,
     /// The sha256 of the secret in npm's done URL.
     done: String,
     /// When it ends (unix ms).
@@ -72,6 +88,8 @@ pub struct WebLogin {
 pub struct Sessions {
     store: SharedStore,
     seen: moka::sync::Cache<String, Option<Session>>,
+    /// How many web logins may wait at once ([`WEB_LOGIN_SLOTS`]; fewer in tests).
+    slots: u32,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -98,8 +116,9 @@ fn session_key(id: &str) -> String {
     format!("console/sessions/{}", sha256_hex(id))
 }
 
-fn login_key(id: &str) -> String {
-    format!("console/web-logins/{}", sha256_hex(id))
+/// The state object of web login slot `slot`.
+fn slot_key(slot: u32) -> String {
+    format!("console/web-login-slots/{slot:04x}")
 }
 
 /// Whether `id` has the shape of an id this module made (so no odd text reaches a key).
@@ -114,13 +133,27 @@ fn to_bytes<T: Serialize>(value: &T) -> Bytes {
 impl Sessions {
     /// Sessions kept in `store`.
     pub fn new(store: SharedStore) -> Self {
+        Self::with_login_slots(store, WEB_LOGIN_SLOTS)
+    }
+
+    /// Sessions kept in `store`, with at most `slots` web logins waiting at once.
+    fn with_login_slots(store: SharedStore, slots: u32) -> Self {
         Self {
             store,
             seen: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(SEEN_FOR)
                 .build(),
+            slots: slots.clamp(1, WEB_LOGIN_SLOTS),
         }
+    }
+
+    /// The state object of the slot web login `login` (well formed) waits in.
+    fn login_key(&self, login: &str) -> String {
+        let named = login
+            .get(..4)
+            .and_then(|hex| u32::from_str_radix(hex, 16).ok());
+        slot_key(named.unwrap_or(0) % self.slots)
     }
 
     /// A new session for `user`: its id (the cookie's value) and the session.
@@ -177,25 +210,51 @@ impl Sessions {
         Ok(())
     }
 
-    /// Begin a web login for npm.
+    /// Begin a web login for npm, in a slot no login waits in (it replaces an expired or used
+    /// one there: that is how they are swept); refused while every slot it looks at is busy.
     pub async fn begin_web_login(&self) -> Result<WebLogin, Error> {
-        let login = WebLogin {
-            login: random_hex(),
-            done: random_hex(),
-        };
-        let pending = Pending {
-            done: sha256_hex(&login.done),
-            expires: now_ms() + WEB_LOGIN_LIFETIME.as_millis() as u64,
-            ..Pending::default()
-        };
-        match self
-            .store
-            .put_state(&login_key(&login.login), to_bytes(&pending), Expect::Absent)
-            .await?
-        {
-            Written::Stored(_) => Ok(login),
-            Written::Conflict => Err(Error::Internal("web login id collision".into())),
+        self.begin_web_login_at(now_ms()).await
+    }
+
+    /// [`Self::begin_web_login`] at `now` (unix ms).
+    async fn begin_web_login_at(&self, now: u64) -> Result<WebLogin, Error> {
+        let start = OsRng.next_u32() % self.slots;
+        for probe in 0..SLOTS_PROBED.min(self.slots) {
+            let slot = (start + probe) % self.slots;
+            let key = slot_key(slot);
+            let found = self.store.state(&key).await?;
+            let busy = found.as_ref().is_some_and(|(bytes, _)| {
+                serde_json::from_slice::<Pending>(bytes).is_ok_and(|p| p.expires > now && !p.taken)
+            });
+            if busy {
+                continue;
+            }
+            // The slot's number leads the id: its poll finds it without a search.
+            let login = WebLogin {
+                login: format!("{slot:04x}{}", &random_hex()[4..]),
+                done: random_hex(),
+            };
+            let pending = Pending {
+                login: sha256_hex(&login.login),
+                done: sha256_hex(&login.done),
+                expires: now + WEB_LOGIN_LIFETIME.as_millis() as u64,
+                ..Pending::default()
+            };
+            let expect = Expect::from_read(found.as_ref().map(|(_, version)| version));
+            if let Written::Stored(_) = self
+                .store
+                .put_state(&key, to_bytes(&pending), expect)
+                .await?
+            {
+                return Ok(login);
+            }
+            // Another login took it meanwhile: look at the next one.
         }
+        Err(Error::Throttled(
+            "too many npm web logins are waiting: try again in a few minutes (or npm login \
+             --auth-type=legacy)"
+                .into(),
+        ))
     }
 
     /// The web login `login` as a login page may show it: `true` while it waits for a user.
@@ -209,17 +268,20 @@ impl Sessions {
             .is_some_and(|(p, _)| p.user.is_none() && p.expires > now_ms()))
     }
 
+    /// The web login `login` (well formed), if its slot still holds it.
     async fn read_pending(
         &self,
         login: &str,
     ) -> Result<Option<(Pending, crate::store::Token)>, Error> {
+        let hash = sha256_hex(login);
         Ok(self
             .store
-            .state(&login_key(login))
+            .state(&self.login_key(login))
             .await?
             .and_then(|(bytes, version)| {
                 serde_json::from_slice::<Pending>(&bytes)
                     .ok()
+                    .filter(|p| p.login == hash)
                     .map(|p| (p, version))
             }))
     }
@@ -243,7 +305,7 @@ impl Sessions {
         match self
             .store
             .put_state(
-                &login_key(login),
+                &self.login_key(login),
                 to_bytes(&pending),
                 Expect::Version(version),
             )
@@ -277,7 +339,7 @@ impl Sessions {
             if let Written::Stored(_) = self
                 .store
                 .put_state(
-                    &login_key(login),
+                    &self.login_key(login),
                     to_bytes(&pending),
                     Expect::Version(version),
                 )
@@ -287,5 +349,75 @@ impl Sessions {
             }
         }
         Err(gone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The web logins (the sha256 of their ids) the slots hold.
+    async fn held(sessions: &Sessions) -> Vec<String> {
+        let mut held = Vec::new();
+        for slot in 0..sessions.slots {
+            if let Some((bytes, _)) = sessions.store.state(&slot_key(slot)).await.unwrap() {
+                held.push(serde_json::from_slice::<Pending>(&bytes).unwrap().login);
+            }
+        }
+        held.sort();
+        held
+    }
+
+    #[tokio::test]
+    async fn an_expired_web_login_is_swept_by_a_new_one_and_a_waiting_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::store::DiskStore::new(dir.path().join("data")));
+        let sessions = Sessions::with_login_slots(store, 3);
+        let lifetime = WEB_LOGIN_LIFETIME.as_millis() as u64;
+        let begun = now_ms() - lifetime - 1;
+        let expired = sessions.begin_web_login_at(begun).await.unwrap();
+        let waiting = sessions
+            .begin_web_login_at(now_ms() - lifetime / 2)
+            .await
+            .unwrap();
+        let first = sessions.begin_web_login_at(now_ms()).await.unwrap();
+        let second = sessions.begin_web_login_at(now_ms()).await.unwrap();
+
+        let held_now = held(&sessions).await;
+        assert_eq!(held_now.len(), 3, "never more state objects than slots");
+        assert!(
+            !held_now.contains(&sha256_hex(&expired.login)),
+            "the expired login is gone from the store"
+        );
+        for kept in [&waiting, &first, &second] {
+            assert!(held_now.contains(&sha256_hex(&kept.login)));
+            let done = format!("{}.{}", kept.login, kept.done);
+            assert_eq!(sessions.poll_web_login(&done).await.unwrap(), Poll::Waiting);
+        }
+        let done = format!("{}.{}", expired.login, expired.done);
+        let gone = sessions.poll_web_login(&done).await.unwrap_err();
+        assert_eq!(gone.fault(), super::super::Fault::NotFound);
+
+        // Every slot waits: another login is refused, and none waiting is replaced.
+        let refused = sessions.begin_web_login().await.unwrap_err();
+        assert_eq!(refused.fault(), super::super::Fault::Throttled, "{refused}");
+        assert_eq!(held(&sessions).await, held_now);
+
+        // A login whose token was taken frees its slot.
+        sessions
+            .approve_web_login(&first.login, "alice")
+            .await
+            .unwrap();
+        let done = format!("{}.{}", first.login, first.done);
+        assert_eq!(
+            sessions.poll_web_login(&done).await.unwrap(),
+            Poll::Ready("alice".into())
+        );
+        let third = sessions.begin_web_login().await.unwrap();
+        let held_then = held(&sessions).await;
+        assert!(held_then.contains(&sha256_hex(&third.login)));
+        assert!(!held_then.contains(&sha256_hex(&first.login)));
+        assert!(held_then.contains(&sha256_hex(&waiting.login)));
     }
 }

@@ -36,7 +36,7 @@ use crate::upstream::{Upstream, UpstreamBody, UpstreamError};
 mod unlisted;
 
 use unlisted::Unlisted;
-pub use unlisted::{file_version, Ledger, Record, Records, RECORDS};
+pub use unlisted::{file_version, records_key, Ledger, Record, Records, LEGACY_RECORDS};
 
 /// How often, at most, a request for a tarball the stored packument does not list makes sluice
 /// ask upstream for that packument again (per package, whatever the outcome).

@@ -287,6 +287,10 @@ impl Whitelist {
             path: self.path().to_path_buf(),
             source,
         };
+        if name.trim().is_empty() {
+            // It would match every blank and comment-only line of the file.
+            return Ok(false);
+        }
         let _lock = self.lock_folder().map_err(err)?;
         let text = live::read_text(self.path()).map_err(err)?;
         let mut removed = false;

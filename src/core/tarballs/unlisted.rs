@@ -4,8 +4,9 @@
 //!
 //! Such a tarball has no published integrity to verify it against. sluice computes its sha512
 //! as it arrives (spooled to an anonymous temporary file, not held in memory), stores the content under that (content-addressed, as every tarball) and
-//! records the entry in one state object, [`RECORDS`]: name, file, version, sha512, upstream's
-//! `time` entry for the version when it kept one. The record marks it unlisted; a later fetch
+//! records the entry in its package's state object ([`records_key`], one small object per
+//! package): name, file, version, sha512, upstream's `time` entry for the version when it kept
+//! one. The record marks it unlisted; a later fetch
 //! (after the store dropped a corrupt copy) must match the recorded sha512, and
 //! `add-package --lockfile` must match the lockfile's integrity before anything is stored.
 //!
@@ -30,8 +31,20 @@ use super::{Error, Shared, Tarballs};
 use crate::store::{now_ms, Expect, SharedStore, StoreError, Written};
 use crate::upstream::UpstreamError;
 
-/// The state object that records every unlisted tarball the store keeps.
-pub const RECORDS: &str = "unlisted-tarballs";
+/// The state object that recorded every unlisted tarball before records were kept per package
+/// (one object growing with every record): read, never written, so a store an older sluice
+/// wrote keeps its records.
+pub const LEGACY_RECORDS: &str = "unlisted-tarballs";
+
+/// The state object holding the count of records kept per package (status and metrics read
+/// it instead of walking the packages).
+const COUNT: &str = "unlisted-count";
+
+/// The state object holding the records of the unlisted tarballs of `name`: one small object
+/// per package, so no object grows with every package's records.
+pub fn records_key(name: &str) -> String {
+    format!("unlisted/{name}")
+}
 
 /// How many times a record's conditional put is retried after losing a race.
 const ATTEMPTS: usize = 32;
@@ -61,7 +74,7 @@ pub struct Record {
     pub stored_at: u64,
 }
 
-/// Every unlisted tarball the store keeps, by `<name>/-/<file>`.
+/// Unlisted tarballs the store keeps (of one package, or of all), by `<name>/-/<file>`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Records {
     /// The records.
@@ -115,6 +128,14 @@ pub struct Ledger {
     counted: Mutex<Option<Instant>>,
     /// A background read of the count is under way.
     counting: AtomicBool,
+    /// The records of [`LEGACY_RECORDS`], read once (nothing writes them any more).
+    legacy: tokio::sync::OnceCell<Arc<Records>>,
+}
+
+/// The count of records kept per package ([`COUNT`]).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Count {
+    count: u64,
 }
 
 impl Ledger {
@@ -125,61 +146,125 @@ impl Ledger {
             count: AtomicU64::new(0),
             counted: Mutex::new(None),
             counting: AtomicBool::new(false),
+            legacy: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// Every record, with the version read.
-    async fn read(&self) -> Result<(Records, Option<crate::store::Token>), StoreError> {
-        let Some((bytes, token)) = self.store.state(RECORDS).await? else {
-            self.counted(0);
-            return Ok((Records::default(), None));
-        };
-        let records: Records = serde_json::from_slice(&bytes).map_err(|e| StoreError {
+    fn unreadable(&self, key: &str, error: impl std::fmt::Display) -> StoreError {
+        StoreError {
             location: self.store.location(),
-            message: format!("the state object {RECORDS} cannot be read: {e}"),
-        })?;
-        self.counted(records.tarballs.len());
-        Ok((records, Some(token)))
+            message: format!("the state object {key} cannot be read: {error}"),
+        }
     }
 
-    fn counted(&self, count: usize) {
-        self.count.store(count as u64, Ordering::Release);
-        *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    /// The state object `key` read as a `T` (its default when there is none), with its
+    /// version.
+    async fn read_state<T: Default + for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<(T, Option<crate::store::Token>), StoreError> {
+        match self.store.state(key).await? {
+            Some((bytes, token)) => serde_json::from_slice(&bytes)
+                .map(|value| (value, Some(token)))
+                .map_err(|e| self.unreadable(key, e)),
+            None => Ok((T::default(), None)),
+        }
     }
 
-    /// Every record.
+    /// The records an older sluice kept in one object.
+    async fn legacy(&self) -> Result<Arc<Records>, StoreError> {
+        self.legacy
+            .get_or_try_init(|| async {
+                Ok(Arc::new(
+                    self.read_state::<Records>(LEGACY_RECORDS).await?.0,
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Every record, of every package (`migrate`): the packages are those the store keeps a
+    /// document of (an unlisted tarball is only ever fetched for one).
     pub async fn all(&self) -> Result<Records, StoreError> {
-        Ok(self.read().await?.0)
+        let mut all = Records::clone(&*self.legacy().await?);
+        for name in crate::store::all_names(self.store.as_ref()).await? {
+            let (records, _) = self.read_state::<Records>(&records_key(&name)).await?;
+            all.tarballs.extend(records.tarballs);
+        }
+        Ok(all)
     }
 
     /// The record of tarball `file` of `name`, if the store keeps it as unlisted.
     pub async fn get(&self, name: &str, file: &str) -> Result<Option<Record>, StoreError> {
-        Ok(self.read().await?.0.tarballs.remove(&key(name, file)))
+        let key = key(name, file);
+        let (mut records, _) = self.read_state::<Records>(&records_key(name)).await?;
+        match records.tarballs.remove(&key) {
+            Some(record) => Ok(Some(record)),
+            None => Ok(self.legacy().await?.tarballs.get(&key).cloned()),
+        }
     }
 
-    /// Add `record` (read → add → conditional put, again on a lost race).
+    /// Add `record` to its package's records (read → add → conditional put, again on a lost
+    /// race), and count it when it is new.
     pub async fn put(&self, record: &Record) -> Result<(), StoreError> {
         let key = key(&record.name, &record.file);
+        let object = records_key(&record.name);
         for _ in 0..ATTEMPTS {
-            let (mut records, token) = self.read().await?;
+            let (mut records, token) = self.read_state::<Records>(&object).await?;
             if records.tarballs.get(&key) == Some(record) {
                 return Ok(());
             }
-            records.tarballs.insert(key.clone(), record.clone());
-            let bytes = serde_json::to_vec(&records).map_err(|e| StoreError {
-                location: self.store.location(),
-                message: format!("cannot write {RECORDS}: {e}"),
-            })?;
+            let new = records
+                .tarballs
+                .insert(key.clone(), record.clone())
+                .is_none()
+                && !self.legacy().await?.tarballs.contains_key(&key);
+            let bytes = serde_json::to_vec(&records).map_err(|e| self.unreadable(&object, e))?;
             let expect = Expect::from_read(token.as_ref());
-            if let Written::Stored(_) = self.store.put_state(RECORDS, bytes.into(), expect).await? {
-                self.counted(records.tarballs.len());
+            if let Written::Stored(_) = self.store.put_state(&object, bytes.into(), expect).await? {
+                if new {
+                    self.add_to_count().await?;
+                }
                 return Ok(());
             }
         }
-        Err(StoreError {
+        Err(self.kept_changing(&object))
+    }
+
+    fn kept_changing(&self, key: &str) -> StoreError {
+        StoreError {
             location: self.store.location(),
-            message: format!("{RECORDS} kept changing under this node: try again"),
-        })
+            message: format!("{key} kept changing under this node: try again"),
+        }
+    }
+
+    /// One more record in [`COUNT`].
+    async fn add_to_count(&self) -> Result<(), StoreError> {
+        for _ in 0..ATTEMPTS {
+            let (mut count, token) = self.read_state::<Count>(COUNT).await?;
+            count.count += 1;
+            let bytes = serde_json::to_vec(&count).map_err(|e| self.unreadable(COUNT, e))?;
+            let expect = Expect::from_read(token.as_ref());
+            if let Written::Stored(_) = self.store.put_state(COUNT, bytes.into(), expect).await? {
+                let legacy = self.legacy().await?.tarballs.len() as u64;
+                self.counted(count.count + legacy);
+                return Ok(());
+            }
+        }
+        Err(self.kept_changing(COUNT))
+    }
+
+    /// How many records the store keeps, read now.
+    async fn read_count(&self) -> Result<u64, StoreError> {
+        let (count, _) = self.read_state::<Count>(COUNT).await?;
+        let total = count.count + self.legacy().await?.tarballs.len() as u64;
+        self.counted(total);
+        Ok(total)
+    }
+
+    fn counted(&self, count: u64) {
+        self.count.store(count, Ordering::Release);
+        *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// How many unlisted tarballs the store keeps, as last read; reads it again in the
@@ -196,7 +281,7 @@ impl Ledger {
         {
             let this = self.clone();
             tokio::spawn(async move {
-                if let Err(error) = this.read().await {
+                if let Err(error) = this.read_count().await {
                     tracing::warn!(%error, "cannot count the unlisted tarballs");
                 }
                 this.counting.store(false, Ordering::Release);
