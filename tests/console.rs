@@ -126,6 +126,10 @@ fn search_package_page_install_line_and_an_inert_readme() {
         )
         .await;
         assert_eq!(text(&page, "h1").await, "helper");
+        // The home page counts what the index holds (widget was found above, so at least it).
+        visit(&page, &format!("{url}-/ui/")).await;
+        let packages: u64 = text(&page, "dl.counts dd").await.parse().unwrap();
+        assert!(packages >= 1, "the home page counts {packages} packages");
         // The checks every page passes do find what they look for.
         // (On a blank page: the console's policy would refuse the inline styles.)
         page.goto("about:blank").await.unwrap();
