@@ -9,6 +9,7 @@ use std::io::BufRead as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+use chromiumoxide::Page;
 use serde_json::{json, Value};
 use sluice::core::audit_log::{Action, AuditEntry};
 use support::browser::{
@@ -17,7 +18,7 @@ use support::browser::{
 };
 use support::publishing::add_user;
 use support::terminal::Authenticator;
-use support::{cannot_run, FakeRegistry, Project, Sluice};
+use support::{FakeRegistry, Project, Sluice};
 
 /// Entries put in the audit log before the admin test's own.
 const OLD_ENTRIES: usize = 60;
@@ -173,8 +174,7 @@ fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_toke
     let (url, whitelist) = (sluice.url(), sluice.whitelist_path());
     let upstream = &upstream;
     let app = sluice.server.as_ref().unwrap().app.clone();
-    // npm's token for root, taken before the browser's runtime starts (the login blocks).
-    let token = support::publishing::login(&sluice, "root", "root-password-1");
+    let root_login = || support::publishing::login(&sluice, "root", "root-password-1");
     with_browser(|chromium| async move {
         // Entries older than this test's own, so that the audit log has two pages.
         for i in 0..OLD_ENTRIES {
@@ -228,7 +228,7 @@ fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_toke
         // What the job stored is all a fresh install needs: upstream down, npm installs both.
         upstream.set_down(true);
         tokio::task::block_in_place(|| {
-            let project = Project::logged_in(&url, &token);
+            let project = Project::logged_in(&url, &root_login());
             project.install(&url, &["lodash"]);
             assert_eq!(project.require("lodash"), "lodash@4.17.21");
             assert_eq!(project.require("tiny"), "tiny@1.0.0");
