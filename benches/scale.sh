@@ -8,7 +8,9 @@
 # time and size, idle RSS with the index open, search p50/p99 over 30 fixed queries (exact
 # names, prefixes, words, no match; ROUNDS rounds), the first /-/sluice/status and /-/metrics
 # and their p99, a stored packument's p99 alone and while four clients search, and `verify`'s
-# rate. Needs: cargo, python3, curl. SKIP_BUILD=1 uses the existing release build (the build
+# rate, and the console's pages (home, search with a word and with no match, a package, login,
+# the admin overview logged in; PAGES_EACH requests each, time to first byte). Needs: cargo,
+# python3, curl. SKIP_BUILD=1 uses the existing release build (the build
 # runs under /tmp/cargo.lock when that file exists); KEEP=1 keeps the work folder. Everything
 # started here is stopped on exit.
 set -euo pipefail
@@ -16,6 +18,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIZES=${SIZES:-10000 100000 1000000}
 ROUNDS=${ROUNDS:-5}
+PAGES_EACH=${PAGES_EACH:-30}
 
 need() { command -v "$1" >/dev/null || { echo "scale.sh: '$1' is missing ($2)" >&2; exit 1; }; }
 need cargo "https://rustup.rs"
@@ -48,8 +51,9 @@ if [ "${SKIP_BUILD:-}" != 1 ]; then
         (cd "$ROOT" && cargo build --release --bin sluice --example seed_store)
     fi
 fi
-SLUICE=$ROOT/target/release/sluice
-SEEDER=$ROOT/target/release/examples/seed_store
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SLUICE=$TARGET/release/sluice
+SEEDER=$TARGET/release/examples/seed_store
 
 write_conf() { # FILE PORT STORE
     cat >"$1" <<EOF
@@ -69,6 +73,9 @@ memory = "256MiB"
 [policy]
 mode = "mirror"
 refresh = "30d"
+
+[auth]
+users = "$3.users"
 EOF
 }
 
@@ -102,6 +109,34 @@ for _ in range(rounds):
         assert code == 200, (q, code, body[:200])
         found[q] = json.loads(body)["total"]
         search.append(ms)
+# The console's pages: time to the first byte of the answer (the server's time, as curl's
+# time_starttransfer), PAGES_EACH requests each, the admin page with a logged-in session.
+def first_byte(c, path, headers={}, method="GET", body=None):
+    t = time.perf_counter(); c.request(method, path, body=body, headers=headers)
+    r = c.getresponse(); ms = (time.perf_counter() - t) * 1000; data = r.read()
+    return ms, r, data
+def cookie(r, name):
+    for k, v in r.getheaders():
+        if k.lower() == "set-cookie" and v.startswith(name + "="): return v.split(";")[0]
+    raise SystemExit("no %s cookie" % name)
+_, r, html = first_byte(c, "/-/ui/login")
+csrf = html.decode().split('name="csrf" value="')[1].split('"')[0]
+form = "name=bench&password=bench-password-1&session=&next=%2F-%2Fui%2Fadmin&csrf=" + csrf
+_, r, _ = first_byte(c, "/-/ui/login", method="POST", body=form, headers={
+    "cookie": cookie(r, "sluice_login"), "content-type": "application/x-www-form-urlencoded"})
+assert r.status == 303, r.status
+session = {"cookie": cookie(r, "sluice_session")}
+pages = {"home": "/-/ui/", "search_word": "/-/ui/search?q=hammer",
+         "search_none": "/-/ui/search?q=zzzqqq", "package": "/-/ui/package/" + name(4242),
+         "login": "/-/ui/login", "admin": "/-/ui/admin"}
+console = {}
+for page, path in pages.items():
+    times = []
+    for _ in range(int(sys.argv[4])):
+        ms, r, body = first_byte(c, path, headers=session if page == "admin" else {})
+        assert r.status == 200, (page, r.status, body[:300])
+        times.append(ms)
+    console[page] = [pct(times, 50), pct(times, 99), times[0]]
 hit_alone = [get(c, "/" + name(i * 104729))[0] for i in range(300)]
 stop = threading.Event()
 def searching(k):
@@ -119,6 +154,7 @@ print(json.dumps({
     "status_p99": pct(status, 99), "metrics_p99": pct(metrics, 99),
     "hit_p99": pct(hit_alone, 99), "hit_p99_busy": pct(hit_busy, 99),
     "totals": {q: found[q] for q in ["seed-pkg-0001", "hammer", "river stream", "zzzqqq"]},
+    "console": console,
 }))
 EOF
 
@@ -141,6 +177,9 @@ for SIZE in $SIZES; do
     disk=$(du -sb "$STORE" | cut -f1)
     PORT=$(free_port)
     write_conf "$WORK/scale-$SIZE.toml" "$PORT" "$STORE"
+    # An admin for the console's admin page (the measure logs in as it).
+    echo bench-password-1 | "$SLUICE" user add bench --password-stdin --admin \
+        --config "$WORK/scale-$SIZE.toml" >/dev/null
     log "starting sluice on $SIZE packuments"
     t0=$(now_ns)
     RUST_LOG=info "$SLUICE" serve --config "$WORK/scale-$SIZE.toml" 2>"$WORK/sluice-$SIZE.log" &
@@ -162,7 +201,7 @@ for SIZE in $SIZES; do
     rss=$(rss_kb "$PID")
     index_bytes=$(du -sb "$STORE/search-index" | cut -f1)
     log "measuring latencies"
-    M=$(python3 "$WORK/measure.py" "$PORT" "$SIZE" "$ROUNDS")
+    M=$(python3 "$WORK/measure.py" "$PORT" "$SIZE" "$ROUNDS" "$PAGES_EACH")
     echo "$M" >&2
     kill "$PID"
     wait "$PID" 2>/dev/null || true
@@ -208,7 +247,11 @@ lines = [
     ("first metrics / p99 (ms)", lambda r: "%.1f / %.1f" % (r["metrics_first"], r["metrics_p99"])),
     ("packument hit p99 alone / with 4 searching (ms)", lambda r: "%.1f / %.1f" % (r["hit_p99"], r["hit_p99_busy"])),
     ("`verify` (entries/s)", lambda r: "%.0f" % r["verify_rate"]),
-]
+] + [("console %s: first / p50 / p99 to first byte (ms)" % title,
+      lambda r, k=k: "%.1f / %.1f / %.1f" % (r["console"][k][2], r["console"][k][0], r["console"][k][1]))
+     for k, title in [("home", "home"), ("search_word", "search, a word (hammer)"),
+                      ("search_none", "search, no match"), ("package", "package page"),
+                      ("login", "login page"), ("admin", "admin overview, logged in")]]
 print("| what | " + " | ".join("{:,}".format(r["size"]) for r in rows) + " |")
 print("|---|" + "---|" * len(rows))
 for title, f in lines:

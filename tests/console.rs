@@ -6,207 +6,22 @@
 mod support;
 
 use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::{Browser, BrowserConfig, Page};
-use futures::StreamExt;
+use chromiumoxide::Page;
 use serde_json::{json, Value};
 use sluice::core::audit_log::{Action, AuditEntry};
+use support::browser::{
+    accessibility_problems, chromium_path, eval, fill, review, submit, text, until, visit,
+    with_browser, Chromium, PATIENCE,
+};
 use support::publishing::add_user;
 use support::terminal::Authenticator;
-use support::{cannot_run, FakeRegistry, Project, Sluice};
+use support::{FakeRegistry, Project, Sluice};
 
 /// Entries put in the audit log before the admin test's own.
 const OLD_ENTRIES: usize = 60;
-
-/// How long the browser gets for anything the test waits for (generous: CI machines are slow).
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A headless chromium with its own fresh profile.
-struct Chromium {
-    browser: Browser,
-    events: tokio::task::JoinHandle<()>,
-    _profile: tempfile::TempDir,
-}
-
-/// Debian's chromium, or `None` after saying the test cannot run.
-fn chromium_path() -> Option<PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    if found.is_none() {
-        cannot_run("chromium is not installed (scripts/setup --tests installs it)");
-    }
-    found
-}
-
-impl Chromium {
-    async fn launch(executable: &Path) -> Chromium {
-        let profile = tempfile::tempdir().unwrap();
-        let config = BrowserConfig::builder()
-            .chrome_executable(executable)
-            .user_data_dir(profile.path())
-            .no_sandbox()
-            .args([
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ])
-            .launch_timeout(PATIENCE)
-            .request_timeout(PATIENCE)
-            .build()
-            .unwrap();
-        let (browser, mut handler) = Browser::launch(config).await.unwrap();
-        // The connection's events must be read for any command to complete; an event the
-        // crate cannot parse is no reason to stop reading.
-        let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
-        Chromium {
-            browser,
-            events,
-            _profile: profile,
-        }
-    }
-
-    async fn page(&self) -> Page {
-        self.browser.new_page("about:blank").await.unwrap()
-    }
-
-    async fn close(mut self) {
-        let _ = self.browser.close().await;
-        let _ = self.browser.wait().await;
-        self.events.abort();
-    }
-}
-
-/// The value of the expression `js` in `page`.
-async fn eval<T: serde::de::DeserializeOwned>(page: &Page, js: &str) -> T {
-    page.evaluate(js)
-        .await
-        .unwrap_or_else(|e| panic!("{js}: {e}"))
-        .into_value()
-        .unwrap_or_else(|e| panic!("{js}: {e}"))
-}
-
-/// Wait until the expression `js` is true in `page` (a page that is loading counts as not yet).
-async fn until(page: &Page, js: &str) {
-    let deadline = Instant::now() + PATIENCE;
-    let check = format!("document.readyState === 'complete' && !!({js})");
-    loop {
-        if let Ok(result) = page.evaluate(check.as_str()).await {
-            if result.into_value::<bool>().unwrap_or(false) {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            let url = page.url().await.ok().flatten().unwrap_or_default();
-            let text: String = eval(page, "document.body ? document.body.innerText : ''").await;
-            panic!("never true: {js}\nat {url}:\n{text}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Go to `url` and wait for it to load.
-async fn visit(page: &Page, url: &str) {
-    page.goto(url).await.unwrap();
-    until(page, "document.querySelector('h1')").await;
-}
-
-/// Click `selector` (a submit button) and wait for the next page, whose path starts with
-/// `path`.
-async fn submit(page: &Page, selector: &str, path: &str) {
-    let before: String = eval(page, "String(performance.timeOrigin)").await;
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap();
-    until(
-        page,
-        &format!(
-            "String(performance.timeOrigin) !== {before:?} && location.pathname.startsWith({path:?}) \
-             && document.querySelector('h1')"
-        ),
-    )
-    .await;
-}
-
-/// Type `text` into the field `selector`.
-async fn fill(page: &Page, selector: &str, text: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap()
-        .type_str(text)
-        .await
-        .unwrap();
-}
-
-async fn text(page: &Page, selector: &str) -> String {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .inner_text()
-        .await
-        .unwrap()
-        .unwrap_or_default()
-}
-
-/// Save a screenshot of the whole page as target/console-screenshots/{name}.png, after
-/// checking what every page must have: one h1, a label for every field.
-async fn review(page: &Page, name: &str) {
-    let h1s: u32 = eval(page, "document.querySelectorAll('h1').length").await;
-    assert_eq!(h1s, 1, "{name}: one h1 per page");
-    let unlabelled: Vec<String> = eval(
-        page,
-        "[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
-           .filter(e => e.labels.length === 0 && !e.getAttribute('aria-label'))
-           .map(e => e.outerHTML)",
-    )
-    .await;
-    assert!(
-        unlabelled.is_empty(),
-        "{name}: unlabelled fields {unlabelled:?}"
-    );
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    page.save_screenshot(
-        ScreenshotParams::builder().full_page(true).build(),
-        dir.join(format!("{name}.png")),
-    )
-    .await
-    .unwrap();
-}
-
-/// Run `test` in a runtime with a browser (or say it cannot run).
-fn with_browser<F, Fut>(test: F)
-where
-    F: FnOnce(Chromium) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let Some(executable) = chromium_path() else {
-        return;
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let chromium = Chromium::launch(&executable).await;
-        test(chromium).await;
-    });
-}
 
 /// `name` made an admin in the users file (the role's field after the e-mail address).
 fn make_admin(sluice: &Sluice, name: &str) {
@@ -233,6 +48,17 @@ const HOSTILE_README: &str =
     "# Widget\n\nA widget.\n\n<script>window.pwned = 'script'</script>\n\n\
     <img src=\"/nothing.png\" onerror=\"window.pwned = 'onerror'\">\n\n\
     [docs](javascript:window.pwned='link')\n";
+
+/// A page with one of each flaw the accessibility checks look for, and near misses that pass.
+const FLAWED_PAGE: &str = "<!doctype html><html lang=en><body>\
+    <h1>One</h1><h1>Two</h1>\
+    <p style=\"color:#999999\">faint</p>\
+    <p style=\"color:#949494\">small and grey</p>\
+    <p style=\"color:#949494;font-size:24px\">large and grey</p>\
+    <p style=\"background:#a0a0a0\"><span style=\"color:#fff;font-size:24px\">white on grey</span></p>\
+    <label for=\"named\">Named</label><input id=\"named\"><input id=\"unlabelled\">\
+    <a href=\"#\">fine</a><a href=\"#\" tabindex=\"2\">jumps ahead</a>\
+    <a href=\"#\" tabindex=\"-1\">out of reach</a></body></html>";
 
 #[test]
 fn search_package_page_install_line_and_an_inert_readme() {
@@ -301,6 +127,32 @@ fn search_package_page_install_line_and_an_inert_readme() {
         )
         .await;
         assert_eq!(text(&page, "h1").await, "helper");
+        // The home page counts what the index holds (widget was found above, so at least it).
+        visit(&page, &format!("{url}-/ui/")).await;
+        let packages: u64 = text(&page, "dl.counts dd").await.parse().unwrap();
+        assert!(packages >= 1, "the home page counts {packages} packages");
+        // The checks every page passes do find what they look for.
+        // (On a blank page: the console's policy would refuse the inline styles.)
+        page.goto("about:blank").await.unwrap();
+        page.set_content(FLAWED_PAGE).await.unwrap();
+        let problems = accessibility_problems(&page).await;
+        for expected in [
+            "2 h1 elements",
+            "no label: <input id=\"unlabelled\">",
+            "a positive tabindex: <a href=\"#\" tabindex=\"2\">",
+            "low contrast: text #999999 on #ffffff: 2.85 < 4.5",
+            "low contrast: text #949494 on #ffffff: 3.03 < 4.5",
+            "low contrast: text #ffffff on #a0a0a0: 2.61 < 3",
+            "not reached by Tab: <a href=\"#\" tabindex=\"-1\">",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(expected)),
+                "{expected} not found in {problems:#?}"
+            );
+        }
+        // Large text needs 3:1: #949494 at 24px passes; the labelled field and the plain
+        // link are fine.
+        assert_eq!(problems.len(), 7, "{problems:#?}");
         chromium.close().await;
     });
 }
@@ -322,6 +174,7 @@ fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_toke
     let (url, whitelist) = (sluice.url(), sluice.whitelist_path());
     let upstream = &upstream;
     let app = sluice.server.as_ref().unwrap().app.clone();
+    let root_login = || support::publishing::login(&sluice, "root", "root-password-1");
     with_browser(|chromium| async move {
         // Entries older than this test's own, so that the audit log has two pages.
         for i in 0..OLD_ENTRIES {
@@ -362,8 +215,25 @@ fn admin_console_whitelist_settings_users_tokens_audit_and_forms_need_their_toke
         )
         .await;
         review(&page, "add-package").await;
+        // The page's summary: both packages resolved and stored, both added.
+        assert_eq!(text(&page, "#job-names").await, "2");
+        assert_eq!(text(&page, "#job-tarballs").await, "2");
+        let lines = text(&page, "#job-lines").await;
+        assert!(
+            lines.contains("added lodash") && lines.contains("added tiny"),
+            "{lines}"
+        );
         let listed = std::fs::read_to_string(&whitelist).unwrap();
         assert!(listed.lines().any(|l| l == "lodash") && listed.lines().any(|l| l == "tiny"));
+        // What the job stored is all a fresh install needs: upstream down, npm installs both.
+        upstream.set_down(true);
+        tokio::task::block_in_place(|| {
+            let project = Project::logged_in(&url, &root_login());
+            project.install(&url, &["lodash"]);
+            assert_eq!(project.require("lodash"), "lodash@4.17.21");
+            assert_eq!(project.require("tiny"), "tiny@1.0.0");
+        });
+        upstream.set_down(false);
         // A post from this very page without the form's token is refused.
         let status: u32 = eval(
             &page,

@@ -1,8 +1,6 @@
 //! The typed pages: each struct is what one template shows, filled by its handler.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use askama::Template;
 use serde_json::Value;
@@ -61,7 +59,7 @@ pub struct Listed {
 #[template(path = "home.html")]
 pub struct Home {
     layout: Layout,
-    packages: usize,
+    packages: u64,
     private: usize,
     whitelist: Option<usize>,
     published: Vec<Listed>,
@@ -106,45 +104,13 @@ async fn run_search(visit: &Visit<'_>, query: &SearchQuery) -> Value {
     crate::api::reads::search(visit.call, query).await
 }
 
-/// How long the home page's package count is reused: counting asks the search for every
-/// package, which the local search answers by reading them all.
-const COUNT_FOR: Duration = Duration::from_secs(30);
-
-/// Counts as last taken, by registry (its `App`'s address: tests run several in a process).
-static COUNTS: LazyLock<Mutex<HashMap<usize, (Instant, usize)>>> = LazyLock::new(Mutex::default);
-
-/// How many packages the search knows (what `GET /-/v1/search` with no words totals).
-async fn package_count(visit: &Visit<'_>) -> usize {
-    let key = std::sync::Arc::as_ptr(visit.call.app) as usize;
-    let fresh = |counts: &HashMap<usize, (Instant, usize)>| {
-        counts
-            .get(&key)
-            .filter(|(at, _)| at.elapsed() < COUNT_FOR)
-            .map(|(_, n)| *n)
-    };
-    if let Some(n) = fresh(&COUNTS.lock().unwrap_or_else(|p| p.into_inner())) {
-        return n;
-    }
-    let everything = SearchQuery {
-        text: String::new(),
-        size: 0,
-        from: 0,
-    };
-    let n = run_search(visit, &everything).await["total"]
-        .as_u64()
-        .unwrap_or(0) as usize;
-    COUNTS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(key, (Instant::now(), n));
-    n
-}
-
 /// `/-/ui/`: the search box, counts, what was published and mirrored lately.
 pub async fn home(visit: &Visit<'_>) -> Result<Answer, Error> {
     let app = visit.call.app;
     let snapshot = app.snapshot().await;
-    let packages = package_count(visit).await;
+    // The index keeps its count: constant time at any size (a search with no words finds
+    // nothing, and counting the store would walk it).
+    let packages = app.search.status().documents;
     let mut published = Vec::new();
     for name in snapshot.private.iter().take(PRIVATE_READ) {
         if let Some(listed) = latest_published(visit, name).await {

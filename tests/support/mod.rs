@@ -2,6 +2,7 @@
 #![allow(unused_imports)]
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake;
 pub mod faults;
 pub mod process;
