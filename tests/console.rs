@@ -1051,3 +1051,161 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
         );
     });
 }
+
+/// A console session over plain HTTP: `name` logs in with `password`; the session's cookie
+/// and its CSRF token (from the account page's forms).
+async fn http_session(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    password: &str,
+) -> (String, String) {
+    let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
+    let (cookie, _) = set_cookie(form.headers(), "sluice_login");
+    let csrf = hidden_field(&form.text().await.unwrap(), "csrf");
+    let done = client
+        .post(format!("{url}-/ui/login"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("name={name}&password={password}&csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let (session, _) = set_cookie(done.headers(), "sluice_session");
+    let account = client
+        .get(format!("{url}-/ui/account"))
+        .header("cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&account.text().await.unwrap(), "csrf");
+    (session, csrf)
+}
+
+#[test]
+fn hostile_console_inputs_write_nothing_odd_to_the_audit_log_or_the_users() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "root", "root-password-1");
+    make_admin(&sluice, "root");
+    add_user(&sluice, "carol", "carol-password-1");
+    let url = sluice.url();
+    let app = &sluice.server.as_ref().unwrap().app;
+    let root = sluice::auth::Identity {
+        user: "root".into(),
+        readonly: false,
+        token_hash: None,
+        admin: true,
+    };
+    let actor = sluice::api::admin::Actor {
+        app,
+        who: &root,
+        address: None,
+    };
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
+        let (login_cookie, _) = set_cookie(form.headers(), "sluice_login");
+        let login_csrf = hidden_field(&form.text().await.unwrap(), "csrf");
+        // An outsider's failed login with a name of 60 000 characters: the audit log keeps
+        // what a user name can be, not the whole field (each entry rewrites its chunk).
+        let huge = "x".repeat(60_000);
+        let refused = client
+            .post(format!("{url}-/ui/login"))
+            .header("cookie", login_cookie.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("name={huge}&password=guess&csrf={login_csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        let log = sluice::api::admin::audit_log(actor, None, 10)
+            .await
+            .unwrap();
+        let failed = log
+            .entries
+            .iter()
+            .find(|e| e.action == Action::LoginFailure)
+            .expect("the failed login is audited");
+        assert!(
+            failed.subject.len() <= 214 && failed.subject.starts_with("xxxx"),
+            "an audit entry of {} bytes",
+            failed.subject.len()
+        );
+        // A `next` with a line break cannot make a header of its own: the login goes home.
+        let next = client
+            .post(format!("{url}-/ui/login"))
+            .header("cookie", login_cookie.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "name=carol&password=carol-password-1&csrf={login_csrf}\
+                 &next=%2F-%2Fui%2F%0D%0ASet-Cookie%3A%20planted%3D1"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), 303);
+        assert_eq!(next.headers()["location"], "/-/ui/");
+        assert!(next
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().contains("planted")));
+
+        // An admin cannot create a user whose name passes for another's: a case variant of
+        // carol, one with a control character, an unaddressable one; nothing is written.
+        let (session, csrf) = http_session(&client, &url, "root", "root-password-1").await;
+        let before = sluice::api::admin::users(actor).await.unwrap();
+        for name in [
+            "Carol",
+            "CAROL",
+            "car%E2%80%AEol",
+            "car%07ol",
+            "100%25",
+            "..",
+        ] {
+            let created = client
+                .post(format!("{url}-/ui/admin/users"))
+                .header("cookie", session.clone())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&name={name}&password=pw-123456&email="))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 400, "{name} was created");
+        }
+        let after = sluice::api::admin::users(actor).await.unwrap();
+        let names = |users: &[sluice::auth::UserSummary]| {
+            users.iter().map(|u| u.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&after), names(&before));
+        // A plain new name still works, and its page is reachable.
+        let created = client
+            .post(format!("{url}-/ui/admin/users"))
+            .header("cookie", session.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf={csrf}&name=dave.o-k_1&password=pw-123456&email="
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 303);
+        let page = client
+            .get(format!("{url}-/ui/admin/users/dave.o-k_1"))
+            .header("cookie", session.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+    });
+}
