@@ -672,6 +672,7 @@ fn account_page_enrolls_two_factor_and_then_logins_and_npm_12s_web_login_ask_for
         submit(&page, "form.stack button", "/-/ui/account").await;
         review(&page, "account").await;
         assert!(text(&page, "#two-factor-state").await.contains("off"));
+        fill(&page, "#begin-password", "dave-password-1").await;
         submit(&page, "form[action$='2fa/begin'] button", "/-/ui/account").await;
         review(&page, "account-2fa-setup").await;
         // The QR code is an SVG drawn on the server (the page runs no script of its own).
@@ -1207,5 +1208,164 @@ fn hostile_console_inputs_write_nothing_odd_to_the_audit_log_or_the_users() {
             .await
             .unwrap();
         assert_eq!(page.status(), 200);
+    });
+}
+
+/// The text of the element with `id` in `html` (its markup's entities undone).
+fn element_text(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = html.find(&marker).expect("the element") + marker.len();
+    let end = start + html[start..].find('<').unwrap();
+    html[start..end]
+        .replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#61;", "=")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn two_factor_over_http_needs_the_password_to_begin_and_spends_every_code_once() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "carol", "carol-password-1");
+    add_user(&sluice, "bob", "bob-password-1");
+    let url = sluice.url();
+    let app = &sluice.server.as_ref().unwrap().app;
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let enrolled = || sluice::api::admin::login_needs_second_factor(app, "carol");
+        let pending = || app.auth.pending_two_factor("carol", "sluice");
+        let (session, csrf) = http_session(&client, &url, "carol", "carol-password-1").await;
+        let (bob_session, bob_csrf) = http_session(&client, &url, "bob", "bob-password-1").await;
+        let post = |path: &str, cookie: &str, body: String| {
+            client
+                .post(format!("{url}-/ui/account/{path}"))
+                .header("cookie", cookie.to_string())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        // Another session's token is not this one's.
+        let status = post("2fa/begin", &session, format!("csrf={bob_csrf}&current=x"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 403);
+        // A session alone (one left open, or stolen) cannot set up a second factor: that
+        // needs the password, and a wrong one begins nothing.
+        for body in [
+            format!("csrf={csrf}"),
+            format!("csrf={csrf}&current=carol-password-2"),
+        ] {
+            let status = post("2fa/begin", &session, body).await.unwrap().status();
+            assert_eq!(status, 400);
+            assert!(pending().await.unwrap().is_none());
+        }
+        let begun = post(
+            "2fa/begin",
+            &session,
+            format!("csrf={csrf}&current=carol-password-1"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(begun.status(), 303);
+        assert!(pending().await.unwrap().is_some());
+        let account = |cookie: String| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let answer = client
+                    .get(format!("{url}-/ui/account"))
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                answer.text().await.unwrap()
+            }
+        };
+        let html = account(session.clone()).await;
+        let uri = element_text(&html, "otpauth-uri");
+        // Bob's session never sees carol's secret.
+        assert!(!account(bob_session.clone()).await.contains(&uri));
+        let mut authenticator = Authenticator::scan(&uri);
+        let confirming = authenticator.code();
+        let confirmed = post(
+            "2fa/confirm",
+            &session,
+            format!("csrf={csrf}&otp={confirming}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        let html = confirmed.text().await.unwrap();
+        let recovery: Vec<String> = html
+            .split("<li><code>")
+            .skip(1)
+            .map(|rest| rest.split('<').next().unwrap().to_string())
+            .collect();
+        assert_eq!(recovery.len(), 8, "{html}");
+        assert!(enrolled().await.unwrap());
+
+        // Turning it off needs a code: none, the confirming one again, a wrong one.
+        for otp in [
+            String::new(),
+            confirming.clone(),
+            authenticator.wrong_code(),
+        ] {
+            let off = post("2fa/disable", &session, format!("csrf={csrf}&otp={otp}"))
+                .await
+                .unwrap();
+            assert_eq!(off.status(), 400, "otp {otp:?}");
+            assert!(enrolled().await.unwrap(), "turned off with {otp:?}");
+        }
+
+        // npm's legacy login without a code gets no token, whatever the password.
+        let legacy = |otp: Option<String>| {
+            let mut request = client
+                .put(format!("{url}-/user/org.couchdb.user:carol"))
+                .json(&json!({"name": "carol", "password": "carol-password-1"}));
+            if let Some(otp) = otp {
+                request = request.header("npm-otp", otp);
+            }
+            request.send()
+        };
+        let asked = legacy(None).await.unwrap();
+        assert_eq!(asked.status(), 401);
+        assert!(asked.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("OTP"));
+        assert!(asked.json::<Value>().await.unwrap()["token"].is_null());
+        // A recovery code works once: for the login, then not to turn it off.
+        let once = legacy(Some(recovery[0].clone())).await.unwrap();
+        assert_eq!(once.status(), 201);
+        let again = legacy(Some(recovery[0].clone())).await.unwrap();
+        assert_eq!(again.status(), 401);
+        let off = post(
+            "2fa/disable",
+            &session,
+            format!("csrf={csrf}&otp={}", recovery[0]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(off.status(), 400);
+        assert!(enrolled().await.unwrap());
+        let off = post(
+            "2fa/disable",
+            &session,
+            format!("csrf={csrf}&otp={}", recovery[1]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(off.status(), 303);
+        assert!(!enrolled().await.unwrap());
     });
 }
