@@ -110,12 +110,30 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// The longest user name there is (`auth::valid_user_name`), in bytes.
+const MAX_USER_NAME: usize = 214;
+
+/// `text` cut to at most `max` bytes, at a character's boundary.
+fn at_most(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// Have every failed login (npm's, Basic credentials, the console's, one-time codes) recorded
 /// in `audit` with the name tried and the address.
 fn audit_failed_logins(auth: &Auth, audit: &Arc<AuditLog>) {
     let audit = audit.clone();
     auth.on_failure(Box::new(move |user, address, why| {
         let audit = audit.clone();
+        // The name is whatever an outsider typed (a form field up to 64 KiB): only what a user
+        // name can be is kept, as every entry rewrites its chunk of the log.
+        let user = at_most(user, MAX_USER_NAME);
         Box::pin(async move {
             let mut entry = AuditEntry::new(None, None, Action::LoginFailure, user, why);
             entry.address = address;

@@ -588,6 +588,13 @@ fn settings_changed_live_take_effect_at_once_and_check_shows_their_source() {
     let refused = block(admin::set_settings(actor, &both)).unwrap_err();
     assert_eq!(refused.fault(), sluice::core::Fault::Client, "{refused}");
     assert!(!app.settings.read_through());
+    // A refresh interval near `Duration`'s limit (the refresh loop adds jitter to it and
+    // overflowed) is refused too, and writes nothing.
+    let before = app.settings.refresh();
+    let forever = [("refresh", "584000000000years")];
+    let refused = block(admin::set_settings(actor, &forever)).unwrap_err();
+    assert_eq!(refused.fault(), sluice::core::Fault::Client, "{refused}");
+    assert_eq!(app.settings.refresh(), before);
     // Values already in force are left alone; only the others are set (and audited).
     let same_and_new = [("read_through", "on"), ("mode", "whitelist")];
     let changed = block(admin::set_settings(actor, &same_and_new)).unwrap();

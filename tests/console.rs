@@ -542,6 +542,7 @@ fn account_page_enrolls_two_factor_and_then_logins_and_npm_12s_web_login_ask_for
         submit(&page, "form.stack button", "/-/ui/account").await;
         review(&page, "account").await;
         assert!(text(&page, "#two-factor-state").await.contains("off"));
+        fill(&page, "#begin-password", "dave-password-1").await;
         submit(&page, "form[action$='2fa/begin'] button", "/-/ui/account").await;
         review(&page, "account-2fa-setup").await;
         // The QR code is an SVG drawn on the server (the page runs no script of its own).
@@ -919,5 +920,322 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
             ended,
             "the console session outlived carol's password change"
         );
+    });
+}
+
+/// A console session over plain HTTP: `name` logs in with `password`; the session's cookie
+/// and its CSRF token (from the account page's forms).
+async fn http_session(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+    password: &str,
+) -> (String, String) {
+    let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
+    let (cookie, _) = set_cookie(form.headers(), "sluice_login");
+    let csrf = hidden_field(&form.text().await.unwrap(), "csrf");
+    let done = client
+        .post(format!("{url}-/ui/login"))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("name={name}&password={password}&csrf={csrf}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    let (session, _) = set_cookie(done.headers(), "sluice_session");
+    let account = client
+        .get(format!("{url}-/ui/account"))
+        .header("cookie", session.clone())
+        .send()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&account.text().await.unwrap(), "csrf");
+    (session, csrf)
+}
+
+#[test]
+fn hostile_console_inputs_write_nothing_odd_to_the_audit_log_or_the_users() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "root", "root-password-1");
+    make_admin(&sluice, "root");
+    add_user(&sluice, "carol", "carol-password-1");
+    let url = sluice.url();
+    let app = &sluice.server.as_ref().unwrap().app;
+    let root = sluice::auth::Identity {
+        user: "root".into(),
+        readonly: false,
+        token_hash: None,
+        admin: true,
+    };
+    let actor = sluice::api::admin::Actor {
+        app,
+        who: &root,
+        address: None,
+    };
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
+        let (login_cookie, _) = set_cookie(form.headers(), "sluice_login");
+        let login_csrf = hidden_field(&form.text().await.unwrap(), "csrf");
+        // An outsider's failed login with a name of 60 000 characters: the audit log keeps
+        // what a user name can be, not the whole field (each entry rewrites its chunk).
+        let huge = "x".repeat(60_000);
+        let refused = client
+            .post(format!("{url}-/ui/login"))
+            .header("cookie", login_cookie.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("name={huge}&password=guess&csrf={login_csrf}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 401);
+        let log = sluice::api::admin::audit_log(actor, None, 10)
+            .await
+            .unwrap();
+        let failed = log
+            .entries
+            .iter()
+            .find(|e| e.action == Action::LoginFailure)
+            .expect("the failed login is audited");
+        assert!(
+            failed.subject.len() <= 214 && failed.subject.starts_with("xxxx"),
+            "an audit entry of {} bytes",
+            failed.subject.len()
+        );
+        // A `next` with a line break cannot make a header of its own: the login goes home.
+        let next = client
+            .post(format!("{url}-/ui/login"))
+            .header("cookie", login_cookie.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "name=carol&password=carol-password-1&csrf={login_csrf}\
+                 &next=%2F-%2Fui%2F%0D%0ASet-Cookie%3A%20planted%3D1"
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(next.status(), 303);
+        assert_eq!(next.headers()["location"], "/-/ui/");
+        assert!(next
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|c| !c.to_str().unwrap().contains("planted")));
+
+        // An admin cannot create a user whose name passes for another's: a case variant of
+        // carol, one with a control character, an unaddressable one; nothing is written.
+        let (session, csrf) = http_session(&client, &url, "root", "root-password-1").await;
+        let before = sluice::api::admin::users(actor).await.unwrap();
+        for name in [
+            "Carol",
+            "CAROL",
+            "car%E2%80%AEol",
+            "car%07ol",
+            "100%25",
+            "..",
+        ] {
+            let created = client
+                .post(format!("{url}-/ui/admin/users"))
+                .header("cookie", session.clone())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("csrf={csrf}&name={name}&password=pw-123456&email="))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(created.status(), 400, "{name} was created");
+        }
+        let after = sluice::api::admin::users(actor).await.unwrap();
+        let names = |users: &[sluice::auth::UserSummary]| {
+            users.iter().map(|u| u.name.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(names(&after), names(&before));
+        // A plain new name still works, and its page is reachable.
+        let created = client
+            .post(format!("{url}-/ui/admin/users"))
+            .header("cookie", session.clone())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "csrf={csrf}&name=dave.o-k_1&password=pw-123456&email="
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 303);
+        let page = client
+            .get(format!("{url}-/ui/admin/users/dave.o-k_1"))
+            .header("cookie", session.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+    });
+}
+
+/// The text of the element with `id` in `html` (its markup's entities undone).
+fn element_text(html: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = html.find(&marker).expect("the element") + marker.len();
+    let end = start + html[start..].find('<').unwrap();
+    html[start..end]
+        .replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#61;", "=")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn two_factor_over_http_needs_the_password_to_begin_and_spends_every_code_once() {
+    let upstream = FakeRegistry::start();
+    let sluice = Sluice::start(&upstream, "", "");
+    add_user(&sluice, "carol", "carol-password-1");
+    add_user(&sluice, "bob", "bob-password-1");
+    let url = sluice.url();
+    let app = &sluice.server.as_ref().unwrap().app;
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let enrolled = || sluice::api::admin::login_needs_second_factor(app, "carol");
+        let pending = || app.auth.pending_two_factor("carol", "sluice");
+        let (session, csrf) = http_session(&client, &url, "carol", "carol-password-1").await;
+        let (bob_session, bob_csrf) = http_session(&client, &url, "bob", "bob-password-1").await;
+        let post = |path: &str, cookie: &str, body: String| {
+            client
+                .post(format!("{url}-/ui/account/{path}"))
+                .header("cookie", cookie.to_string())
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+        };
+        // Another session's token is not this one's.
+        let status = post("2fa/begin", &session, format!("csrf={bob_csrf}&current=x"))
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 403);
+        // A session alone (one left open, or stolen) cannot set up a second factor: that
+        // needs the password, and a wrong one begins nothing.
+        for body in [
+            format!("csrf={csrf}"),
+            format!("csrf={csrf}&current=carol-password-2"),
+        ] {
+            let status = post("2fa/begin", &session, body).await.unwrap().status();
+            assert_eq!(status, 400);
+            assert!(pending().await.unwrap().is_none());
+        }
+        let begun = post(
+            "2fa/begin",
+            &session,
+            format!("csrf={csrf}&current=carol-password-1"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(begun.status(), 303);
+        assert!(pending().await.unwrap().is_some());
+        let account = |cookie: String| {
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                let answer = client
+                    .get(format!("{url}-/ui/account"))
+                    .header("cookie", cookie)
+                    .send()
+                    .await
+                    .unwrap();
+                answer.text().await.unwrap()
+            }
+        };
+        let html = account(session.clone()).await;
+        let uri = element_text(&html, "otpauth-uri");
+        // Bob's session never sees carol's secret.
+        assert!(!account(bob_session.clone()).await.contains(&uri));
+        let mut authenticator = Authenticator::scan(&uri);
+        let confirming = authenticator.code();
+        let confirmed = post(
+            "2fa/confirm",
+            &session,
+            format!("csrf={csrf}&otp={confirming}"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        let html = confirmed.text().await.unwrap();
+        let recovery: Vec<String> = html
+            .split("<li><code>")
+            .skip(1)
+            .map(|rest| rest.split('<').next().unwrap().to_string())
+            .collect();
+        assert_eq!(recovery.len(), 8, "{html}");
+        assert!(enrolled().await.unwrap());
+
+        // Turning it off needs a code: none, the confirming one again, a wrong one.
+        for otp in [
+            String::new(),
+            confirming.clone(),
+            authenticator.wrong_code(),
+        ] {
+            let off = post("2fa/disable", &session, format!("csrf={csrf}&otp={otp}"))
+                .await
+                .unwrap();
+            assert_eq!(off.status(), 400, "otp {otp:?}");
+            assert!(enrolled().await.unwrap(), "turned off with {otp:?}");
+        }
+
+        // npm's legacy login without a code gets no token, whatever the password.
+        let legacy = |otp: Option<String>| {
+            let mut request = client
+                .put(format!("{url}-/user/org.couchdb.user:carol"))
+                .json(&json!({"name": "carol", "password": "carol-password-1"}));
+            if let Some(otp) = otp {
+                request = request.header("npm-otp", otp);
+            }
+            request.send()
+        };
+        let asked = legacy(None).await.unwrap();
+        assert_eq!(asked.status(), 401);
+        assert!(asked.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("OTP"));
+        assert!(asked.json::<Value>().await.unwrap()["token"].is_null());
+        // A recovery code works once: for the login, then not to turn it off.
+        let once = legacy(Some(recovery[0].clone())).await.unwrap();
+        assert_eq!(once.status(), 201);
+        let again = legacy(Some(recovery[0].clone())).await.unwrap();
+        assert_eq!(again.status(), 401);
+        let off = post(
+            "2fa/disable",
+            &session,
+            format!("csrf={csrf}&otp={}", recovery[0]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(off.status(), 400);
+        assert!(enrolled().await.unwrap());
+        let off = post(
+            "2fa/disable",
+            &session,
+            format!("csrf={csrf}&otp={}", recovery[1]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(off.status(), 303);
+        assert!(!enrolled().await.unwrap());
     });
 }

@@ -234,6 +234,8 @@ async fn login(
                 "`{email}` is not an e-mail address sluice can keep"
             )));
         }
+        // Nobody signs up as a look-alike (or a case variant) of a user.
+        auth.new_name_ok(name)?;
         if let Err(e) = auth.add_user(name, password, email) {
             return Err(Error::Conflict(e));
         }

@@ -23,14 +23,31 @@ pub async fn two_factor(actor: Actor<'_>) -> Result<(bool, Option<Begun>), Error
     Ok((false, auth.pending_two_factor(user, ISSUER).await?))
 }
 
-/// Begin the actor's enrollment: a new secret, not in force until confirmed.
-pub async fn begin_two_factor(actor: Actor<'_>) -> Result<Begun, Error> {
+/// Begin the actor's enrollment, given their `current` password (checked under the failed
+/// login limits, as npm's profile asks for it): a new secret, not in force until confirmed;
+/// `None` when the password is wrong (and nothing changed). A session alone must not turn on
+/// a second factor only whoever holds the session has: the user would be locked out of
+/// logins and of writes with their tokens.
+pub async fn begin_two_factor(actor: Actor<'_>, current: &str) -> Result<Option<Begun>, Error> {
     let user = &actor.who.user;
-    Ok(actor
-        .app
-        .auth
-        .begin_two_factor(actor.who, user, ISSUER)
-        .await?)
+    if actor.app.auth.two_factor_enrolled(user).await? {
+        // Refused before the password is looked at (as the core refuses it).
+        return Err(Error::Conflict(format!(
+            "{user} has two-factor authentication already: disable it first"
+        )));
+    }
+    match admin::check_login(actor.app, user, current, actor.address).await {
+        Ok(_) => {}
+        Err(Error::Unauthenticated(_)) => return Ok(None),
+        Err(other) => return Err(other),
+    }
+    Ok(Some(
+        actor
+            .app
+            .auth
+            .begin_two_factor(actor.who, user, ISSUER)
+            .await?,
+    ))
 }
 
 /// Confirm the actor's enrollment with `code`: the recovery codes, to be shown once, or

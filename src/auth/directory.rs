@@ -181,6 +181,7 @@ impl Auth {
         if self.has_user(name) {
             return Err(AuthError::Conflict(format!("{name} is a user already")));
         }
+        self.new_name_ok(name)?;
         let hash = hash_password(password).map_err(AuthError::Store)?;
         let entry = StoredUser {
             hash: Some(hash),
@@ -313,6 +314,40 @@ impl Auth {
     }
 
     /// `Ok` when `name` is a user.
+    /// Refuse a new user's `name` that would pass for another user's (the same but for
+    /// case), that hides characters (controls, anything not ASCII: look-alikes, direction
+    /// overrides), or that the console cannot address (`%`, `\\`, `.`, `..`). Users already
+    /// in the users file keep their names.
+    pub fn new_name_ok(&self, name: &str) -> Result<(), AuthError> {
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '%' && c != '\\')
+            || name == "."
+            || name == ".."
+        {
+            return Err(AuthError::Invalid(format!(
+                "`{}` is not a name for a new user: printable ASCII only, without % or \\",
+                name.escape_default()
+            )));
+        }
+        let file = self.file_users();
+        let stored = self.stored();
+        let taken = file.keys().chain(
+            stored
+                .iter()
+                .filter(|(_, u)| u.hash.is_some())
+                .map(|(n, _)| n),
+        );
+        for other in taken {
+            if other.eq_ignore_ascii_case(name) {
+                return Err(AuthError::Conflict(format!(
+                    "{other} is a user already: a name differing only in case would pass for it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn known(&self, name: &str) -> Result<(), AuthError> {
         if self.has_user(name) {
             Ok(())

@@ -97,6 +97,10 @@ fn canonical(key: &str) -> Result<&'static str, Error> {
     })
 }
 
+/// The longest refresh interval: beyond it is "never" anyway, and a value near `Duration`'s
+/// limit overflowed where the refresh loop adds its jitter (the loop died).
+const MAX_REFRESH: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// `value` checked and written the one way for `key`.
 fn normalize(key: &str, value: &str) -> Result<String, Error> {
     let value = value.trim();
@@ -116,9 +120,11 @@ fn normalize(key: &str, value: &str) -> Result<String, Error> {
             ))),
         },
         _ => match humantime::parse_duration(value) {
-            Ok(d) if d >= Duration::from_secs(1) => Ok(humantime::format_duration(d).to_string()),
+            Ok(d) if d >= Duration::from_secs(1) && d <= MAX_REFRESH => {
+                Ok(humantime::format_duration(d).to_string())
+            }
             _ => Err(Error::Client(format!(
-                "refresh is a duration of a second or more (30s, 10m, 1h), not `{value}`"
+                "refresh is a duration from a second to a year (30s, 10m, 1h), not `{value}`"
             ))),
         },
     }

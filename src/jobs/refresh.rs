@@ -19,7 +19,8 @@ pub async fn refresh_loop(app: Arc<App>) {
         let period = app.settings.refresh();
         // Jitter: up to a tenth of the period, so many edges don't hit upstream at once.
         let jitter = period.mul_f64(fastrand::f64() * 0.1);
-        tokio::time::sleep(period + jitter).await;
+        // Saturating: the file's value is not bounded as a live one is.
+        tokio::time::sleep(period.saturating_add(jitter)).await;
         if !app.is_leader() {
             continue;
         }

@@ -62,7 +62,11 @@ pub async fn handle(visit: &Visit<'_>) -> Result<Answer, Error> {
             page(visit, actor, 200, notice, None).await
         }
         ("account/2fa/begin", true) => {
-            profile::begin_two_factor(actor).await?;
+            let current = visit.form.get("current").unwrap_or("");
+            if profile::begin_two_factor(actor, current).await?.is_none() {
+                let wrong = "the password is wrong: nothing changed";
+                return page(visit, actor, 400, None, Some(wrong.into())).await;
+            }
             Ok(redirect("/-/ui/account"))
         }
         ("account/2fa/confirm", true) => match profile::confirm_two_factor(actor, code).await? {
