@@ -336,7 +336,45 @@ fn run_query(
 
 #[cfg(test)]
 mod tests {
-    use super::JournalView;
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::schema::{register_tokenizers, Entry, Fields};
+    use super::{run_query, JournalView};
+
+    /// Pages of a query whose matches tie in score and length: in one segment whose documents
+    /// are in no name order, each page is the next run of names, none twice, none left out.
+    #[test]
+    fn pages_of_tied_matches_follow_the_names_whatever_the_documents_order() {
+        let fields = Fields::new();
+        let index = tantivy::Index::create_in_ram(fields.schema.clone());
+        register_tokenizers(&index).unwrap();
+        let mut writer = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let names: Vec<String> = (1..=8).map(|i| format!("e2e-srchloc-x-p{i}")).collect();
+        for i in [8, 2, 6, 1, 7, 3, 5, 4] {
+            let entry = Entry {
+                name: names[i - 1].clone(),
+                description: "some cool project".into(),
+                keywords: vec!["foo".into()],
+                people: vec!["ann".into()],
+                version: "1.0.0".into(),
+                date: "2026-01-01T00:00:00.000Z".into(),
+            };
+            writer.add_document(fields.document(&entry)).unwrap();
+        }
+        writer.commit().unwrap();
+        let reader = index.reader().unwrap();
+        assert_eq!(reader.searcher().segment_readers().len(), 1);
+        let mut walked = Vec::new();
+        for from in [0, 3, 6] {
+            let admit: super::query::Admit = Arc::new(|_: &str| true);
+            let found = run_query(&reader, &fields, "e2e-srchloc-x", from + 3, admit).unwrap();
+            assert_eq!(found.total, 8);
+            let page: Vec<String> = found.hits.into_iter().skip(from).map(|h| h.name).collect();
+            walked.extend(page);
+        }
+        assert_eq!(walked, names);
+    }
 
     fn view(next: u64, first: u64) -> JournalView {
         JournalView {

@@ -222,13 +222,14 @@ impl SegmentCollector for SegmentAdmitted {
             return;
         }
         let worst = (self.heap.len() >= self.limit)
-            .then(|| self.heap.peek().map(Ranked::key))
+            .then(|| self.heap.peek())
             .flatten();
-        if worst.is_some_and(|worst| score < worst.0) {
+        if worst.is_some_and(|worst| score < worst.score) {
             return;
         }
         let len = self.lens.first(doc).unwrap_or(0);
-        if worst.is_some_and(|worst| (score, std::cmp::Reverse(len)) <= worst) {
+        let key = (score, std::cmp::Reverse(len));
+        if worst.is_some_and(|worst| key < worst.key()) {
             return;
         }
         self.buffer.clear();
@@ -236,6 +237,11 @@ impl SegmentCollector for SegmentAdmitted {
             self.names.ords().first(doc).is_some_and(|ord| {
                 matches!(self.names.ord_to_str(ord, &mut self.buffer), Ok(true))
             });
+        // Equal in score and length, the name decides (as in `Ranked`'s order), whatever
+        // order the documents come in: a page must not depend on where a document is.
+        if worst.is_some_and(|worst| key == worst.key() && self.buffer >= worst.name) {
+            return;
+        }
         if !named || !(self.admit)(&self.buffer) {
             // Refused: it is not a match for this caller.
             self.total -= 1;
