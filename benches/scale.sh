@@ -11,8 +11,10 @@
 # rate, and the console's pages (home, search with a word and with no match, a package, login,
 # the admin overview logged in; PAGES_EACH requests each, time to first byte). Needs: cargo,
 # python3, curl. SKIP_BUILD=1 uses the existing release build (the build
-# runs under /tmp/cargo.lock when that file exists); KEEP=1 keeps the work folder. Everything
-# started here is stopped on exit.
+# runs under /tmp/cargo.lock when that file exists); KEEP=1 keeps the work folder;
+# PERF_DIR=/some/dir records a `perf` profile of sluice while its hits are measured beside the
+# searches (busy-N.perf; read it with `perf report -i … --sort comm,dso`). Everything started
+# here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -82,7 +84,7 @@ EOF
 # The latency phases: 30 fixed queries (exact names, prefixes, words, pairs, no match), status,
 # metrics, and a packument's p99 alone and beside four searching clients; one JSON line out.
 cat >"$WORK/measure.py" <<'EOF'
-import http.client, json, sys, threading, time
+import http.client, json, multiprocessing, os, signal, subprocess, sys, time
 port, size, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 def name(i): return "seed-pkg-%06d" % (i % size)
 queries = ([name(i * 7919) for i in range(10)] +
@@ -138,17 +140,28 @@ for page, path in pages.items():
         times.append(ms)
     console[page] = [pct(times, 50), pct(times, 99), times[0]]
 hit_alone = [get(c, "/" + name(i * 104729))[0] for i in range(300)]
-stop = threading.Event()
+# The four searching clients are processes of their own: as threads of this one they held
+# the interpreter's lock while reading their answers, and the hits measured waited for it.
+stop = multiprocessing.Event()
 def searching(k):
     s = conn(); i = k
     while not stop.is_set():
         get(s, "/-/v1/search?text=" + queries[i % 30].replace(" ", "+")); i += 1
-threads = [threading.Thread(target=searching, args=(k,)) for k in range(4)]
-for t in threads: t.start()
+searchers = [multiprocessing.Process(target=searching, args=(k,)) for k in range(4)]
+for p in searchers: p.start()
 time.sleep(0.5)
+# PERF_DIR set: a profile of sluice (every thread, call graphs) while the hits are measured.
+perf = None
+if os.environ.get("PERF_DIR"):
+    perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", os.environ["SLUICE_PID"],
+                             "-o", "%s/busy-%d.perf" % (os.environ["PERF_DIR"], size)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
 hit_busy = [get(c, "/" + name(i * 104729 + 1))[0] for i in range(300)]
+if perf:
+    perf.send_signal(signal.SIGINT); perf.wait()
 stop.set()
-for t in threads: t.join()
+for p in searchers: p.join()
 print(json.dumps({
     "search_p50": pct(search, 50), "search_p99": pct(search, 99),
     "status_p99": pct(status, 99), "metrics_p99": pct(metrics, 99),
@@ -205,7 +218,7 @@ for SIZE in $SIZES; do
     rss=$(rss_kb "$PID")
     index_bytes=$(du -sb "$STORE/search-index" | cut -f1)
     log "measuring latencies"
-    M=$(python3 "$WORK/measure.py" "$PORT" "$SIZE" "$ROUNDS" "$PAGES_EACH")
+    M=$(SLUICE_PID=$PID python3 "$WORK/measure.py" "$PORT" "$SIZE" "$ROUNDS" "$PAGES_EACH")
     echo "$M" >&2
     kill "$PID"
     wait "$PID" 2>/dev/null || true

@@ -89,6 +89,26 @@ fn scopes_and_owners_ignore_case_and_a_scope_in_capitals_is_refused() {
         &json!({"name": "@acme/widget", "version": "1.0.0"}),
     );
     assert_eq!(status, 200, "{body}");
+    // A new scoped name in capitals is refused too: @acme/Widget beside @acme/widget would be
+    // two packages here and one to case-blind tools. Staging it is refused the same way.
+    let staging = "/-/stage/package/@acme%2fWidget".to_string();
+    for (method, path) in [("PUT", doc_path("@acme/Widget")), ("POST", staging)] {
+        let manifest = json!({"name": "@acme/Widget", "version": "1.0.0"});
+        let tgz = tarball_with(&manifest);
+        let (status, body) = send(
+            &sluice,
+            method,
+            &path,
+            Some(&alice),
+            Some(&publish_body(&manifest, &tgz)),
+        );
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            error(&body).contains("publish it as @acme/widget"),
+            "{body}"
+        );
+    }
+    assert!(!stored(&sluice, "@acme/Widget"));
     let (status, body) = publish(
         &sluice,
         &bob,

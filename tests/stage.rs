@@ -733,6 +733,36 @@ fn npm_stages_lists_views_downloads_approves_and_rejects() {
     let out = npm_ok(&author, &sluice, &["stage", "list"]);
     assert!(out.contains("No staged packages"), "{out}");
     assert_eq!(listed(&sluice, "@acme/widget"), ["1.0.0"]);
+
+    // The audit log has each step: who, the version, and the stage id in its detail.
+    let out = support::sluice_cli(&sluice.config_path, &["audit-log", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let steps: Vec<(String, String, String)> = printed
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| ["stage", "approve", "reject"].contains(&e["action"].as_str().unwrap()))
+        .map(|e| {
+            assert_eq!(e["actor"], "alice", "{e}");
+            let field = |k: &str| e[k].as_str().unwrap().to_string();
+            (
+                field("action"),
+                field("subject"),
+                field("detail").len().to_string(),
+            )
+        })
+        .collect();
+    let step = |a: &str, s: &str| (a.to_string(), s.to_string(), "36".to_string());
+    assert_eq!(
+        steps,
+        [
+            step("stage", "@acme/widget@1.0.0"),
+            step("approve", "@acme/widget@1.0.0"),
+            step("stage", "@acme/widget@1.1.0"),
+            step("reject", "@acme/widget@1.1.0"),
+        ],
+        "{printed}"
+    );
 }
 
 #[test]

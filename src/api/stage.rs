@@ -17,9 +17,9 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
     let email = || app.auth.email(&who.user).unwrap_or_default();
     match call.request {
         NpmRequest::StagePublish { name } => {
-            let staged = publisher.stage(name, &call.body, who, &email()).await?;
+            let (staged, subject) = publisher.stage(name, &call.body, who, &email()).await?;
             let id = staged["stageId"].as_str().unwrap_or_default().to_string();
-            super::audit(call, Action::Stage, name, &id).await;
+            super::audit(call, Action::Stage, &subject, &id).await;
             Ok(Answer::json(201, &staged))
         }
         NpmRequest::StageList {
@@ -41,12 +41,13 @@ pub async fn handle(call: &Call<'_>) -> Result<Answer, Error> {
             Ok(personal(Answer::tarball(served)))
         }
         NpmRequest::StageApprove { id } => {
-            let approved = publisher.approve(id, who, &email()).await?;
-            super::audit(call, Action::Approve, id, "").await;
+            let (approved, subject) = publisher.approve(id, who, &email()).await?;
+            super::audit(call, Action::Approve, &subject, id).await;
             Ok(Answer::json(201, &approved))
         }
         NpmRequest::StageReject { id } => {
-            publisher.reject(id, who).await?;
+            let subject = publisher.reject(id, who).await?;
+            super::audit(call, Action::Reject, &subject, id).await;
             let mut answer = Answer::json(204, &json!(null));
             answer.body = Body::Full(bytes::Bytes::new());
             Ok(answer)

@@ -38,6 +38,8 @@ pub enum Action {
     Stage,
     /// A staged version approved.
     Approve,
+    /// A staged version rejected (withdrawn).
+    Reject,
     /// A token created (a login makes one too).
     TokenCreate,
     /// A token revoked (a logout too).

@@ -250,8 +250,9 @@ impl Publisher {
             .unwrap_or_default();
         let held = self.held(name).await?;
         // Every check before anything is written: a refused publish leaves nothing behind.
-        if let Some(held) = &held {
-            check_maintainer(name, held, who)?;
+        match &held {
+            Some(held) => check_maintainer(name, held, who)?,
+            None => check_new_name(name)?,
         }
         let new = new_versions(held.as_ref(), &versions);
         let attachments = body
@@ -596,4 +597,20 @@ impl Publisher {
             "{name} kept changing while it was published: try again"
         )))
     }
+}
+
+/// npm's rule for a new scoped package's name: no capital letters (names that differ by case
+/// only, `@acme/Widget` beside `@acme/widget`, would be two packages here and one to many
+/// tools). Unscoped names in capitals stay publishable: npm's legacy names (`JSONStream`)
+/// predate the rule, and a company may keep its own copy of one. A package already published
+/// under such a name keeps taking versions.
+pub(crate) fn check_new_name(name: &str) -> Result<(), Error> {
+    if name.starts_with('@') && name.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(bad(format!(
+            "{name}: a new scoped package's name has no capital letters (npm's naming rules): \
+             publish it as {}",
+            name.to_ascii_lowercase()
+        )));
+    }
+    Ok(())
 }

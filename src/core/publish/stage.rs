@@ -237,14 +237,15 @@ fn listed_meanwhile(name: &str, version: &str) -> Error {
 
 impl Publisher {
     /// `POST /-/stage/package/{name}`: check the publish `body` as a publish is checked, then
-    /// keep it staged. `email` is the stager's. Answers npm's `{"message", "stageId"}`.
+    /// keep it staged. `email` is the stager's. Answers npm's `{"message", "stageId"}` and
+    /// `name@version` (for the audit log).
     pub async fn stage(
         &self,
         name: &str,
         body: &[u8],
         who: &Identity,
         email: &str,
-    ) -> Result<Value, Error> {
+    ) -> Result<(Value, String), Error> {
         let (body, upload) = self.check_staged(name, body, who).await?;
         let (index, _) = self.stage_index().await?;
         check_unstaged(&index, name, &upload.version)?;
@@ -267,10 +268,11 @@ impl Publisher {
             user = who.user,
             "staged"
         );
-        Ok(json!({
+        let answer = json!({
             "message": format!("{name}@{version} staged: a maintainer approves it with npm stage approve {}", item.id),
             "stageId": item.id,
-        }))
+        });
+        Ok((answer, format!("{name}@{version}")))
     }
 
     /// The checks of a publish, in its order and before anything is written: writer, body,
@@ -289,8 +291,9 @@ impl Publisher {
             .cloned()
             .unwrap_or_default();
         let held = self.held(name).await?;
-        if let Some(held) = &held {
-            check_maintainer(name, held, who)?;
+        match &held {
+            Some(held) => check_maintainer(name, held, who)?,
+            None => super::check_new_name(name)?,
         }
         let new = new_versions(held.as_ref(), &versions);
         match (new.is_empty(), versions.keys().next()) {
@@ -424,8 +427,14 @@ impl Publisher {
     }
 
     /// `POST /-/stage/{id}/approve` by a maintainer (`email` is theirs): the tarball stored
-    /// under the version's file, the version listed, the item off the index.
-    pub async fn approve(&self, id: &str, who: &Identity, email: &str) -> Result<Value, Error> {
+    /// under the version's file, the version listed, the item off the index. Answers the
+    /// answer's body and `name@version` (for the audit log).
+    pub async fn approve(
+        &self,
+        id: &str,
+        who: &Identity,
+        email: &str,
+    ) -> Result<(Value, String), Error> {
         let item = self.find_staged(id, who).await?;
         let (name, version) = (&item.package_name, &item.version);
         self.check_writer(name, who)?;
@@ -477,12 +486,14 @@ impl Publisher {
             user = who.user,
             "staged version approved"
         );
-        Ok(json!({ "message": format!("{name}@{version} approved and published") }))
+        let subject = format!("{name}@{version}");
+        let answer = json!({ "message": format!("{subject} approved and published") });
+        Ok((answer, subject))
     }
 
     /// `DELETE /-/stage/{id}` by a maintainer: the item off the index, its record dropped,
-    /// its tarball deleted.
-    pub async fn reject(&self, id: &str, who: &Identity) -> Result<(), Error> {
+    /// its tarball deleted. Answers `name@version` (for the audit log).
+    pub async fn reject(&self, id: &str, who: &Identity) -> Result<String, Error> {
         let item = self.find_staged(id, who).await?;
         self.check_writer(&item.package_name, who)?;
         self.unstage(id).await?;
@@ -494,7 +505,7 @@ impl Publisher {
             user = who.user,
             "staged version rejected"
         );
-        Ok(())
+        Ok(format!("{}@{}", item.package_name, item.version))
     }
 
     /// Take `id` off the index (a concurrent approval or rejection took it: not found), then
