@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
                 BatchSize::LargeInput,
             )
         });
-        group.bench_function("abbreviate", |b| b.iter(|| abbreviate(&rewritten)));
+        group.bench_function("abbreviate", |b| b.iter(|| abbreviate(&rewritten, true)));
         group.bench_function("serialize full", |b| {
             b.iter(|| serde_json::to_vec(&rewritten.doc).unwrap())
         });

@@ -65,7 +65,7 @@ pub fn merge_bytes(data: &[u8]) {
             );
         }
     }
-    let _ = packument::abbreviate(&fresh);
+    let _ = packument::abbreviate(&fresh, true);
     packument::rewrite(&mut fresh, "http://127.0.0.1:4870/");
 }
 

@@ -188,7 +188,10 @@ impl Renders {
             let Filtered { mut doc, until } = this.filtered(&render_name, &source)?;
             packument::rewrite(&mut doc, &this.public_url);
             let body = if abbreviated {
-                serde_json::to_vec(&packument::abbreviate(&doc))
+                // `_id` as upstream serves it, for what comes from upstream; a package
+                // published here goes without, as Verdaccio's battery asks.
+                let mirrored = !this.packuments.private().contains(&render_name);
+                serde_json::to_vec(&packument::abbreviate(&doc, mirrored))
             } else {
                 serde_json::to_vec(&doc.doc)
             }

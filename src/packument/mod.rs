@@ -233,9 +233,14 @@ const CORGI_VERSION_FIELDS: &[&str] = &[
 ];
 
 /// The abbreviated document npm asks for with `Accept: application/vnd.npm.install-v1+json`.
-pub fn abbreviate(packument: &Packument) -> Map<String, Value> {
+/// With `id`, it carries `_id` (the name) as upstream's abbreviated documents do; without, it
+/// has none, the shape Verdaccio's conformance battery asks of packages published here.
+pub fn abbreviate(packument: &Packument, id: bool) -> Map<String, Value> {
     let mut out = Map::new();
     if let Some(name) = packument.doc.get("name") {
+        if id {
+            out.insert("_id".into(), name.clone());
+        }
         out.insert("name".into(), name.clone());
     }
     let modified = packument
@@ -403,7 +408,7 @@ mod tests {
 
     #[test]
     fn abbreviate_keeps_install_fields_only() {
-        let small = abbreviate(&sample());
+        let small = abbreviate(&sample(), false);
         assert_eq!(small["modified"], json!("2021-01-01T00:00:00.000Z"));
         let v = &small["versions"]["1.0.0"];
         assert!(v.get("readme").is_none());
@@ -416,6 +421,9 @@ mod tests {
         assert_eq!(small["time"]["1.0.0"], sample().time().unwrap()["1.0.0"]);
         assert_eq!(small["time"]["modified"], small["modified"]);
         assert!(small.get("_id").is_none() && small.get("readme").is_none());
+        let mirrored = abbreviate(&sample(), true);
+        assert_eq!(mirrored["_id"], mirrored["name"]);
+        assert_eq!(mirrored.keys().next().map(String::as_str), Some("_id"));
     }
 
     #[test]
