@@ -112,6 +112,9 @@ pub struct Ranked {
     len: u64,
     /// The document.
     pub address: DocAddress,
+    /// The name's ordinal in its segment's name column: a segment's ordinals follow its names'
+    /// byte order, so within a segment ties are broken without reading a name.
+    ord: u64,
     /// The package's name.
     pub name: String,
 }
@@ -232,16 +235,18 @@ impl SegmentCollector for SegmentAdmitted {
         if worst.is_some_and(|worst| key < worst.key()) {
             return;
         }
+        let ord = self.names.ords().first(doc);
+        // Equal in score and length, the name decides (as in `Ranked`'s order), whatever
+        // order the documents come in: a page must not depend on where a document is. The
+        // name's ordinal says which comes first, so a tie that loses reads no name.
+        if let (Some(worst), Some(ord)) = (worst, ord) {
+            if key == worst.key() && ord >= worst.ord {
+                return;
+            }
+        }
         self.buffer.clear();
         let named =
-            self.names.ords().first(doc).is_some_and(|ord| {
-                matches!(self.names.ord_to_str(ord, &mut self.buffer), Ok(true))
-            });
-        // Equal in score and length, the name decides (as in `Ranked`'s order), whatever
-        // order the documents come in: a page must not depend on where a document is.
-        if worst.is_some_and(|worst| key == worst.key() && self.buffer >= worst.name) {
-            return;
-        }
+            ord.is_some_and(|ord| matches!(self.names.ord_to_str(ord, &mut self.buffer), Ok(true)));
         if !named || !(self.admit)(&self.buffer) {
             // Refused: it is not a match for this caller.
             self.total -= 1;
@@ -251,6 +256,7 @@ impl SegmentCollector for SegmentAdmitted {
             score,
             len,
             address: DocAddress::new(self.segment, doc),
+            ord: ord.unwrap_or(u64::MAX),
             name: self.buffer.clone(),
         });
         if self.heap.len() > self.limit {
