@@ -407,6 +407,56 @@ fn a_first_version_can_be_staged_and_its_approver_maintains_the_package() {
     assert_eq!(status, 403);
 }
 
+/// The console's home page lists what was published or approved lately, newest first, each
+/// once, from the audit log; a package unpublished whole is left out.
+#[test]
+fn the_home_page_lists_recent_publishes_and_approvals_newest_first() {
+    let upstream = FakeRegistry::start();
+    let (sluice, alice, _) = started(&upstream, "");
+    for (name, version) in [
+        ("@acme/a", "1.0.0"),
+        ("@acme/b", "1.0.0"),
+        ("@acme/gone", "1.0.0"),
+    ] {
+        assert_eq!(publish(&sluice, &alice, name, version).0, 200);
+    }
+    let id = staged(&sluice, &alice, "@acme/c", "1.0.0");
+    let (status, body) = json_call(
+        &sluice,
+        "POST",
+        &format!("/-/stage/{id}/approve"),
+        Some(&alice),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(publish(&sluice, &alice, "@acme/a", "1.1.0").0, 200);
+    let (_, doc) = sluice.get_json("/@acme%2fgone?write=true");
+    let rev = doc["_rev"].as_str().unwrap();
+    let (status, body) = call(
+        &sluice,
+        "DELETE",
+        &format!("/@acme%2fgone/-rev/{rev}"),
+        Some(&alice),
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(sluice.get("/@acme%2fgone", &[]).0, 404);
+    let (status, _, page) = sluice.get("/-/ui/", &[]);
+    assert_eq!(status, 200);
+    let page = String::from_utf8_lossy(&page);
+    let section = page
+        .split("id=\"published\"")
+        .nth(1)
+        .and_then(|rest| rest.split("</section>").next())
+        .unwrap_or_else(|| panic!("{page}"));
+    let shown: Vec<&str> = section
+        .split("/-/ui/package/")
+        .skip(1)
+        .map(|link| link.split('"').next().unwrap())
+        .collect();
+    assert_eq!(shown, ["@acme/a", "@acme/c", "@acme/b"], "{section}");
+    assert!(section.contains("1.1.0"), "{section}");
+}
+
 #[test]
 fn listing_pages_within_bounds_and_filters_by_package() {
     let upstream = FakeRegistry::start();

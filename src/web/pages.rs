@@ -9,6 +9,7 @@ use sluice_plugin_api::SearchQuery;
 use super::forms::{encode, package_href};
 use super::{html, Visit};
 use crate::api::Answer;
+use crate::core::audit_log::Action;
 use crate::core::{parse_document, Error};
 
 /// What every page shows around its content.
@@ -91,8 +92,11 @@ pub struct Search {
 /// Results on one page.
 const PAGE: usize = 20;
 
-/// How many private packages the home page reads to find the latest published.
-const PRIVATE_READ: usize = 200;
+/// How many of the audit log's newest entries the home page looks through for publishes.
+const AUDIT_READ: usize = 512;
+
+/// How many recently published packages the home page shows.
+const PUBLISHED_SHOWN: usize = 10;
 
 /// Unix milliseconds as RFC 3339 (to the second).
 pub fn when(ms: u64) -> String {
@@ -111,15 +115,7 @@ pub async fn home(visit: &Visit<'_>) -> Result<Answer, Error> {
     // The index keeps its count: constant time at any size (a search with no words finds
     // nothing, and counting the store would walk it).
     let packages = app.search.status().documents;
-    let mut published = Vec::new();
-    for name in snapshot.private.iter().take(PRIVATE_READ) {
-        if let Some(listed) = latest_published(visit, name).await {
-            published.push(listed);
-        }
-    }
-    // RFC 3339 times in UTC sort as text.
-    published.sort_by(|a, b| b.when.cmp(&a.when));
-    published.truncate(10);
+    let published = recently_published(visit).await;
     let mirrored = app
         .recent
         .latest(30)
@@ -142,6 +138,47 @@ pub async fn home(visit: &Visit<'_>) -> Result<Answer, Error> {
         mirrored,
     };
     html(200, &page)
+}
+
+/// The packages published (or approved) here lately, newest first: from the audit log's newest
+/// entries (two chunk reads at most, whatever the store holds), each still published (its
+/// document read: at most [`PUBLISHED_SHOWN`] reads).
+async fn recently_published(visit: &Visit<'_>) -> Vec<Listed> {
+    let app = visit.call.app;
+    let entries = match app.audit.page(None, AUDIT_READ).await {
+        Ok(page) => page.entries,
+        Err(error) => {
+            tracing::warn!(%error, "the home page cannot read the audit log");
+            Vec::new()
+        }
+    };
+    let mut names: Vec<String> = Vec::new();
+    for entry in entries {
+        if !matches!(entry.action, Action::Publish | Action::Approve) {
+            continue;
+        }
+        // `name@version`; a scoped name has its own `@` first.
+        let Some((name, _)) = entry
+            .subject
+            .rsplit_once('@')
+            .filter(|(n, _)| !n.is_empty())
+        else {
+            continue;
+        };
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+        if names.len() == PUBLISHED_SHOWN {
+            break;
+        }
+    }
+    let mut published = Vec::new();
+    for name in &names {
+        if let Some(listed) = latest_published(visit, name).await {
+            published.push(listed);
+        }
+    }
+    published
 }
 
 /// A private package's latest version and when it changed.
