@@ -142,7 +142,10 @@ for page, path in pages.items():
 hit_alone = [get(c, "/" + name(i * 104729))[0] for i in range(300)]
 # The four searching clients are processes of their own: as threads of this one they held
 # the interpreter's lock while reading their answers, and the hits measured waited for it.
-stop = multiprocessing.Event()
+# Forked (not the forkserver of newer Pythons, which would re-run this file) and daemons, so a
+# failure below cannot leave them searching with the script waiting for them.
+mp = multiprocessing.get_context("fork")
+stop = mp.Event()
 def searching(k):
     # SEARCHERS_NICE=N: the searching clients at that niceness (to tell what they cost the
     # hit in sluice from what they cost it as processes sharing the same cores).
@@ -150,21 +153,27 @@ def searching(k):
     s = conn(); i = k
     while not stop.is_set():
         get(s, "/-/v1/search?text=" + queries[i % 30].replace(" ", "+")); i += 1
-searchers = [multiprocessing.Process(target=searching, args=(k,)) for k in range(4)]
+searchers = [mp.Process(target=searching, args=(k,), daemon=True) for k in range(4)]
 for p in searchers: p.start()
-time.sleep(0.5)
-# PERF_DIR set: a profile of sluice (every thread, call graphs) while the hits are measured.
-perf = None
-if os.environ.get("PERF_DIR"):
-    perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", os.environ["SLUICE_PID"],
-                             "-o", "%s/busy-%d.perf" % (os.environ["PERF_DIR"], size)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1)
-hit_busy = [get(c, "/" + name(i * 104729 + 1))[0] for i in range(300)]
-if perf:
-    perf.send_signal(signal.SIGINT); perf.wait()
-stop.set()
-for p in searchers: p.join()
+try:
+    time.sleep(0.5)
+    # PERF_DIR set: a profile of sluice (every thread, call graphs) while the hits are measured.
+    perf = None
+    if os.environ.get("PERF_DIR"):
+        out = "%s/busy-%d.perf" % (os.environ["PERF_DIR"], size)
+        os.makedirs(os.environ["PERF_DIR"], exist_ok=True)
+        perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", os.environ["SLUICE_PID"],
+                                 "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1)
+    hit_busy = [get(c, "/" + name(i * 104729 + 1))[0] for i in range(300)]
+    if perf:
+        perf.send_signal(signal.SIGINT)
+        _, err = perf.communicate()
+        if not os.path.exists(out):
+            print("scale.sh: perf wrote no profile: %s" % err.decode(errors="replace"), file=sys.stderr)
+finally:
+    stop.set()
+    for p in searchers: p.join(timeout=130)
 print(json.dumps({
     "search_p50": pct(search, 50), "search_p99": pct(search, 99),
     "status_p99": pct(status, 99), "metrics_p99": pct(metrics, 99),

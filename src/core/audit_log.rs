@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use super::Error;
 use crate::store::{now_ms, Expect, SharedStore, Written};
@@ -62,6 +63,10 @@ pub enum Action {
     WhitelistAdd,
     /// Packages taken off the whitelist.
     WhitelistRemove,
+    /// An action a newer version of sluice records (a fleet mid-upgrade): shown as "other";
+    /// appends keep the entry's own bytes.
+    #[serde(other)]
+    Other,
 }
 
 impl fmt::Display for Action {
@@ -158,6 +163,22 @@ impl AuditLog {
         }
     }
 
+    /// Chunk `n`'s entries as written (an append keeps each one's bytes, an entry a newer
+    /// version wrote included).
+    async fn raw_chunk(
+        &self,
+        n: u64,
+    ) -> Result<Option<(Vec<Box<RawValue>>, crate::store::Token)>, Error> {
+        match self.store.state(&chunk_key(n)).await? {
+            Some((bytes, token)) => {
+                let entries = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::store(format!("audit log chunk {n} is unreadable: {e}")))?;
+                Ok(Some((entries, token)))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The last chunk that exists (0 when none does yet), from the hint onwards.
     async fn last_chunk(&self) -> Result<u64, Error> {
         let mut n = self.last.load(Ordering::Relaxed);
@@ -172,7 +193,7 @@ impl AuditLog {
     pub async fn record(&self, mut entry: AuditEntry) -> Result<AuditEntry, Error> {
         for _ in 0..64 {
             let n = self.last_chunk().await?;
-            let held = self.chunk(n).await?;
+            let held = self.raw_chunk(n).await?;
             let (mut entries, expect, at) = match held {
                 Some((entries, _)) if entries.len() as u64 >= CHUNK => {
                     (Vec::new(), Expect::Absent, n + 1)
@@ -181,7 +202,11 @@ impl AuditLog {
                 None => (Vec::new(), Expect::Absent, n),
             };
             entry.id = at * CHUNK + entries.len() as u64;
-            entries.push(entry.clone());
+            let raw = serde_json::to_string(&entry)
+                .ok()
+                .and_then(|text| RawValue::from_string(text).ok())
+                .ok_or_else(|| Error::Internal("an audit entry did not serialize".into()))?;
+            entries.push(raw);
             let bytes = Bytes::from(serde_json::to_vec(&entries).unwrap_or_default());
             if let Written::Stored(_) = self.store.put_state(&chunk_key(at), bytes, expect).await? {
                 self.last.fetch_max(at, Ordering::Relaxed);
@@ -237,5 +262,54 @@ impl AuditLog {
         }
         out.reverse();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::{Action, AuditEntry};
+
+    /// A chunk with an entry a newer node wrote still reads (the console and `audit-log` show
+    /// it as "other"), so appends and pages keep working during a fleet's rolling upgrade.
+    #[test]
+    fn an_action_from_a_newer_version_reads_as_other() {
+        let chunk = r#"[{"id":0,"at":1,"actor":"a","address":null,"action":"reject","subject":"x@1.0.0"},
+                        {"id":1,"at":2,"actor":"a","address":null,"action":"from-the-future","subject":"y"}]"#;
+        let entries: Vec<AuditEntry> = serde_json::from_str(chunk).unwrap();
+        assert_eq!(entries[0].action, Action::Reject);
+        assert_eq!(entries[1].action, Action::Other);
+        assert_eq!(Action::Other.to_string(), "other");
+    }
+
+    /// An append rewrites its chunk keeping every earlier entry's bytes, one this version
+    /// cannot name included.
+    #[tokio::test]
+    async fn an_append_keeps_an_unknown_entry_as_written() {
+        use std::sync::Arc;
+
+        use super::{chunk_key, AuditLog};
+        use crate::store::{DiskStore, Expect, SharedStore};
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(DiskStore::new(dir.path()));
+        let future = r#"{"id":0,"at":1,"actor":"a","address":null,"action":"from-the-future","subject":"y","extra":1}"#;
+        store
+            .put_state(
+                &chunk_key(0),
+                bytes::Bytes::from(format!("[{future}]")),
+                Expect::Absent,
+            )
+            .await
+            .unwrap();
+        let log = AuditLog::new(store.clone());
+        let entry = AuditEntry::new(Some("b"), None, Action::Reject, "x@1.0.0", "id");
+        assert_eq!(log.record(entry).await.unwrap().id, 1);
+        let (bytes, _) = store.state(&chunk_key(0)).await.unwrap().unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.starts_with(&format!("[{future},")), "{text}");
+        let page = log.page(None, 10).await.unwrap();
+        let actions: Vec<Action> = page.entries.iter().map(|e| e.action).collect();
+        assert_eq!(actions, [Action::Reject, Action::Other]);
     }
 }

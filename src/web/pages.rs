@@ -92,8 +92,10 @@ pub struct Search {
 /// Results on one page.
 const PAGE: usize = 20;
 
-/// How many of the audit log's newest entries the home page looks through for publishes.
-const AUDIT_READ: usize = 512;
+/// How many of the audit log's newest entries the home page looks through for publishes (eight
+/// chunks at most: other entries, failed logins among them, cannot push every publish out of
+/// reach cheaply).
+const AUDIT_READ: usize = 2048;
 
 /// How many recently published packages the home page shows.
 const PUBLISHED_SHOWN: usize = 10;
@@ -141,8 +143,8 @@ pub async fn home(visit: &Visit<'_>) -> Result<Answer, Error> {
 }
 
 /// The packages published (or approved) here lately, newest first: from the audit log's newest
-/// entries (two chunk reads at most, whatever the store holds), each still published (its
-/// document read: at most [`PUBLISHED_SHOWN`] reads).
+/// entries (a few chunk reads, whatever the store holds), each still published here (its stored
+/// document read, never upstream's: at most 3 × [`PUBLISHED_SHOWN`] reads).
 async fn recently_published(visit: &Visit<'_>) -> Vec<Listed> {
     let app = visit.call.app;
     let entries = match app.audit.page(None, AUDIT_READ).await {
@@ -165,10 +167,14 @@ async fn recently_published(visit: &Visit<'_>) -> Vec<Listed> {
         else {
             continue;
         };
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
+        // A name no longer published here (its scope taken off `[publish]`) would be read
+        // from upstream: not listed.
+        if names.iter().any(|n| n == name) || !app.private.contains(name) {
+            continue;
         }
-        if names.len() == PUBLISHED_SHOWN {
+        names.push(name.to_string());
+        // Room for some that were unpublished since.
+        if names.len() == 3 * PUBLISHED_SHOWN {
             break;
         }
     }
@@ -176,6 +182,9 @@ async fn recently_published(visit: &Visit<'_>) -> Vec<Listed> {
     for name in &names {
         if let Some(listed) = latest_published(visit, name).await {
             published.push(listed);
+            if published.len() == PUBLISHED_SHOWN {
+                break;
+            }
         }
     }
     published
