@@ -764,6 +764,21 @@ impl NpmLogin {
     }
 }
 
+/// A runtime for a test's requests and a client that shows redirects rather than following
+/// them (the console answers a form with 303).
+fn http_runtime() -> (tokio::runtime::Runtime, reqwest::Client) {
+    sluice::crypto::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    (runtime, client)
+}
+
 /// The value of the hidden field `name` in `html`.
 fn hidden_field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
@@ -789,16 +804,8 @@ fn web_login_protocol_csrf_and_the_browsers_root_over_http() {
     let sluice = Sluice::start(&upstream, "", "");
     add_user(&sluice, "carol", "carol-password-1");
     let url = sluice.url();
-    sluice::crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, client) = http_runtime();
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         // A browser asking for `/` is sent to the console; npm gets what it always got.
         let root = client
             .get(&url)
@@ -974,16 +981,8 @@ fn hostile_console_inputs_write_nothing_odd_to_the_audit_log_or_the_users() {
         who: &root,
         address: None,
     };
-    sluice::crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, client) = http_runtime();
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         let form = client.get(format!("{url}-/ui/login")).send().await.unwrap();
         let (login_cookie, _) = set_cookie(form.headers(), "sluice_login");
         let login_csrf = hidden_field(&form.text().await.unwrap(), "csrf");
@@ -1101,16 +1100,8 @@ fn two_factor_over_http_needs_the_password_to_begin_and_spends_every_code_once()
     add_user(&sluice, "bob", "bob-password-1");
     let url = sluice.url();
     let app = &sluice.server.as_ref().unwrap().app;
-    sluice::crypto::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, client) = http_runtime();
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
         let enrolled = || sluice::api::admin::login_needs_second_factor(app, "carol");
         let pending = || app.auth.pending_two_factor("carol", "sluice");
         let (session, csrf) = http_session(&client, &url, "carol", "carol-password-1").await;

@@ -106,6 +106,16 @@ fn publish(sluice: &Sluice, token: &str, name: &str, version: &str) -> (u16, Val
     send(sluice, "PUT", &doc_path(name), Some(token), Some(&body))
 }
 
+/// `POST /-/stage/{id}/approve` by `token`'s user: the status and the JSON answer.
+fn approve(sluice: &Sluice, token: &str, id: &str) -> (u16, Value) {
+    json_call(
+        sluice,
+        "POST",
+        &format!("/-/stage/{id}/approve"),
+        Some(token),
+    )
+}
+
 /// The versions the document of `name` lists.
 fn listed(sluice: &Sluice, name: &str) -> Vec<String> {
     let (_, doc) = sluice.get_json(&doc_path(name));
@@ -290,12 +300,7 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0"]);
 
     // Approved by a maintainer: listed, installable, its tarball the staged one.
-    let (status, body) = json_call(
-        &sluice,
-        "POST",
-        &format!("/-/stage/{id}/approve"),
-        Some(&alice),
-    );
+    let (status, body) = approve(&sluice, &alice, &id);
     assert_eq!(status, 201, "{body}");
     assert!(body["message"].is_string(), "{body}");
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);
@@ -311,12 +316,7 @@ fn a_staged_version_is_checked_like_a_publish_and_hidden_until_approved() {
     // (A new project: npm keeps the document it read above for its max-age.)
     Project::new().install(&sluice.url(), &["@acme/w@1.1.0"]);
     // Gone from staging: a second approval finds nothing, and it stays published once.
-    let (status, _) = json_call(
-        &sluice,
-        "POST",
-        &format!("/-/stage/{id}/approve"),
-        Some(&alice),
-    );
+    let (status, _) = approve(&sluice, &alice, &id);
     assert_eq!(status, 404);
     let (status, _) = stage(&sluice, Some(&alice), "@acme/w", "1.1.0");
     assert_eq!(status, 409);
@@ -389,12 +389,7 @@ fn a_first_version_can_be_staged_and_its_approver_maintains_the_package() {
     // With no maintainers yet, any user who may publish the name may review it.
     let (_, list) = json_call(&sluice, "GET", "/-/stage", Some(&bob));
     assert_eq!(list["total"], 1, "{list}");
-    let (status, body) = json_call(
-        &sluice,
-        "POST",
-        &format!("/-/stage/{id}/approve"),
-        Some(&bob),
-    );
+    let (status, body) = approve(&sluice, &bob, &id);
     assert_eq!(status, 201, "{body}");
     let (_, doc) = sluice.get_json("/@acme%2ffresh");
     assert_eq!(doc["maintainers"][0]["name"], "bob", "{doc}");
@@ -421,12 +416,7 @@ fn the_home_page_lists_recent_publishes_and_approvals_newest_first() {
         assert_eq!(publish(&sluice, &alice, name, version).0, 200);
     }
     let id = staged(&sluice, &alice, "@acme/c", "1.0.0");
-    let (status, body) = json_call(
-        &sluice,
-        "POST",
-        &format!("/-/stage/{id}/approve"),
-        Some(&alice),
-    );
+    let (status, body) = approve(&sluice, &alice, &id);
     assert_eq!(status, 201, "{body}");
     assert_eq!(publish(&sluice, &alice, "@acme/a", "1.1.0").0, 200);
     let (_, doc) = sluice.get_json("/@acme%2fgone?write=true");
@@ -685,12 +675,7 @@ fn staged_required_refuses_a_direct_publish_with_the_way_to_stage() {
     );
     assert!(listed(&sluice, "@acme/w").is_empty());
     let id = staged(&sluice, &alice, "@acme/w", "1.0.0");
-    let (status, body) = json_call(
-        &sluice,
-        "POST",
-        &format!("/-/stage/{id}/approve"),
-        Some(&alice),
-    );
+    let (status, body) = approve(&sluice, &alice, &id);
     assert_eq!(status, 201, "{body}");
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0"]);
     // A change of what is published (no new version) is no publish: still allowed.
@@ -845,7 +830,7 @@ fn a_fleet_shares_what_is_staged_one_node_stages_another_approves() {
     assert_eq!(tarball, version_of("@acme/w", "1.1.0").1);
     assert_eq!(b.get("/@acme%2fw/-/w-1.1.0.tgz", &[]).0, 404);
     // b approves; a serves the version (its copy of the document is told of the change).
-    let (status, body) = json_call(&b, "POST", &format!("/-/stage/{id}/approve"), Some(&alice));
+    let (status, body) = approve(&b, &alice, &id);
     assert_eq!(status, 201, "{body}");
     assert!(
         support::eventually(30, || listed(&a, "@acme/w").len() == 2),
@@ -1098,12 +1083,7 @@ fn migrate_copies_staged_versions_with_their_tarballs() {
         let (status, tarball) = call(&sluice, "GET", &path, Some(&alice), None);
         assert_eq!(status, 200, "{name}");
         assert_eq!(tarball, version_of(name, version).1, "{name}");
-        let (status, body) = json_call(
-            &sluice,
-            "POST",
-            &format!("/-/stage/{id}/approve"),
-            Some(&alice),
-        );
+        let (status, body) = approve(&sluice, &alice, id);
         assert_eq!(status, 201, "{name}: {body}");
     }
     assert_eq!(listed(&sluice, "@acme/w"), ["1.0.0", "1.1.0"]);

@@ -12,6 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -152,23 +153,12 @@ impl AuditLog {
         }
     }
 
-    async fn chunk(&self, n: u64) -> Result<Option<(Vec<AuditEntry>, crate::store::Token)>, Error> {
-        match self.store.state(&chunk_key(n)).await? {
-            Some((bytes, token)) => {
-                let entries = serde_json::from_slice(&bytes)
-                    .map_err(|e| Error::store(format!("audit log chunk {n} is unreadable: {e}")))?;
-                Ok(Some((entries, token)))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// Chunk `n`'s entries as written (an append keeps each one's bytes, an entry a newer
-    /// version wrote included).
-    async fn raw_chunk(
+    /// Chunk `n`'s entries, as [`AuditEntry`] values to read them or as raw JSON to append
+    /// (an append keeps each earlier entry's bytes, one a newer version wrote included).
+    async fn chunk<T: DeserializeOwned>(
         &self,
         n: u64,
-    ) -> Result<Option<(Vec<Box<RawValue>>, crate::store::Token)>, Error> {
+    ) -> Result<Option<(Vec<T>, crate::store::Token)>, Error> {
         match self.store.state(&chunk_key(n)).await? {
             Some((bytes, token)) => {
                 let entries = serde_json::from_slice(&bytes)
@@ -193,7 +183,7 @@ impl AuditLog {
     pub async fn record(&self, mut entry: AuditEntry) -> Result<AuditEntry, Error> {
         for _ in 0..64 {
             let n = self.last_chunk().await?;
-            let held = self.raw_chunk(n).await?;
+            let held = self.chunk::<Box<RawValue>>(n).await?;
             let (mut entries, expect, at) = match held {
                 Some((entries, _)) if entries.len() as u64 >= CHUNK => {
                     (Vec::new(), Expect::Absent, n + 1)
@@ -232,7 +222,7 @@ impl AuditLog {
         let mut n = last.min(end / CHUNK);
         let mut page = AuditPage::default();
         loop {
-            let entries = self.chunk(n).await?.map(|(e, _)| e).unwrap_or_default();
+            let entries: Vec<AuditEntry> = self.chunk(n).await?.map(|(e, _)| e).unwrap_or_default();
             for entry in entries.into_iter().rev().filter(|e| e.id < end) {
                 if page.entries.len() == limit {
                     page.next = page.entries.last().map(|e| e.id);
@@ -252,7 +242,7 @@ impl AuditLog {
         let mut n = self.last_chunk().await?;
         let mut out = Vec::new();
         loop {
-            let entries = self.chunk(n).await?.map(|(e, _)| e).unwrap_or_default();
+            let entries: Vec<AuditEntry> = self.chunk(n).await?.map(|(e, _)| e).unwrap_or_default();
             let older = entries.first().is_some_and(|e| e.at < since);
             out.extend(entries.into_iter().rev().filter(|e| e.at >= since));
             if older || n == 0 {
