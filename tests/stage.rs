@@ -445,6 +445,34 @@ fn the_home_page_lists_recent_publishes_and_approvals_newest_first() {
         .collect();
     assert_eq!(shown, ["@acme/a", "@acme/c", "@acme/b"], "{section}");
     assert!(section.contains("1.1.0"), "{section}");
+
+    // Attacks on the list: 600 other entries since (failed logins an outsider can cause) do
+    // not push the publishes out, and a publish entry naming a package not published here
+    // (a scope since taken off `[publish]`) is neither listed nor asked of upstream.
+    let app = sluice.server.as_ref().unwrap().app.clone();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use sluice::core::audit_log::{Action, AuditEntry};
+        let entry = |action, subject: &str| AuditEntry::new(None, None, action, subject, "");
+        app.audit
+            .note(entry(Action::Publish, "upstream-only@1.0.0"))
+            .await;
+        for _ in 0..600 {
+            app.audit.note(entry(Action::LoginFailure, "mallory")).await;
+        }
+    });
+    let asked = upstream.total_requests();
+    let (_, _, page) = sluice.get("/-/ui/", &[]);
+    let page = String::from_utf8_lossy(&page);
+    let section = page.split("id=\"published\"").nth(1).unwrap();
+    let section = section.split("</section>").next().unwrap();
+    assert!(section.contains("/-/ui/package/@acme/a"), "{section}");
+    assert!(!section.contains("upstream-only"), "{section}");
+    assert_eq!(
+        upstream.total_requests(),
+        asked,
+        "the home page asked upstream"
+    );
 }
 
 #[test]
